@@ -1,0 +1,1 @@
+"""Overhead harness: one aggregation (``aggregation``), whole training runs (``privfed.bench.compare``)."""
