@@ -1,0 +1,99 @@
+"""Helpers for the shared contract suite: build every registered protection, drive rounds phase by phase."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pytest
+
+from protocols import registry
+from protocols.base import AggregateResult, AggregationProtocol, ClientStateMachine, ClientUpdate, Outgoing
+from protocols.errors import ConfigError
+
+# Options that make each protection testable at a few clients. Only what differs from defaults.
+CONTRACT_OPTIONS: dict[str, dict[str, Any]] = {
+    "paillier": {"key_bits": 2048},
+    "paillier-per-value": {"key_bits": 2048},
+}
+MAX_WEIGHT = 10.0
+CLIP = 1.0
+
+
+def available_protections() -> list[str]:
+    return registry.names()
+
+
+def make_protocol(name: str, **extra: Any) -> AggregationProtocol:
+    """The protection with the contract options, or skip if it is not built / its dependency is missing."""
+    options = {"max_weight": MAX_WEIGHT, "clip": CLIP, **CONTRACT_OPTIONS.get(name, {}), **extra}
+    try:
+        return registry.create(name, options)
+    except ModuleNotFoundError as exc:
+        pytest.skip(f"{name} not available: {exc}")
+    except ConfigError as exc:
+        if "needs" in str(exc) or "bad options" in str(exc):
+            # an option from CONTRACT_OPTIONS the protection does not take: retry with the standard ones only
+            try:
+                return registry.create(name, {"max_weight": MAX_WEIGHT, "clip": CLIP, **extra})
+            except (ModuleNotFoundError, ConfigError) as again:
+                pytest.skip(f"{name} not available: {again}")
+        raise
+
+
+def updates_for(n: int, dim: int, seed: int, *, equal_weights: bool = False, scale: float = 0.5,
+                ) -> dict[int, ClientUpdate]:
+    rng = np.random.default_rng(seed)  # test data only
+    return {cid: ClientUpdate((rng.uniform(-scale, scale, dim)).astype(np.float32),
+                              1.0 if equal_weights else float(rng.integers(1, int(MAX_WEIGHT) + 1)))
+            for cid in range(n)}
+
+
+def exact_mean(updates: dict[int, ClientUpdate], survivors: tuple[int, ...]) -> np.ndarray:
+    w = np.array([updates[c].weight for c in survivors])
+    x = np.stack([updates[c].vector.astype(np.float64) for c in survivors])
+    return w @ x / w.sum()
+
+
+def tolerance(result: AggregateResult) -> float:
+    """Declared bound, plus 7 standard deviations of any declared DP noise, plus float32 input rounding."""
+    return result.error_bound + 7.0 * float(result.info.get("dp_noise_std", 0.0)) + 1e-6
+
+
+@dataclass
+class PhaseState:
+    """A round driven up to (not into) phase ``index``: the server waits for that phase's replies."""
+
+    server: Any
+    clients: dict[int, ClientStateMachine]
+    outgoing: Outgoing
+    replies: dict[int, bytes] = field(default_factory=dict)
+
+
+def drive_to_phase(protocol: AggregationProtocol, updates: dict[int, ClientUpdate], index: int,
+                   *, with_replies: bool = True) -> PhaseState | None:
+    """Run a round honestly up to phase ``index``. Returns None if the round ends before that phase."""
+    ids = tuple(sorted(updates))
+    dim = next(iter(updates.values())).vector.size
+    states: dict[int, dict] = {}
+    server = protocol.server(1, ids, dim)
+    outgoing = server.start()
+    clients = {cid: protocol.client(cid, 1, updates[cid], states.setdefault(cid, {})) for cid in ids}
+    for _ in range(index):
+        for cid, payload in outgoing.messages.items():
+            reply = clients[cid].handle(payload)
+            if reply is not None:
+                server.receive(cid, reply)
+        step = server.advance()
+        if isinstance(step, AggregateResult):
+            return None
+        outgoing = step
+    state = PhaseState(server, clients, outgoing)
+    if with_replies:
+        for cid, payload in outgoing.messages.items():
+            reply = clients[cid].handle(payload)
+            if reply is not None:
+                state.replies[cid] = reply
+        # the clients' state moved on; rebuild them for client-side fuzzing on demand
+    return state
