@@ -35,6 +35,7 @@ __all__ = [
     "encode",
     "decode",
     "peek_header",
+    "inspect",
 ]
 
 MAGIC = b"PFDW"
@@ -308,3 +309,47 @@ def _decode_array(reader: _Reader, name: str, spec: FieldSpec) -> np.ndarray:
     if spec.finite and arr.dtype.kind == "f" and not np.isfinite(arr).all():
         raise MessageError(f"field {name!r}: NaN or infinite entries")
     return arr
+
+
+_ANY_SPECS = {tag: FieldSpec(tag, dtype="float32" if tag == "array" else None, finite=False) for tag in _TAGS}
+
+
+def inspect(data: bytes) -> Message:
+    """Parse any well-formed privfed message without a schema (for audits and attack models: what a party *sees*).
+
+    Structure is still checked (magic, version, lengths, trailing bytes) and any failure raises MessageError; field
+    values are returned as found (arrays keep their wire dtype, non-finite values are allowed).
+    """
+    if not isinstance(data, (bytes, bytearray)):
+        raise MessageError("message must be bytes")
+    reader = _Reader(bytes(data))
+    try:
+        if reader.take(4) != MAGIC:
+            raise MessageError("not a privfed message (bad magic)")
+        (version,) = reader.unpack("<B")
+        if version != WIRE_VERSION:
+            raise MessageError(f"unsupported wire version {version}")
+        protocol, kind = reader.str8(), reader.str8()
+        round_id, sender = reader.unpack("<Qq")
+        (n_fields,) = reader.unpack("<H")
+        values: dict[str, Any] = {}
+        for _ in range(n_fields):
+            name = reader.str8()
+            tag = reader.data[reader.pos:reader.pos + 1]
+            found = next((t for t, code in _TAGS.items() if code == tag), None)
+            if found is None:
+                raise MessageError(f"field {name!r}: unknown type tag")
+            if found == "array":
+                code = reader.data[reader.pos + 1] if reader.pos + 1 < len(reader.data) else 255
+                if code >= len(_DTYPES):
+                    raise MessageError(f"field {name!r}: unknown dtype")
+                values[name] = _decode_value(reader, name, FieldSpec("array", dtype=_DTYPES[code], finite=False))
+            else:
+                values[name] = _decode_value(reader, name, _ANY_SPECS[found])
+        if reader.pos != len(reader.data):
+            raise MessageError("trailing bytes")
+        return Message(protocol, kind, round_id, sender, values)
+    except MessageError:
+        raise
+    except (struct.error, ValueError, OverflowError, MemoryError, TypeError) as exc:
+        raise MessageError(f"malformed message: {type(exc).__name__}") from None

@@ -94,3 +94,23 @@ def test_single_byte_corruption_never_escapes(position: int, value: int) -> None
         decode(bytes(data), SPEC, protocol="proto", round_id=9, sender=4)
     except MessageError:
         pass
+
+
+def test_inspect_reads_any_message_without_a_schema() -> None:
+    from protocols.wire import inspect
+
+    seen = inspect(encode(_message(vector=np.array([1, 2, 3, 4], dtype=np.float32))))
+    assert seen.kind == "update" and seen["vector"].dtype == np.float32 and seen["names"] == [b"x", b"yz"]
+    ring = inspect(encode(Message("p", "masked", 1, 2, {"y": np.arange(3, dtype=np.uint32)})))
+    assert ring["y"].dtype == np.uint32
+    with pytest.raises(MessageError):
+        inspect(encode(_message())[:-2])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=200))
+def test_inspect_random_bytes_only_raise_message_error(data: bytes) -> None:
+    from protocols.wire import inspect
+
+    with pytest.raises(MessageError):
+        inspect(data)
