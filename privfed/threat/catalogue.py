@@ -1,0 +1,330 @@
+"""What each protection guarantees: what it hides, from whom, under which assumptions, and when it holds for a round.
+
+Threat model: this module is the single statement of every protection's guarantees. The plan checker refuses a
+round whose protection fails :func:`unmet_requirements` against the declared :class:`~privfed.threat.model.ThreatModel`,
+SECURITY.md's table is :func:`security_table` rendered, and the audit re-runs the same check on a finished run.
+
+Summary (n clients in the round, c declared colluders, t the SecAgg threshold, d the expected dropouts):
+
+* ``plaintext`` hides nothing; only a trusted server.
+* ``dp`` (central DP-FedAvg) trusts the server: it sees every update in the clear and adds the noise itself; the
+  released model is user-level DP against everyone else.
+* ``local-dp`` / ``dp-sgd``: the server sees each client's own noised update (user-level local DP, resp. record-level
+  DP of the client's training); no cryptographic hiding.
+* ``ckks`` / ``paillier`` (shared client key from a key authority): hide every update from a server that colludes
+  with no client; any key-holding client colluding with the server decrypts everyone (so c >= 1 fails); tolerate
+  any number of dropouts while >= 3 clients contribute; hide individual updates, not the aggregate.
+* ``secagg`` (Bonawitz et al. 2017; SecAgg+ graph as an option): hides every update from the server plus fewer than
+  t colluding clients (needs t > c); tolerates n - t dropouts (needs n - t >= d); the server learns the sum.
+* ``secagg+dp`` (distributed DP): secagg plus integer noise added by every client before masking; epsilon holds
+  against the server too (the server never sees an un-noised sum).
+* ``ckks+dp``: ckks plus DP noise; same collusion limit as ckks.
+
+Everyone: an aggregate of a single honest client is that client's update, so at least two honest clients must
+survive every round (n - c - d >= 2).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from privfed.threat.model import MALICIOUS, ThreatModel
+
+__all__ = [
+    "Protection",
+    "RoundContext",
+    "CATALOGUE",
+    "get",
+    "names",
+    "unmet_requirements",
+    "explain",
+    "secagg_threshold",
+    "security_table",
+]
+
+CRYPTOGRAPHIC = "cryptographic"
+NOISE = "noise"
+NONE = "none"
+
+
+@dataclass(frozen=True)
+class Protection:
+    """The guarantees of one protection (protocol x DP placement). Text fields feed SECURITY.md and the audit."""
+
+    name: str
+    protocol: str
+    dp: str
+    hides: str
+    hides_from: str
+    assumptions: tuple[str, ...]
+    tolerates_dropouts: str
+    output_privacy: str
+    limits: tuple[str, ...]
+    #: how an individual update is hidden from the server: "none", "noise" (client-side DP) or "cryptographic"
+    update_hiding: str
+    #: "shared-key" (HE: any colluding key holder breaks it), "threshold" (SecAgg: fewer than t), "n/a"
+    collusion_model: str
+    #: whether the server learns the round's aggregate
+    server_sees_aggregate: bool = True
+    #: "user", "record" or "" (no DP)
+    dp_unit: str = ""
+    #: central DP: the server sees the un-noised sum, so epsilon does not hold against the server
+    dp_trusts_server: bool = False
+    #: fewest contributing clients for which the protection is meaningful
+    min_clients: int = 1
+    #: a named baseline kept for comparison only; ``auto`` never picks it
+    baseline: bool = False
+    server_models: frozenset[str] = field(default_factory=lambda: frozenset({"trusted", "honest-but-curious"}))
+
+    def __post_init__(self) -> None:
+        if self.update_hiding not in (NONE, NOISE, CRYPTOGRAPHIC):
+            raise ValueError(f"{self.name}: bad update_hiding {self.update_hiding!r}")
+        if self.collusion_model not in ("shared-key", "threshold", "n/a"):
+            raise ValueError(f"{self.name}: bad collusion_model {self.collusion_model!r}")
+        if self.dp not in ("none", "central", "local", "distributed", "dp-sgd"):
+            raise ValueError(f"{self.name}: bad dp placement {self.dp!r}")
+        if (self.dp == "none") != (self.dp_unit == ""):
+            raise ValueError(f"{self.name}: dp placement and dp_unit disagree")
+
+    @property
+    def has_dp(self) -> bool:
+        return self.dp != "none"
+
+
+@dataclass(frozen=True)
+class RoundContext:
+    """What the checker knows about a round: its client count (None if unknown) and the protection's options."""
+
+    clients: int | None = None
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.clients is not None and (isinstance(self.clients, bool) or not isinstance(self.clients, int)
+                                         or self.clients < 1):
+            raise ValueError(f"clients must be a positive whole number, got {self.clients!r}")
+
+
+_HE_ASSUMPTIONS = ("a key authority gives the secret key to the clients only; the server holds a public context",
+                   "the server colludes with no key-holding client",
+                   "the server follows the protocol (honest-but-curious)")
+_HE_LIMITS = ("any single key-holding client colluding with the server decrypts every update",
+              "hides individual updates, not the aggregate: combine with DP for output privacy",
+              "with 2 clients each learns the other's update from the mean (refused below 3)",
+              "CKKS decryptions released to others need noise flooding (IND-CPA^D)")
+_SECAGG_ASSUMPTIONS = ("fewer than t clients collude with the server (t = reconstruction threshold)",
+                       "the server follows the protocol (honest-but-curious); no active-adversary consistency check",
+                       "at least t clients survive every phase")
+_SECAGG_LIMITS = ("the server learns the sum of the survivors' updates",
+                  "with the SecAgg+ sparse graph the guarantee is probabilistic (Bell et al. 2020) for the declared "
+                  "corruption and dropout fractions",
+                  "a malicious server could lie about dropouts to unmask a client (active model not implemented)")
+
+CATALOGUE: dict[str, Protection] = {p.name: p for p in (
+    Protection(
+        "plaintext", "plaintext", "none", hides="nothing", hides_from="nobody",
+        assumptions=("the server is trusted with every update",), tolerates_dropouts="any",
+        output_privacy="none", limits=("the server and any eavesdropper on the link see every update",),
+        update_hiding=NONE, collusion_model="n/a"),
+    Protection(
+        "dp", "plaintext", "central", hides="the released model's dependence on any one client (user-level DP)",
+        hides_from="everyone who sees the released model, except the server",
+        assumptions=("the server is trusted: it sees every update in the clear and adds the noise",),
+        tolerates_dropouts="any", output_privacy="user-level (epsilon, delta)-DP, central",
+        limits=("no protection of updates from the server", "epsilon does not hold against the server"),
+        update_hiding=NONE, collusion_model="n/a", dp_unit="user", dp_trusts_server=True),
+    Protection(
+        "local-dp", "plaintext", "local", hides="each update behind the client's own noise (local DP)",
+        hides_from="the server and everyone downstream, statistically",
+        assumptions=("each client clips and noises its own update correctly",), tolerates_dropouts="any",
+        output_privacy="user-level (epsilon, delta)-DP per client, local",
+        limits=("the server sees every noised update: statistical, not cryptographic, hiding",
+                "noise of n clients adds up: far lower utility than central or distributed DP at equal epsilon"),
+        update_hiding=NOISE, collusion_model="n/a", dp_unit="user"),
+    Protection(
+        "dp-sgd", "plaintext", "dp-sgd", hides="each training record's influence on its client's update",
+        hides_from="the server and everyone downstream, statistically, at record level",
+        assumptions=("each client runs DP-SGD (Opacus) correctly",), tolerates_dropouts="any",
+        output_privacy="record-level (epsilon, delta)-DP per client",
+        limits=("record-level only: a client's whole dataset is not protected (does not meet a user-level target)",
+                "the server sees every update"),
+        update_hiding=NOISE, collusion_model="n/a", dp_unit="record"),
+    Protection(
+        "ckks", "ckks", "none", hides="every individual update (CKKS ciphertexts, add-only aggregation)",
+        hides_from="the server and eavesdroppers", assumptions=_HE_ASSUMPTIONS,
+        tolerates_dropouts="any number, while >= 3 clients contribute", output_privacy="none",
+        limits=_HE_LIMITS, update_hiding=CRYPTOGRAPHIC, collusion_model="shared-key", min_clients=3),
+    Protection(
+        "paillier", "paillier", "none", hides="every individual update (packed Paillier ciphertexts)",
+        hides_from="the server and eavesdroppers", assumptions=_HE_ASSUMPTIONS,
+        tolerates_dropouts="any number, while >= 3 clients contribute", output_privacy="none",
+        limits=_HE_LIMITS[:3], update_hiding=CRYPTOGRAPHIC, collusion_model="shared-key", min_clients=3),
+    Protection(
+        "paillier-per-value", "paillier", "none", hides="every individual update (one Paillier ciphertext per value)",
+        hides_from="the server and eavesdroppers", assumptions=_HE_ASSUMPTIONS,
+        tolerates_dropouts="any number, while >= 3 clients contribute", output_privacy="none",
+        limits=(*_HE_LIMITS[:3], "a teaching baseline: orders of magnitude slower and larger than packed Paillier"),
+        update_hiding=CRYPTOGRAPHIC, collusion_model="shared-key", min_clients=3, baseline=True),
+    Protection(
+        "secagg", "secagg", "none", hides="every individual update (pairwise and self masks; only the sum opens)",
+        hides_from="the server plus fewer than t colluding clients, and eavesdroppers",
+        assumptions=_SECAGG_ASSUMPTIONS, tolerates_dropouts="up to n - t at any phase", output_privacy="none",
+        limits=_SECAGG_LIMITS, update_hiding=CRYPTOGRAPHIC, collusion_model="threshold", min_clients=2),
+    Protection(
+        "secagg+dp", "secagg", "distributed",
+        hides="every individual update, and the released model's dependence on any one client (distributed DP)",
+        hides_from="the server plus fewer than t colluding clients (updates); everyone including the server "
+                   "(model, DP)",
+        assumptions=(*_SECAGG_ASSUMPTIONS, "every client adds its share of integer noise before masking"),
+        tolerates_dropouts="up to n - t at any phase; dropouts lower the noise (accounted from the survivors)",
+        output_privacy="user-level (epsilon, delta)-DP, distributed (holds against the server)",
+        limits=(*_SECAGG_LIMITS[1:], "colluding clients know their own noise: the noise that protects against "
+                "server + c colluders is that of the n - c honest survivors"),
+        update_hiding=CRYPTOGRAPHIC, collusion_model="threshold", dp_unit="user", min_clients=2),
+    Protection(
+        "ckks+dp", "ckks", "central",
+        hides="every individual update, and the released model's dependence on any one client",
+        hides_from="the server and eavesdroppers (updates); everyone who sees the released model (DP)",
+        assumptions=(*_HE_ASSUMPTIONS, "the key holders add the DP noise before the aggregate is released"),
+        tolerates_dropouts="any number, while >= 3 clients contribute",
+        output_privacy="user-level (epsilon, delta)-DP of the released model",
+        limits=_HE_LIMITS[:3], update_hiding=CRYPTOGRAPHIC, collusion_model="shared-key", dp_unit="user",
+        min_clients=3),
+)}
+
+
+def names(include_baselines: bool = True) -> list[str]:
+    return [n for n, p in CATALOGUE.items() if include_baselines or not p.baseline]
+
+
+def get(name: str) -> Protection:
+    try:
+        return CATALOGUE[name]
+    except KeyError:
+        raise KeyError(f"protection {name!r} has no entry in the threat catalogue; known: {', '.join(CATALOGUE)}"
+                       ) from None
+
+
+def secagg_threshold(clients: int, options: Mapping[str, Any]) -> int:
+    """The reconstruction threshold t a SecAgg round over ``clients`` uses with ``options``.
+
+    ``threshold`` may be a whole number of clients or a fraction of the round's clients (rounded up); without it the
+    protocol's default applies: a strict majority, ``n // 2 + 1`` (Bonawitz et al.'s recommended minimum against an
+    honest-but-curious server).
+    """
+    value = options.get("threshold")
+    if value is None:
+        fraction = options.get("threshold_fraction")
+        if fraction is None:
+            return clients // 2 + 1
+        value = float(fraction)
+    if isinstance(value, float) and 0.0 < value < 1.0:
+        return max(1, math.ceil(value * clients - 1e-12))
+    return int(value)
+
+
+def unmet_requirements(name: str, threat: ThreatModel, context: RoundContext | None = None) -> list[str]:
+    """Every requirement of ``threat`` that protection ``name`` fails in a round with ``context`` (empty = meets it)."""
+    p = get(name)
+    ctx = context or RoundContext()
+    unmet: list[str] = []
+    if threat.server == MALICIOUS and MALICIOUS not in p.server_models:
+        unmet.append(f"it assumes the server follows the protocol, and the declared server is malicious "
+                     f"(no protection in privfed defends against a malicious server yet: SecAgg's active-adversary "
+                     f"consistency check is not implemented)")
+    if threat.distrusts_server:
+        if p.update_hiding == NONE:
+            unmet.append("the server is " + threat.server + " and " + (
+                f"{name} shows it every client's update in the clear" if not p.dp_trusts_server else
+                f"{name} (central DP) shows it every client's update in the clear before it adds the noise"))
+        elif p.update_hiding == NOISE and threat.update_privacy == "cryptographic":
+            unmet.append(f"the server is {threat.server} and {name} shows it each client's own noised update "
+                         f"(statistical hiding only; declare update_privacy=local-dp to accept that)")
+        if p.collusion_model == "shared-key" and threat.collusion >= 1:
+            unmet.append(f"any key-holding client colluding with the server decrypts every update, and "
+                         f"collusion={threat.collusion} is declared")
+        if p.collusion_model == "threshold" and ctx.clients is not None:
+            n = ctx.clients
+            t = secagg_threshold(n, ctx.options)
+            d = threat.expected_dropouts(n)
+            if t <= threat.collusion:
+                unmet.append(f"its threshold t={t} (of n={n}) does not exceed the declared collusion="
+                             f"{threat.collusion}: the server plus t colluders can unmask an honest client")
+            if n - t < d:
+                unmet.append(f"n - t = {n} - {t} = {n - t} does not cover the {d} expected dropouts "
+                             f"(dropout={threat.dropout:g} of {n}); the round would abort")
+        if ctx.clients is not None and p.update_hiding != NONE:
+            honest = ctx.clients - threat.collusion - threat.expected_dropouts(ctx.clients)
+            if honest < 2:
+                unmet.append(f"only {max(honest, 0)} honest client(s) would survive (n={ctx.clients}, "
+                             f"collusion={threat.collusion}, dropout={threat.dropout:g}): the aggregate would be "
+                             f"one client's update")
+    if not threat.server_may_see_aggregate and p.server_sees_aggregate and not _keeps_aggregate(p, ctx):
+        unmet.append(f"the server may not see the aggregate, and {name} delivers it to the server")
+    if ctx.clients is not None and p.min_clients > 1:
+        contributing = ctx.clients - threat.expected_dropouts(ctx.clients)
+        if contributing < p.min_clients:
+            unmet.append(f"it needs >= {p.min_clients} contributing clients and only {contributing} are expected "
+                         f"(n={ctx.clients}, dropout={threat.dropout:g})")
+    if threat.wants_dp:
+        if not p.has_dp:
+            unmet.append(f"an (epsilon={threat.epsilon:g}, delta={threat.delta:g}) target needs DP noise in every "
+                         f"round (one un-noised round makes the released model's epsilon infinite), and {name} "
+                         f"adds none")
+        else:
+            if threat.dp_unit == "user" and p.dp_unit == "record":
+                unmet.append(f"{name} gives record-level DP only, and the target is user-level (declare "
+                             f"dp_unit=record to accept it)")
+            if p.dp_trusts_server and threat.distrusts_server:
+                unmet.append(f"{name} adds the noise at the server, so its epsilon does not hold against the "
+                             f"{threat.server} server")
+    return unmet
+
+
+def _keeps_aggregate(p: Protection, ctx: RoundContext) -> bool:
+    """HE in key-holder mode leaves the decrypted aggregate with the clients (unless released to the server)."""
+    if p.collusion_model != "shared-key":
+        return False
+    release = ctx.options.get("release_to_server", ctx.options.get("mode", "key-holders"))
+    return release in (False, "key-holders", "clients")
+
+
+def explain(name: str, threat: ThreatModel, context: RoundContext | None = None) -> str:
+    """Why ``name`` meets ``threat`` (call only when :func:`unmet_requirements` is empty): one sentence."""
+    p = get(name)
+    ctx = context or RoundContext()
+    parts: list[str] = []
+    if not threat.distrusts_server:
+        parts.append("trusted server")
+    elif p.collusion_model == "threshold":
+        if ctx.clients is not None:
+            n, t = ctx.clients, secagg_threshold(ctx.clients, ctx.options)
+            parts.append(f"hides updates from the server + up to {t - 1} colluders (t={t} > "
+                         f"collusion={threat.collusion}) and tolerates {n - t} dropouts "
+                         f"(>= {threat.expected_dropouts(n)} expected)")
+        else:
+            parts.append(f"hides updates from the server + fewer than t colluders (needs t > {threat.collusion} "
+                         f"and n - t >= expected dropouts; checked when the client count is known)")
+    elif p.collusion_model == "shared-key":
+        parts.append("hides updates from a server colluding with no client (collusion=0)")
+    elif p.update_hiding == NOISE:
+        parts.append("server sees only client-noised updates (update_privacy=local-dp accepted)")
+    if threat.wants_dp:
+        parts.append(f"{p.dp_unit}-level DP toward epsilon={threat.epsilon:g}, delta={threat.delta:g}")
+    elif p.has_dp:
+        parts.append(f"{p.dp_unit}-level DP")
+    if not threat.server_may_see_aggregate:
+        parts.append("aggregate stays with the key holders")
+    return "; ".join(parts) or "meets the threat model"
+
+
+def security_table() -> str:
+    """SECURITY.md's threat-model table, one row per protection, from this catalogue."""
+    header = ("| protection | hides what | from whom | assumptions | tolerates dropouts | output privacy | "
+              "known limits |")
+    rows = [header, "|" + "---|" * 7]
+    for p in CATALOGUE.values():
+        rows.append(f"| `{p.name}` | {p.hides} | {p.hides_from} | {'; '.join(p.assumptions)} | "
+                    f"{p.tolerates_dropouts} | {p.output_privacy} | {'; '.join(p.limits)} |")
+    return "\n".join(rows) + "\n"
