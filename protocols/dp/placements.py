@@ -1,0 +1,387 @@
+"""DP placements as wrappers around an inner aggregation protocol: central, local, DP-SGD, distributed (SecAgg, CKKS).
+
+Threat model, per placement (all user-level DP protects one client's whole contribution under add/remove-one
+adjacency; epsilon is for the released model, composed over rounds in :mod:`protocols.dp.ledger`):
+
+* ``dp`` (central DP-FedAvg, McMahan et al. 2018): clients clip their update to L2 norm ``clip_norm``; the
+  **trusted server** sees every clipped update in the clear and adds Gaussian noise (std z*S, CSPRNG) to the sum. It
+  hides each user's contribution from everyone who sees the released model, **not from the server**.
+* ``local-dp``: each client clips and noises its own update (Gaussian, or Laplace for pure epsilon with an L1 clip)
+  before sending; nobody, the server included, sees an un-noised update. Each client is protected without trusting
+  anyone, at the cost of noise that does not shrink with the number of clients.
+* ``dp-sgd``: record-level DP inside each client (Opacus DP-SGD, per-sample clipping + noise); aggregation is
+  plaintext. It protects one training record of a client against whoever sees that client's update or the model;
+  it does not protect a user's whole data set, and the server sees each (already DP) update.
+* ``secagg+dp`` (distributed DP, Kairouz et al. 2021): each client clips, then adds discrete Gaussian noise with std
+  z*S/sqrt(m) before secure-aggregation masking; the server learns only the noised sum. It hides each user from an
+  honest-but-curious server (under SecAgg's assumptions) and from model users. The noise is that of the clients who
+  survive: with dropouts it is smaller and the ledger accounts for the survivors only.
+* ``ckks+dp``: as ``secagg+dp`` with continuous Gaussian noise added by each client before CKKS encryption (integer
+  noise buys nothing there: CKKS is approximate arithmetic); the key holders learn only the noised sum.
+
+Assumptions common to all: the noise comes from :class:`~protocols.csprng.CSPRNG` (never the experiment seed); the
+declared ``sample_rate`` is the real Poisson client-sampling rate (1.0, no amplification, unless declared); clients
+run the clipping and noising code honestly (a malicious client can always skip its own noise); users are clients
+(one user's data on one client). Weights are equalised (every client counts 1, user-level), and the mean divides by
+a fixed denominator (``expected_clients``, default the number of invited clients) so the released model does not
+depend on the exact count, or, with ``denominator="noised-count"``, by a count noised with the same multiplier
+(accounted as the composition of both Gaussians).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, ClassVar, Mapping, MutableMapping, Sequence
+
+import numpy as np
+
+from ..base import (AggregateResult, AggregationProtocol, ClientStateMachine, ClientUpdate, Outgoing,
+                    ServerStateMachine)
+from ..csprng import CSPRNG
+from ..errors import ConfigError
+from .accounting import ACCOUNTANTS
+from .mechanisms import (DiscreteGaussianNoise, check_delta, check_positive, check_rate, clip_l1, clip_l2,
+                         clip_per_layer, gaussian_noise, laplace_noise)
+
+__all__ = ["DPOptions", "DPProtocol", "CentralDP", "LocalDP", "DPSGD", "DistributedDP",
+           "central_dp", "local_dp", "dp_sgd", "secagg_dp", "ckks_dp"]
+
+#: a float32 cast may lengthen a clipped vector by a relative ~1e-7; clip a hair inside S so the bound stays true
+_CLIP_SAFETY = 1.0 - 1e-6
+DENOMINATORS = ("fixed", "noised-count")
+
+
+@dataclass(frozen=True)
+class DPOptions:
+    """Validated DP parameters shared by every placement."""
+
+    noise_multiplier: float = 1.0
+    clip_norm: float = 1.0
+    per_layer: tuple[int, ...] | None = None
+    expected_clients: int | None = None
+    denominator: str = "fixed"
+    sample_rate: float = 1.0
+    delta: float = 1e-5
+    accountant: str = "pld"
+    mechanism: str = "gaussian"
+
+    def __post_init__(self) -> None:
+        check_positive("noise_multiplier", self.noise_multiplier, allow_zero=False)
+        check_positive("clip_norm", self.clip_norm)
+        check_rate("sample_rate", self.sample_rate)
+        check_delta(self.delta)
+        if self.per_layer is not None:
+            sizes = tuple(self.per_layer)
+            if not sizes or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in sizes):
+                raise ConfigError(f"per_layer must be a list of positive layer sizes, got {self.per_layer!r}")
+            object.__setattr__(self, "per_layer", sizes)
+        if self.expected_clients is not None and (isinstance(self.expected_clients, bool) or
+                                                  not isinstance(self.expected_clients, int) or
+                                                  self.expected_clients < 1):
+            raise ConfigError(f"expected_clients must be an integer >= 1, got {self.expected_clients!r}")
+        if self.denominator not in DENOMINATORS:
+            raise ConfigError(f"denominator must be one of {DENOMINATORS}, got {self.denominator!r}")
+        if self.accountant not in ACCOUNTANTS:
+            raise ConfigError(f"accountant must be one of {ACCOUNTANTS}, got {self.accountant!r}")
+        if self.mechanism not in ("gaussian", "laplace"):
+            raise ConfigError(f"mechanism must be 'gaussian' or 'laplace', got {self.mechanism!r}")
+
+    def clip(self, vector: np.ndarray) -> np.ndarray:
+        """The client-side clip: flat L2, per-layer L2, or L1 for the Laplace mechanism (float32, just inside S)."""
+        bound = self.clip_norm * _CLIP_SAFETY
+        if self.mechanism == "laplace":
+            out = clip_l1(vector, bound)[0]
+        elif self.per_layer is not None:
+            out = clip_per_layer(vector, self.per_layer, bound)[0]
+        else:
+            out = clip_l2(vector, bound)[0]
+        return out.astype(np.float32)
+
+    def public(self) -> dict[str, Any]:
+        return {"noise_multiplier": self.noise_multiplier, "clip_norm": self.clip_norm,
+                "per_layer": list(self.per_layer) if self.per_layer else None,
+                "expected_clients": self.expected_clients, "denominator": self.denominator,
+                "sample_rate": self.sample_rate, "delta": self.delta, "accountant": self.accountant,
+                "mechanism": self.mechanism}
+
+
+_DP_KEYS = {f for f in DPOptions.__dataclass_fields__}
+
+
+def _split(options: Mapping[str, Any]) -> tuple[DPOptions, dict[str, Any]]:
+    dp = {k: v for k, v in options.items() if k in _DP_KEYS}
+    if isinstance(dp.get("per_layer"), list):
+        dp["per_layer"] = tuple(dp["per_layer"])
+    return DPOptions(**dp), {k: v for k, v in options.items() if k not in _DP_KEYS}
+
+
+_CLASSES: dict[tuple[type, type], type] = {}
+
+
+class DPProtocol(AggregationProtocol):
+    """A DP placement wrapped around ``inner``: phases, upload phase and messages are the inner protocol's.
+
+    ``name``/``phases``/``upload_phase`` are class attributes in :mod:`protocols.base` (the runtime resolves drop
+    points on the class), so :meth:`wrap` generates one subclass per (placement, inner protocol class).
+    """
+
+    name: ClassVar[str]
+    placement: ClassVar[str]
+    level: ClassVar[str] = "user"
+
+    def __init__(self, inner: AggregationProtocol, options: DPOptions, max_weight: float = 1.0,
+                 clip: float = 1.0) -> None:
+        self.inner, self.options = inner, options
+        self.max_weight = check_positive("max_weight", max_weight)
+        self.clip = check_positive("clip", clip)
+
+    @classmethod
+    def wrap(cls, name: str, inner: AggregationProtocol, options: DPOptions, **standard: Any) -> "DPProtocol":
+        """An instance of the subclass named ``name`` whose phases are ``inner``'s (generated once, then cached)."""
+        inner_cls = type(inner)
+        key = (cls, inner_cls, name)
+        if key not in _CLASSES:
+            _CLASSES[key] = type(f"{cls.__name__}Over{inner_cls.__name__}", (cls,), {
+                "name": name, "phases": inner_cls.phases, "upload_phase": inner_cls.upload_phase,
+                "__module__": __name__})
+        return _CLASSES[key](inner, options, **standard)
+
+    # -- clients: clip (and, for local DP, noise) the input, equalise the weight, then speak the inner protocol
+    def prepare(self, update: ClientUpdate) -> ClientUpdate:
+        return ClientUpdate(self.options.clip(update.vector), 1.0)
+
+    def client(self, client_id: int, round_id: int, update: ClientUpdate,
+               state: MutableMapping[str, Any]) -> ClientStateMachine:
+        return self.inner.client(client_id, round_id, self.prepare(update), state)
+
+    def server(self, round_id: int, client_ids: Sequence[int], dim: int) -> ServerStateMachine:
+        return _DPServer(self, self.inner.server(round_id, client_ids, dim), len(tuple(client_ids)))
+
+    def finish(self, result: AggregateResult, invited: int) -> AggregateResult:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def denominator(self, invited: int) -> int:
+        return self.options.expected_clients or invited
+
+    def describe(self) -> Mapping[str, Any]:
+        return {"protocol": self.name, "placement": self.placement, "level": self.level,
+                "inner": dict(self.inner.describe()), **self.options.public()}
+
+    def _event(self, noise_multiplier: float, **extra: Any) -> dict[str, Any]:
+        return {"mechanism": self.options.mechanism, "noise_multiplier": float(noise_multiplier),
+                "sample_rate": self.options.sample_rate, "count": 1, "level": self.level,
+                "placement": self.placement, **extra}
+
+    def _rescale(self, result: AggregateResult, noise: np.ndarray | None, noise_std: float, invited: int,
+                 info: Mapping[str, Any], count_noise_std: float = 0.0) -> AggregateResult:
+        """sum = mean * total (weights are 1, inner max_weight 1); add ``noise``; divide by the denominator."""
+        total = float(result.total_weight)
+        summed = np.asarray(result.mean, dtype=np.float64) * total
+        if noise is not None:
+            summed = summed + noise
+        if self.options.denominator == "fixed":
+            denominator = float(self.denominator(invited))
+        else:
+            count = total
+            if count_noise_std > 0:
+                count += float(CSPRNG.from_os().normal(1, count_noise_std)[0])
+            denominator = max(count, 1.0)
+        out_info = {**dict(result.info), **info, "dp_noise_std": noise_std / denominator,
+                    "dp_denominator": denominator, "dp_placement": self.placement}
+        return AggregateResult(summed / denominator, denominator, result.survivors, result.learned_by,
+                               result.error_bound * total / denominator, out_info)
+
+
+class _DPServer(ServerStateMachine):
+    def __init__(self, protocol: DPProtocol, inner: ServerStateMachine, invited: int) -> None:
+        self.protocol, self.inner, self.invited = protocol, inner, invited
+
+    def start(self) -> Outgoing:
+        return self.inner.start()
+
+    def receive(self, sender: int, payload: bytes) -> None:
+        self.inner.receive(sender, payload)
+
+    def advance(self) -> Outgoing | AggregateResult:
+        step = self.inner.advance()
+        if isinstance(step, AggregateResult):
+            return self.protocol.finish(step, self.invited)
+        return step
+
+
+class CentralDP(DPProtocol):
+    """Trusted server adds N(0, (z S)^2) to the sum of clipped, equally weighted updates."""
+
+    placement: ClassVar[str] = "central"
+
+    def finish(self, result: AggregateResult, invited: int) -> AggregateResult:
+        z, s = self.options.noise_multiplier, self.options.clip_norm
+        rng = CSPRNG.from_os()
+        noise = gaussian_noise(result.mean.size, z * s, rng)
+        if self.options.denominator == "noised-count":
+            # the count (sensitivity 1) gets multiplier z too: two Gaussians of multiplier z compose to z / sqrt(2)
+            event = self._event(z / math.sqrt(2.0), note="sum and count each noised with multiplier z")
+            return self._rescale(result, noise, z * s, invited, {"dp_event": event}, count_noise_std=z)
+        return self._rescale(result, noise, z * s, invited, {"dp_event": self._event(z)})
+
+
+class LocalDP(DPProtocol):
+    """Each client adds its own noise (Gaussian std z S, or Laplace scale z S over an L1 clip) before sending."""
+
+    placement: ClassVar[str] = "local"
+    level: ClassVar[str] = "local"
+
+    def prepare(self, update: ClientUpdate) -> ClientUpdate:
+        clipped = self.options.clip(update.vector).astype(np.float64)
+        scale = self.options.noise_multiplier * self.options.clip_norm
+        rng = CSPRNG.from_os()
+        if self.options.mechanism == "laplace":
+            noised = clipped + laplace_noise(clipped.size, scale, rng)
+        else:
+            noised = clipped + gaussian_noise(clipped.size, scale, rng)
+        return ClientUpdate(noised.astype(np.float32), 1.0)
+
+    def finish(self, result: AggregateResult, invited: int) -> AggregateResult:
+        n = len(result.survivors)
+        # noise already in the inputs: the mean of n survivors carries std z S sqrt(n) / n (Laplace: sqrt(2) z S ...)
+        per_client = self.options.noise_multiplier * self.options.clip_norm
+        if self.options.mechanism == "laplace":
+            per_client *= math.sqrt(2.0)
+        # local DP: what the server sees is one release per client; no sampling amplification (the server knows who
+        # was sampled), so the event's sample rate is 1
+        event = {**self._event(self.options.noise_multiplier), "sample_rate": 1.0,
+                 "note": "per client, each round it takes part"}
+        return self._rescale(result, None, per_client * math.sqrt(n), invited, {"dp_event": event})
+
+    def denominator(self, invited: int) -> int:
+        return self.options.expected_clients or invited
+
+
+class DPSGD(DPProtocol):
+    """Record-level DP-SGD inside clients (privfed.fl.dpsgd.train_dpsgd); plaintext, sample-weighted aggregation.
+
+    The trainer reports each client's DP-SGD parameters with :meth:`report_training` (in-process: the FedAvg loop
+    hands this instance to the trainer as ``options["protocol"]``). The round's event is the worst over the
+    survivors (largest sampling rate and step count, smallest multiplier: an upper bound for every client). A
+    survivor without a report makes the event ``none`` (epsilon infinite): never a silent figure.
+    """
+
+    placement: ClassVar[str] = "dp-sgd"
+    level: ClassVar[str] = "record"
+    client_training: ClassVar[str] = "dp-sgd"
+
+    def __init__(self, inner: AggregationProtocol, options: DPOptions, max_weight: float = 1.0,
+                 clip: float = 1.0) -> None:
+        super().__init__(inner, options, max_weight, clip)
+        self._reports: dict[tuple[int, int], dict[str, Any]] = {}
+
+    def report_training(self, round_id: int, client_id: int, noise_multiplier: float, sample_rate: float,
+                        steps: int) -> None:
+        check_positive("noise_multiplier", noise_multiplier)
+        check_rate("sample_rate", sample_rate)
+        if steps < 1:
+            raise ConfigError(f"steps must be >= 1, got {steps}")
+        self._reports[(round_id, client_id)] = {"noise_multiplier": float(noise_multiplier),
+                                                "sample_rate": float(sample_rate), "count": int(steps)}
+
+    def prepare(self, update: ClientUpdate) -> ClientUpdate:
+        return update  # record-level: the per-sample clipping and noise already happened in training
+
+    def server(self, round_id: int, client_ids: Sequence[int], dim: int) -> ServerStateMachine:
+        return _DPSGDServer(self, self.inner.server(round_id, client_ids, dim), round_id)
+
+    def round_event(self, round_id: int, survivors: Sequence[int]) -> dict[str, Any]:
+        reports = [self._reports.get((round_id, c)) for c in survivors]
+        if not reports or any(r is None for r in reports):
+            missing = [c for c, r in zip(survivors, reports) if r is None]
+            return {"mechanism": "none", "level": "record", "placement": self.placement,
+                    "note": f"no DP-SGD report from clients {missing}: cannot bound epsilon"}
+        return {"mechanism": "gaussian", "level": "record", "placement": self.placement,
+                "noise_multiplier": min(r["noise_multiplier"] for r in reports),
+                "sample_rate": max(r["sample_rate"] for r in reports),
+                "count": max(r["count"] for r in reports),
+                "note": "worst case over the round's clients (each client's own epsilon is at most this)"}
+
+    def finish(self, result: AggregateResult, invited: int) -> AggregateResult:
+        raise NotImplementedError  # replaced by _DPSGDServer
+
+    def describe(self) -> Mapping[str, Any]:
+        return {**super().describe(), "client_training": "dp-sgd"}
+
+
+class _DPSGDServer(ServerStateMachine):
+    def __init__(self, protocol: DPSGD, inner: ServerStateMachine, round_id: int) -> None:
+        self.protocol, self.inner, self.round_id = protocol, inner, round_id
+
+    def start(self) -> Outgoing:
+        return self.inner.start()
+
+    def receive(self, sender: int, payload: bytes) -> None:
+        self.inner.receive(sender, payload)
+
+    def advance(self) -> Outgoing | AggregateResult:
+        step = self.inner.advance()
+        if isinstance(step, AggregateResult):
+            event = self.protocol.round_event(self.round_id, step.survivors)
+            return AggregateResult(step.mean, step.total_weight, step.survivors, step.learned_by, step.error_bound,
+                                   {**dict(step.info), "dp_event": event, "dp_placement": "dp-sgd",
+                                    "dp_noise_std": 0.0})
+        return step
+
+
+class DistributedDP(DPProtocol):
+    """Clients add noise before the inner protocol hides their input (SecAgg: integer; CKKS: Gaussian)."""
+
+    placement: ClassVar[str] = "distributed"
+
+    def per_client_std(self) -> float:
+        m = self.options.expected_clients
+        if m is None:
+            raise ConfigError("expected_clients is required for distributed DP (each client's share of the noise)")
+        return self.options.noise_multiplier * self.sensitivity / math.sqrt(m)
+
+    @property
+    def sensitivity(self) -> float:
+        return self.options.clip_norm
+
+
+def _standard(options: dict[str, Any]) -> dict[str, Any]:
+    return {"max_weight": options.pop("max_weight", 1.0), "clip": options.pop("clip", 1.0)}
+
+
+def central_dp(**options: Any) -> CentralDP:
+    """``dp``: plaintext aggregation + central Gaussian noise (user-level DP-FedAvg)."""
+    from ..plaintext import PlaintextProtocol
+    standard = _standard(options)
+    dp, rest = _split(options)
+    if dp.mechanism != "gaussian":
+        raise ConfigError("mechanism: central DP uses the Gaussian mechanism")
+    inner = PlaintextProtocol(max_weight=1.0, clip=standard["clip"], **rest)
+    return CentralDP.wrap("dp", inner, dp, **standard)
+
+
+def local_dp(**options: Any) -> LocalDP:
+    """``local-dp``: every client clips and noises its own update; plaintext aggregation."""
+    from ..plaintext import PlaintextProtocol
+    standard = _standard(options)
+    dp, rest = _split(options)
+    inner = PlaintextProtocol(max_weight=1.0, clip=standard["clip"], **rest)
+    return LocalDP.wrap("local-dp", inner, dp, **standard)
+
+
+def dp_sgd(**options: Any) -> DPSGD:
+    """``dp-sgd``: Opacus DP-SGD in each client (record-level); plaintext sample-weighted aggregation."""
+    from ..plaintext import PlaintextProtocol
+    standard = _standard(options)
+    dp, rest = _split(options)
+    inner = PlaintextProtocol(max_weight=standard["max_weight"], clip=standard["clip"], **rest)
+    return DPSGD.wrap("dp-sgd", inner, dp, **standard)
+
+
+def secagg_dp(**options: Any) -> DistributedDP:  # pragma: no cover - filled in below
+    raise NotImplementedError
+
+
+def ckks_dp(**options: Any) -> DistributedDP:  # pragma: no cover - filled in below
+    raise NotImplementedError
