@@ -1,0 +1,346 @@
+"""The FedAvg loop: sample clients, train locally, aggregate through the round's protection, step the server model.
+
+Each round ``r``:
+
+1. the protection comes from the plan (:func:`privfed.threat.resolve_plan`, checked against ``[threat]`` once before
+   round 1; a refusal raises :class:`~privfed.threat.PlanRefused` before anything runs). The protocol instance is
+   created with the standard options ``max_weight`` (the largest client train-set size: a public bound) and ``clip``
+   (``protection.clip``) merged with ``[protection.options.<name>]``; it lives as long as consecutive rounds use the
+   same protection (long-lived keys persist) and is re-created when the plan switches. One ``client_states`` dict per
+   protection name persists across the whole run (in memory: a resumed run starts with fresh client state);
+2. clients are sampled: ``fl.clients_per_round`` (or ``fl.fraction``) without replacement from the experiment seed,
+   or Poisson sampling with rate ``fl.sample_rate`` drawn from the OS CSPRNG — amplification by sampling assumes
+   nobody can predict the sample, so it never comes from the (published) experiment seed;
+3. each sampled client trains from the global model with the trainer the protocol asks for
+   (``client_training``: standard, or DP-SGD from ``privfed.fl.dpsgd``); its update ``local - global`` is clipped
+   entry-wise to the declared range ``[-clip, clip]`` and sent with its sample count as FedAvg weight;
+4. :func:`privfed.runtime.local.run_round` runs the protocol (exact bytes, per-party clocks, simulated dropouts
+   with probability ``fl.drop_prob`` at ``fl.drop_point``, rejected messages with reasons);
+5. if the round produced a result, ``global += server_lr * mean``; if it aborted the model is unchanged and the round
+   is recorded with the reason. An out-of-band verifier (simulation only: it sees every update in the clear)
+   compares the result with the exact float64 weighted mean of the survivors' updates (for DP protections the
+   difference includes the noise); a ``dp_event`` in the result's ``info`` goes to the privacy ledger;
+6. the global model is evaluated on the global evaluation set; the round is appended to ``rounds.jsonl``, its
+   transcript written, and a checkpoint saved (:mod:`privfed.fl.rundir`).
+
+Randomness: the experiment seed drives data, partitions, model init, fixed client sampling, simulated dropouts and
+local batch order — never keys, masks or noise (those are the protocols' business and come from the OS).
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as _dt
+import math
+import platform
+import secrets
+import time
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Callable, Mapping, MutableMapping
+
+import numpy as np
+import torch
+
+from protocols import registry
+from protocols.base import AggregationProtocol, ClientStateMachine, ClientUpdate
+from protocols.errors import ConfigError, MessageError
+from privfed.runtime.local import RoundReport, run_round
+from privfed.threat import PlannedRound, resolve_plan
+
+from .config import ExperimentConfig
+from .data import FederatedDataset, build_federated
+from .models import ParamLayout, SequenceModel, build_model, flatten, load_flat
+from .rundir import RunDir, config_digest, decode_vector, encode_vector, to_jsonable
+from .train import evaluate, select_trainer
+
+__all__ = ["FedAvgResult", "run_fedavg", "RoundHook", "StopRun", "package_versions"]
+
+STREAM_SAMPLING, STREAM_DROPS, STREAM_TRAIN = 11, 12, 13
+RoundHook = Callable[[dict[str, Any], "RoundReport | None"], None]
+
+
+class StopRun(Exception):
+    """Raised by an ``on_round`` hook to stop after the current round (its checkpoint is already written)."""
+
+
+@dataclass
+class FedAvgResult:
+    """What :func:`run_fedavg` returns."""
+
+    config: ExperimentConfig
+    vector: np.ndarray
+    layout: ParamLayout
+    rounds: list[dict[str, Any]]
+    summary: dict[str, Any]
+    out_dir: Path | None
+    dataset: FederatedDataset
+    reports: list[RoundReport] = field(default_factory=list)
+
+    def model(self) -> SequenceModel:
+        """The final global model."""
+        model = build_model(self.dataset.model_spec(self.config.model, self.summary["model"]["dp_compatible"]),
+                            self.config.seed)
+        load_flat(model, self.vector, self.layout)
+        return model
+
+
+def package_versions() -> dict[str, str | None]:
+    out: dict[str, str | None] = {"python": platform.python_version()}
+    for name in ("privfed", "torch", "numpy", "cryptography", "opacus", "dp-accounting", "tenseal", "phe", "flwr"):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def _new_ledger() -> Any | None:
+    try:
+        from protocols.dp.ledger import PrivacyLedger  # written by the DP work; optional here
+    except ImportError:
+        return None
+    return PrivacyLedger()
+
+
+def _ledger_from_json(data: Any) -> Any | None:
+    if data is None:
+        return _new_ledger()
+    from protocols.dp.ledger import PrivacyLedger
+    return PrivacyLedger.from_json(data)
+
+
+def _client_training(name: str, instance: AggregationProtocol | None) -> str:
+    if instance is not None:
+        return getattr(instance, "client_training", "standard")
+    return getattr(registry.protocol_class(name), "client_training", "standard")
+
+
+def _sample(config: ExperimentConfig, n_clients: int, round_id: int) -> list[int]:
+    fl = config.fl
+    if fl.sampling == "poisson":
+        draw = secrets.SystemRandom()
+        return [c for c in range(n_clients) if draw.random() < fl.sample_rate]
+    count = fl.clients_per_round or max(1, math.ceil(fl.fraction * n_clients))
+    rng = np.random.default_rng([config.seed, STREAM_SAMPLING, round_id])
+    return sorted(int(c) for c in rng.choice(n_clients, size=min(count, n_clients), replace=False))
+
+
+def _drops(config: ExperimentConfig, sampled: list[int], round_id: int) -> dict[int, str]:
+    if config.fl.drop_prob <= 0:
+        return {}
+    rng = np.random.default_rng([config.seed, STREAM_DROPS, round_id])
+    hits = rng.random(len(sampled)) < config.fl.drop_prob
+    return {cid: config.fl.drop_point for cid, hit in zip(sampled, hits) if hit}
+
+
+def _epsilon(ledger: Any | None, events: int, undp_rounds: int, delta: float) -> Any:
+    """null: no DP claim; "inf": a released model also depends on a round without DP; else the ledger's epsilon."""
+    if ledger is None or events == 0:
+        return None
+    if undp_rounds:
+        return math.inf
+    return float(ledger.epsilon(delta))
+
+
+def run_fedavg(config: ExperimentConfig, out_dir: str | Path | None = None, *, resume: bool = False,
+               on_round: RoundHook | None = None, stop_after: int | None = None,
+               dataset: FederatedDataset | None = None,
+               client_overrides: Mapping[int, Callable[[ClientStateMachine], ClientStateMachine]] | None = None,
+               tamper: Callable[[str, int, bytes], bytes | None] | None = None,
+               record_server_view: bool = False, keep_reports: bool = False) -> FedAvgResult:
+    """Run (or, with ``resume``, continue) a federated training run; see the module docstring.
+
+    ``out_dir`` None keeps everything in memory (no files, no resume). ``on_round(record, report)`` is called after
+    each round's checkpoint (raise :class:`StopRun` in it to stop early); ``stop_after=k`` stops after round k as if
+    the process were killed (tests). ``client_overrides``/``tamper`` are passed to ``run_round`` (simulated
+    malicious clients); ``record_server_view`` keeps the server's received bytes in each ``RoundReport``, and
+    ``keep_reports`` returns the reports in :attr:`FedAvgResult.reports`.
+    """
+    started = time.perf_counter()
+    torch_threads = torch.get_num_threads()
+    plan: list[PlannedRound] = resolve_plan(config.plan, config.fl.rounds, config.threat)
+    data = dataset if dataset is not None else build_federated(config.data, config.seed)
+    n_clients = len(data.clients)
+    max_weight = float(data.max_weight)
+
+    # validate every protection before round 1; keep each instance for its first run of rounds
+    instances: dict[str, AggregationProtocol] = {}
+    for name in dict.fromkeys(p.protection for p in plan):
+        instances[name] = registry.create(name, config.protection.for_protection(name, max_weight))
+        if config.fl.drop_prob > 0:
+            instances[name].resolve_drop_phase(config.fl.drop_point)
+    dp_compatible = any(_client_training(n, i) == "dp-sgd" for n, i in instances.items())
+    spec = data.model_spec(config.model, dp_compatible)
+    template = build_model(spec, config.seed)
+    layout = ParamLayout.of(template)
+    vector = flatten(template)
+    initial_metrics = evaluate(template, data.eval)
+
+    table = config.to_table()
+    rundir = RunDir(out_dir) if out_dir is not None else None
+    checkpoint = rundir.prepare(table, resume) if rundir is not None else None
+    ledger = _new_ledger()
+    totals: dict[str, float] = {"upload_bytes": 0, "download_bytes": 0, "client_protocol_seconds": 0.0,
+                                "server_seconds": 0.0, "local_training_seconds": 0.0, "aborted_rounds": 0}
+    dp_events, undp_rounds, first_round, offset = 0, 0, 1, 0
+    if checkpoint is not None:
+        if checkpoint.get("config_digest") != config_digest(table):
+            raise ConfigError("--resume: the checkpoint was written under another configuration")
+        if ParamLayout.from_json(checkpoint["layout"]) != layout:
+            raise ConfigError("--resume: the checkpoint's parameter layout does not match the model")
+        vector = decode_vector(checkpoint["vector"])
+        ledger = _ledger_from_json(checkpoint.get("ledger")) if checkpoint.get("ledger") is not None else ledger
+        totals.update(checkpoint["totals"])
+        dp_events, undp_rounds = checkpoint["dp_events"], checkpoint["undp_rounds"]
+        first_round, offset = int(checkpoint["round"]) + 1, int(checkpoint["rounds_offset"])
+
+    summary: dict[str, Any] = {
+        "status": "running", "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "config": table, "seed": config.seed, "versions": package_versions(), "torch_threads": torch_threads,
+        "data": data.describe(), "plan": [{"round": p.round, "protection": p.protection, "reason": p.reason}
+                                          for p in plan],
+        "model": {"cell": spec.cell, "task": spec.task, "parameters": layout.size, "dp_compatible": dp_compatible},
+        "max_weight": max_weight, "initial_metrics": initial_metrics, "resumed_from_round": first_round - 1,
+    }
+    if rundir is not None:
+        rundir.write_summary(summary)
+
+    records: list[dict[str, Any]] = []
+    reports: list[RoundReport] = []
+    client_states: dict[str, MutableMapping[int, MutableMapping[str, Any]]] = {}
+    current: tuple[str, AggregationProtocol] | None = None
+    for planned in plan[first_round - 1:]:
+        r, name = planned.round, planned.protection
+        round_started = time.perf_counter()
+        if current is None or current[0] != name:
+            protocol = instances.pop(name, None) or registry.create(
+                name, config.protection.for_protection(name, max_weight))
+            current = (name, protocol)
+        protocol = current[1]
+        states = client_states.setdefault(name, {})
+        training_mode = _client_training(name, protocol)
+        trainer = select_trainer(training_mode)
+        options_table = dict(config.protection.options.get(name, {}))
+
+        sampled = _sample(config, n_clients, r)
+        updates: dict[int, ClientUpdate] = {}
+        client_info: dict[str, dict[str, Any]] = {}
+        failed: dict[int, dict[str, str]] = {}
+        clipped, entries = 0, 0
+        train_clock = time.perf_counter()
+        for cid in sampled:
+            model = copy.deepcopy(template)
+            load_flat(model, vector, layout)
+            options: dict[str, Any] = {"seed": int(np.random.default_rng([config.seed, STREAM_TRAIN, r, cid])
+                                                   .integers(2**62)), "round": r, "client_id": cid}
+            if training_mode != "standard":
+                options.update(options_table, protocol=protocol)
+            update, n_samples, client_metrics = trainer(model, data.clients[cid].train, config.train, options)
+            update = np.asarray(update, dtype=np.float32)
+            client_info[str(cid)] = {"name": data.clients[cid].name, "samples": int(n_samples), **client_metrics}
+            if update.shape != (layout.size,) or not np.isfinite(update).all():
+                failed[cid] = {"phase": "local-training", "reason": "update is not a finite vector of the model size"}
+                continue
+            clipped += int(np.count_nonzero(np.abs(update) > config.protection.clip))
+            entries += update.size
+            update = np.clip(update, -config.protection.clip, config.protection.clip)
+            try:
+                updates[cid] = ClientUpdate(update, float(n_samples))
+            except MessageError as exc:
+                failed[cid] = {"phase": "local-training", "reason": str(exc)}
+        train_seconds = time.perf_counter() - train_clock
+
+        report: RoundReport | None = None
+        if updates:
+            report = run_round(protocol, r, updates, drops=_drops(config, sorted(updates), r), client_states=states,
+                               client_overrides=client_overrides, tamper=tamper, transcript=config.fl.transcripts,
+                               record_server_view=record_server_view)
+        record: dict[str, Any] = {"round": r, "protection": name, "plan_reason": planned.reason,
+                                  "protocol": dict(protocol.describe()), "sampled": sampled}
+        if report is not None:
+            record.update({k: v for k, v in report.summary().items() if k not in ("round", "protection")})
+            record["survivor_ids"] = list(report.survivors)
+            record["upload_bytes_total"] = sum(report.upload_total(c) for c in report.participants)
+            record["download_bytes_total"] = sum(report.download_total(c) for c in report.participants)
+            record["client_protocol_seconds_total"] = float(sum(report.client_seconds.values()))
+        else:
+            record.update(participants=0, survivors=0, dropped={}, rejected={}, upload_bytes_total=0,
+                          download_bytes_total=0, client_protocol_seconds_total=0.0, server_seconds=0.0,
+                          aborted="no client produced an update" if sampled else "no client was sampled")
+        record["dropped"] = {**{str(k): v for k, v in failed.items()}, **record.get("dropped", {})}
+        record["clients"] = client_info
+        record["local_training_seconds_per_client"] = train_seconds / len(sampled) if sampled else 0.0
+        record["clipped_fraction"] = clipped / entries if entries else 0.0
+
+        result = report.result if report is not None else None
+        record["verifier_max_abs_error"] = None
+        if result is not None:
+            mean = np.asarray(result.mean, dtype=np.float64)
+            survivors = list(result.survivors)
+            weights = np.array([updates[c].weight for c in survivors], dtype=np.float64)
+            exact = weights @ np.stack([updates[c].vector.astype(np.float64) for c in survivors]) / weights.sum()
+            record["verifier_max_abs_error"] = float(np.max(np.abs(mean - exact)))
+            record["error_bound"] = float(result.error_bound)
+            vector = (vector.astype(np.float64) + config.fl.server_lr * mean).astype(np.float32)
+            event = result.info.get("dp_event")
+            if event is not None and ledger is not None:
+                ledger.record(r, dict(event))
+                dp_events += 1
+            elif event is None:
+                undp_rounds += 1
+            record["dp_event"] = event
+        else:
+            totals["aborted_rounds"] += 1
+        record["epsilon"] = _epsilon(ledger, dp_events, undp_rounds, config.protection.delta)
+        load_flat(template, vector, layout)
+        record["metrics"] = evaluate(template, data.eval)
+        train_losses = [(c["samples"], c["train_loss"]) for c in client_info.values()
+                        if isinstance(c.get("train_loss"), float) and math.isfinite(c["train_loss"])]
+        if train_losses:
+            record["metrics"]["train_loss"] = sum(n * l for n, l in train_losses) / sum(n for n, _ in train_losses)
+        record["round_seconds"] = time.perf_counter() - round_started
+        totals["upload_bytes"] += record["upload_bytes_total"]
+        totals["download_bytes"] += record["download_bytes_total"]
+        totals["client_protocol_seconds"] += record["client_protocol_seconds_total"]
+        totals["server_seconds"] += record["server_seconds"]
+        totals["local_training_seconds"] += train_seconds
+        record = to_jsonable(record)
+        records.append(record)
+        if keep_reports and report is not None:
+            reports.append(report)
+
+        if rundir is not None:
+            if report is not None and config.fl.transcripts:
+                rundir.write_transcript(r, [dict(e.__dict__) for e in report.transcript])
+            offset = rundir.append_round(record)
+            rundir.save_checkpoint({
+                "round": r, "rounds_offset": offset, "config_digest": config_digest(table),
+                "vector": encode_vector(vector), "layout": layout.to_json(),
+                "ledger": ledger.to_json() if ledger is not None else None, "dp_events": dp_events,
+                "undp_rounds": undp_rounds, "totals": totals,
+                "sampling": {"fixed": "numpy default_rng([seed, 11, round])", "poisson": "OS CSPRNG (secrets)"},
+            })
+        if on_round is not None:
+            try:
+                on_round(record, report)
+            except StopRun:
+                break
+        if stop_after is not None and r >= stop_after:
+            break
+
+    all_rounds = rundir.read_rounds() if rundir is not None else records
+    complete = bool(all_rounds) and all_rounds[-1]["round"] == config.fl.rounds
+    summary.update({
+        "status": "complete" if complete else "stopped",
+        "rounds_completed": len(all_rounds),
+        "totals": {**totals, "wall_seconds_this_process": time.perf_counter() - started},
+        "final_metrics": all_rounds[-1]["metrics"] if all_rounds else initial_metrics,
+        "epsilon": all_rounds[-1]["epsilon"] if all_rounds else None,
+        "delta": config.protection.delta,
+    })
+    summary = to_jsonable(summary)
+    if rundir is not None:
+        rundir.write_summary(summary)
+    return FedAvgResult(config, vector, layout, all_rounds, summary, rundir.path if rundir else None, data, reports)
