@@ -18,7 +18,8 @@ Summary (n clients in the round, c declared colluders, t the SecAgg threshold, d
   t colluding clients (needs t > c); tolerates n - t dropouts (needs n - t >= d); the server learns the sum.
 * ``secagg+dp`` (distributed DP): secagg plus integer noise added by every client before masking; epsilon holds
   against the server too (the server never sees an un-noised sum).
-* ``ckks+dp``: ckks plus DP noise; same collusion limit as ckks.
+* ``ckks+dp``: ckks plus Gaussian noise added by every client before encryption (distributed DP); same
+  collusion limit as ckks.
 
 Everyone: an aggregate of a single honest client is that client's update, so at least two honest clients must
 survive every round (n - c - d >= 2).
@@ -41,6 +42,8 @@ __all__ = [
     "unmet_requirements",
     "explain",
     "secagg_threshold",
+    "secagg_round",
+    "SecAggRound",
     "security_table",
 ]
 
@@ -183,12 +186,14 @@ CATALOGUE: dict[str, Protection] = {p.name: p for p in (
                 "server + c colluders is that of the n - c honest survivors"),
         update_hiding=CRYPTOGRAPHIC, collusion_model="threshold", dp_unit="user", min_clients=2),
     Protection(
-        "ckks+dp", "ckks", "central",
+        "ckks+dp", "ckks", "distributed",
         hides="every individual update, and the released model's dependence on any one client",
-        hides_from="the server and eavesdroppers (updates); everyone who sees the released model (DP)",
-        assumptions=(*_HE_ASSUMPTIONS, "the key holders add the DP noise before the aggregate is released"),
-        tolerates_dropouts="any number, while >= 3 clients contribute",
-        output_privacy="user-level (epsilon, delta)-DP of the released model",
+        hides_from="the server and eavesdroppers (updates); everyone who sees the aggregate or the model, the "
+                   "key holders included (DP)",
+        assumptions=(*_HE_ASSUMPTIONS, "every client adds its share of Gaussian noise before encrypting"),
+        tolerates_dropouts="any number, while >= 3 clients contribute; dropouts lower the noise (accounted from "
+                           "the survivors)",
+        output_privacy="user-level (epsilon, delta)-DP, distributed (holds against the server and key holders)",
         limits=_HE_LIMITS[:3], update_hiding=CRYPTOGRAPHIC, collusion_model="shared-key", dp_unit="user",
         min_clients=3),
 )}
@@ -206,22 +211,55 @@ def get(name: str) -> Protection:
                        ) from None
 
 
-def secagg_threshold(clients: int, options: Mapping[str, Any]) -> int:
-    """The reconstruction threshold t a SecAgg round over ``clients`` uses with ``options``.
+@dataclass(frozen=True)
+class SecAggRound:
+    """The public SecAgg parameters of a round of n clients: threshold t, graph, degree k (n - 1 when complete),
+    and the corruption / dropout fractions a sparse graph was sized for."""
 
-    ``threshold`` may be a whole number of clients or a fraction of the round's clients (rounded up); without it the
-    protocol's default applies: a strict majority, ``n // 2 + 1`` (Bonawitz et al.'s recommended minimum against an
-    honest-but-curious server).
+    n: int
+    threshold: int
+    graph: str = "complete"
+    k: int = 0
+    corruption_fraction: float = 0.0
+    dropout_fraction: float = 0.0
+    source: str = "protocol"
+
+
+def secagg_round(name: str, clients: int, options: Mapping[str, Any]) -> SecAggRound:
+    """The round parameters protection ``name`` (secagg or secagg+dp) uses for ``clients`` with ``options``.
+
+    Asks the protocol itself (``SecAggProtocol.plan(n)``, which raises ConfigError for parameters invalid at that n);
+    when the protocol cannot be built here, falls back to its documented default: threshold ceil(2n/3) (at least 2)
+    on the complete graph, a fraction of n, or an absolute number.
     """
-    value = options.get("threshold")
-    if value is None:
-        fraction = options.get("threshold_fraction")
-        if fraction is None:
-            return clients // 2 + 1
-        value = float(fraction)
-    if isinstance(value, float) and 0.0 < value < 1.0:
-        return max(1, math.ceil(value * clients - 1e-12))
-    return int(value)
+    from protocols import registry
+    from protocols.errors import ConfigError as _ConfigError
+
+    try:
+        protocol = registry.create(name, {"max_weight": 1.0, "clip": 1.0, **dict(options)})
+        inner = getattr(protocol, "inner", protocol)
+        plan = inner.plan(clients)  # type: ignore[attr-defined]
+    except _ConfigError:
+        raise
+    except Exception:  # noqa: BLE001 - not installed / not built yet: the documented default applies
+        value = options.get("threshold")
+        if value is None:
+            t = max(2, math.ceil(2 * clients / 3))
+        elif isinstance(value, float):
+            t = max(2, math.ceil(value * clients - 1e-9))
+        else:
+            t = int(value)
+        if not 1 < t <= clients:
+            raise _ConfigError(f"threshold must satisfy 1 < t <= n = {clients}, got t = {t}") from None
+        return SecAggRound(clients, t, "complete", clients - 1, source="documented default")
+    return SecAggRound(clients, int(plan.threshold), str(plan.graph), int(plan.k),
+                       float(getattr(inner, "corruption_fraction", 0.0)),
+                       float(getattr(inner, "dropout_fraction", 0.0)))
+
+
+def secagg_threshold(clients: int, options: Mapping[str, Any], name: str = "secagg") -> int:
+    """The reconstruction threshold t of a SecAgg round over ``clients`` (see :func:`secagg_round`)."""
+    return secagg_round(name, clients, options).threshold
 
 
 def unmet_requirements(name: str, threat: ThreatModel, context: RoundContext | None = None) -> list[str]:
@@ -245,15 +283,7 @@ def unmet_requirements(name: str, threat: ThreatModel, context: RoundContext | N
             unmet.append(f"any key-holding client colluding with the server decrypts every update, and "
                          f"collusion={threat.collusion} is declared")
         if p.collusion_model == "threshold" and ctx.clients is not None:
-            n = ctx.clients
-            t = secagg_threshold(n, ctx.options)
-            d = threat.expected_dropouts(n)
-            if t <= threat.collusion:
-                unmet.append(f"its threshold t={t} (of n={n}) does not exceed the declared collusion="
-                             f"{threat.collusion}: the server plus t colluders can unmask an honest client")
-            if n - t < d:
-                unmet.append(f"n - t = {n} - {t} = {n - t} does not cover the {d} expected dropouts "
-                             f"(dropout={threat.dropout:g} of {n}); the round would abort")
+            unmet += _secagg_unmet(name, threat, ctx)
         if ctx.clients is not None and p.update_hiding != NONE:
             honest = ctx.clients - threat.collusion - threat.expected_dropouts(ctx.clients)
             if honest < 2:
@@ -261,7 +291,8 @@ def unmet_requirements(name: str, threat: ThreatModel, context: RoundContext | N
                              f"collusion={threat.collusion}, dropout={threat.dropout:g}): the aggregate would be "
                              f"one client's update")
     if not threat.server_may_see_aggregate and p.server_sees_aggregate and not _keeps_aggregate(p, ctx):
-        unmet.append(f"the server may not see the aggregate, and {name} delivers it to the server")
+        unmet.append(f"the server may not see the aggregate, and {name} delivers it to the server"
+                     + (" (set its option release=key-holders)" if p.collusion_model == "shared-key" else ""))
     if ctx.clients is not None and p.min_clients > 1:
         contributing = ctx.clients - threat.expected_dropouts(ctx.clients)
         if contributing < p.min_clients:
@@ -282,12 +313,44 @@ def unmet_requirements(name: str, threat: ThreatModel, context: RoundContext | N
     return unmet
 
 
+def _secagg_unmet(name: str, threat: ThreatModel, ctx: RoundContext) -> list[str]:
+    """SecAgg's threshold against the declared collusion and dropout.
+
+    Complete graph: the server plus t colluders reconstruct an honest client's secrets, so t > c; the round aborts
+    below t survivors, so n - t >= expected dropouts. Sparse (SecAgg+) graph: the same inequalities per
+    neighbourhood of k + 1 clients in the worst case (all colluders or dropouts in one neighbourhood), or the
+    probabilistic guarantee of Bell et al. when the graph was sized for at least the declared fractions.
+    """
+    from protocols.errors import ConfigError as _ConfigError
+
+    assert ctx.clients is not None
+    n = ctx.clients
+    try:
+        sa = secagg_round(name, n, ctx.options)
+    except _ConfigError as exc:
+        return [f"its parameters are invalid for a round of {n} clients: {exc}"]
+    t, d, c = sa.threshold, threat.expected_dropouts(n), threat.collusion
+    pool = n if sa.graph == "complete" else sa.k + 1
+    unmet: list[str] = []
+    sparse_covers_c = sa.graph != "complete" and sa.corruption_fraction * n >= c
+    sparse_covers_d = sa.graph != "complete" and sa.dropout_fraction >= threat.dropout
+    low, high = max(c + 1, 2), pool - d
+    hint = (f" (a threshold in {low}..{high} meets both: e.g. {name}.threshold={low})" if low <= high else
+            f" (no threshold meets both collusion={c} and {d} dropouts with {pool} clients per neighbourhood)")
+    if t <= c and not sparse_covers_c:
+        unmet.append(f"its threshold t={t} (of n={n}) does not exceed the declared collusion={c}: the server plus t "
+                     f"colluders can unmask an honest client" + hint)
+    if pool - t < d and not sparse_covers_d:
+        scope = f"n - t = {n} - {t}" if sa.graph == "complete" else f"(k + 1) - t = {sa.k + 1} - {t}"
+        unmet.append(f"{scope} = {pool - t} does not cover the {d} expected dropouts (dropout={threat.dropout:g} "
+                     f"of {n}); the round would abort" + hint)
+    return unmet
+
+
 def _keeps_aggregate(p: Protection, ctx: RoundContext) -> bool:
-    """HE in key-holder mode leaves the decrypted aggregate with the clients (unless released to the server)."""
-    if p.collusion_model != "shared-key":
-        return False
-    release = ctx.options.get("release_to_server", ctx.options.get("mode", "key-holders"))
-    return release in (False, "key-holders", "clients")
+    """HE with ``release="key-holders"`` leaves the decrypted aggregate with the clients (the protocols' default,
+    ``release="server"``, hands it to the server)."""
+    return p.collusion_model == "shared-key" and ctx.options.get("release", "server") == "key-holders"
 
 
 def explain(name: str, threat: ThreatModel, context: RoundContext | None = None) -> str:
@@ -299,10 +362,12 @@ def explain(name: str, threat: ThreatModel, context: RoundContext | None = None)
         parts.append("trusted server")
     elif p.collusion_model == "threshold":
         if ctx.clients is not None:
-            n, t = ctx.clients, secagg_threshold(ctx.clients, ctx.options)
-            parts.append(f"hides updates from the server + up to {t - 1} colluders (t={t} > "
-                         f"collusion={threat.collusion}) and tolerates {n - t} dropouts "
-                         f"(>= {threat.expected_dropouts(n)} expected)")
+            sa = secagg_round(name, ctx.clients, ctx.options)
+            n, t = ctx.clients, sa.threshold
+            graph = "" if sa.graph == "complete" else f" per neighbourhood of k={sa.k}"
+            parts.append(f"hides updates from the server + up to {t - 1} colluders{graph} (t={t} > "
+                         f"collusion={threat.collusion}) and tolerates {(n if not graph else sa.k + 1) - t} "
+                         f"dropouts{graph} (>= {threat.expected_dropouts(n)} expected)")
         else:
             parts.append(f"hides updates from the server + fewer than t colluders (needs t > {threat.collusion} "
                          f"and n - t >= expected dropouts; checked when the client count is known)")
@@ -315,7 +380,7 @@ def explain(name: str, threat: ThreatModel, context: RoundContext | None = None)
     elif p.has_dp:
         parts.append(f"{p.dp_unit}-level DP")
     if not threat.server_may_see_aggregate:
-        parts.append("aggregate stays with the key holders")
+        parts.append("aggregate stays with the key holders (release=key-holders)")
     return "; ".join(parts) or "meets the threat model"
 
 
