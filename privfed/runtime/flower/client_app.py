@@ -1,0 +1,167 @@
+"""The privfed ClientApp: a Flower node answering with the protocol's client state machine.
+
+Message types it serves:
+
+* ``query.hello`` — announce this node's partition id (node-config ``partition-id``) so the server can give it the
+  same protocol client id as the in-process runtime would; the reply also says whether the node accepts the run's
+  protection. Nothing about the node's data leaves it.
+* ``train`` — receive the global model (flat float32, an ArrayRecord), train the LSTM/GRU locally on this node's
+  partition (privfed.fl), and keep the resulting update and weight in ``context.state``; only an acknowledgement
+  and timings go back. The update leaves the node only inside the protocol's protected upload.
+* ``query`` — one protocol phase: the request's payload bytes go to the client machine's ``handle`` and its reply
+  bytes come back (see :mod:`privfed.runtime.flower.envelope`). The machine and the protocol's persistent state are
+  restored from and saved to ``context.state`` around every message (:mod:`privfed.runtime.flower.state`).
+
+Threat model: the node trusts itself only. The protection is chosen by the run's submitter, so a node operator
+pins what the node accepts with node-config ``protections="ckks,secagg"``; a run asking for anything else is
+refused (the node then counts as dropped) rather than letting a server downgrade a client to plaintext. Without
+that key the node accepts the run's protection and logs a warning. Client ids, rounds and phases in the envelope
+are checked against the machine's own state; payloads are validated strictly by the protocol.
+Fault injection (killing this node's SuperNode on request, for the dropout integration test) is honoured only when
+the node operator set node-config ``allow-fault-injection=true``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+import numpy as np
+from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+
+from protocols import registry
+from protocols.base import AFTER_UPLOAD, ClientUpdate
+from protocols.errors import MessageError, PrivfedError
+
+from .config import FlowerRunConfig, parse_run_config, protocol_options
+from .envelope import STATUS_NONE, STATUS_REFUSED, STATUS_REPLY, pack_reply, unpack_request
+from .state import NodeState, load_node_state, save_node_state
+from .updates import synthetic_update, train_update
+
+__all__ = ["app", "HELLO_MESSAGE_TYPE"]
+
+HELLO_MESSAGE_TYPE = "query.hello"
+log = logging.getLogger("privfed.flower.client")
+
+app = ClientApp()
+
+
+def _partition_id(context: Context) -> int:
+    value = context.node_config.get("partition-id", -1)
+    return int(value) if isinstance(value, int) and not isinstance(value, bool) else -1
+
+
+def _accepted(context: Context, protection: str) -> tuple[bool, str]:
+    pinned = context.node_config.get("protections")
+    if pinned is None:
+        log.warning("node-config sets no 'protections': accepting the run's protection %r", protection)
+        return True, ""
+    allowed = {p.strip() for p in str(pinned).split(",") if p.strip()}
+    if protection not in allowed:
+        return False, f"this node accepts only {sorted(allowed)}, the run asks for {protection!r}"
+    return True, ""
+
+
+@app.query("hello")
+def hello(message: Message, context: Context) -> Message:
+    config = parse_run_config(context.run_config)
+    accepted, reason = _accepted(context, config.protection)
+    node = load_node_state(context.state)
+    node.announced = _partition_id(context)
+    save_node_state(context.state, node)
+    return Message(RecordDict({"privfed-hello": ConfigRecord(
+        {"partition-id": node.announced, "accepts": accepted, "reason": reason})}), reply_to=message)
+
+
+@app.train()
+def train(message: Message, context: Context) -> Message:
+    config = parse_run_config(context.run_config)
+    started = time.perf_counter()
+    node = load_node_state(context.state)
+    update, info = train_update(message.content, context, config)
+    node.update = (update.vector.tobytes(), float(update.weight))
+    save_node_state(context.state, node)
+    metrics = {"train-seconds": time.perf_counter() - started, "dim": float(update.vector.size),
+               **{k: float(v) for k, v in info.items()}}
+    return Message(RecordDict({"metrics": MetricRecord(metrics)}), reply_to=message)
+
+
+def _update_for(node: NodeState, context: Context, config: FlowerRunConfig) -> ClientUpdate:
+    if config.update_source == "train":
+        if node.update is None:
+            raise MessageError("no local update: the server asked for a protocol phase before training")
+        vector, weight = node.update
+        return ClientUpdate(np.frombuffer(vector, dtype=np.float32).copy(), weight)
+    return synthetic_update(_partition_id(context), config)
+
+
+def _stop_this_node() -> None:
+    """Fault injection: kill this node's SuperNode (the ClientApp's ancestor) and exit without replying."""
+    pid = os.getppid()
+    for _ in range(8):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as handle:
+                cmdline = handle.read()
+            with open(f"/proc/{pid}/stat", "rb") as handle:
+                parent = int(handle.read().rsplit(b")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            break
+        if b"flower-supernode" in cmdline:
+            os.kill(pid, signal.SIGKILL)
+            break
+        pid = parent
+    os._exit(1)
+
+
+@app.query()
+def phase(message: Message, context: Context) -> Message:
+    config = parse_run_config(context.run_config)
+    clock = time.perf_counter()
+    node = load_node_state(context.state)
+    state_seconds = time.perf_counter() - clock
+    client_seconds = 0.0
+    try:
+        request = unpack_request(message.content)
+        accepted, reason = _accepted(context, config.protection)
+        if not accepted:
+            raise MessageError(reason)
+        protocol = registry.create(config.protection, protocol_options(config))
+        if (config.stop_after_upload >= 0 and config.stop_after_upload == _partition_id(context)
+                and context.node_config.get("allow-fault-injection") is True
+                and request.phase == protocol.resolve_drop_phase(AFTER_UPLOAD)):
+            log.warning("fault injection: stopping this node at phase %s", request.phase)
+            _stop_this_node()
+        if node.round_id != request.round_id:
+            if node.round_id is not None and request.round_id < node.round_id:
+                raise MessageError(f"request for round {request.round_id} after round {node.round_id}")
+            node.round_id, node.client_id, node.machine = request.round_id, request.client_id, None
+        if request.client_id != node.client_id:
+            raise MessageError(f"request addressed to client {request.client_id}, this node is {node.client_id}")
+        update = _update_for(node, context, config) if node.machine is None else None
+        clock = time.perf_counter()
+        try:
+            if node.machine is None:
+                node.machine = protocol.client(request.client_id, request.round_id, update, node.persistent)
+            reply = node.machine.handle(request.payload)
+        finally:
+            client_seconds = time.perf_counter() - clock
+    except PrivfedError as exc:
+        node.machine = None
+        clock = time.perf_counter()
+        save_node_state(context.state, node)
+        state_seconds += time.perf_counter() - clock
+        return Message(pack_reply(STATUS_REFUSED, None, reason=str(exc), client_seconds=client_seconds,
+                                  state_seconds=state_seconds), reply_to=message)
+    clock = time.perf_counter()
+    try:
+        save_node_state(context.state, node)
+    except PrivfedError as exc:
+        return Message(pack_reply(STATUS_REFUSED, None, reason=str(exc), client_seconds=client_seconds,
+                                  state_seconds=state_seconds), reply_to=message)
+    state_seconds += time.perf_counter() - clock
+    status = STATUS_NONE if reply is None else STATUS_REPLY
+    return Message(pack_reply(status, reply, client_seconds=client_seconds, state_seconds=state_seconds),
+                   reply_to=message)
+

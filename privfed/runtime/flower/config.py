@@ -1,0 +1,114 @@
+"""The run configuration a privfed Flower app reads (``[tool.flwr.app.config]`` / ``flwr run --run-config``).
+
+Flower run-config values are limited to str, int, float and bool, so structured values travel as short strings
+(``options`` is a JSON object, ``drops`` is ``"2:after-upload,1:before-upload"``). Both apps parse the same keys
+with :func:`parse_run_config`; every value is validated before any message is sent.
+
+Threat model: the run configuration is chosen by whoever submits the run (the server's operator). A client
+never takes its protection from it blindly: a node pins the protections it accepts in its own ``node-config``
+(``protections="ckks,secagg"``), see :mod:`privfed.runtime.flower.client_app`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from protocols.errors import ConfigError
+
+__all__ = ["FlowerRunConfig", "parse_run_config", "parse_drops", "protocol_options", "DEFAULT_MAX_WEIGHT",
+           "DEFAULT_CLIP"]
+
+#: the bench's bounds (privfed.bench.aggregation): synthetic weights are integers in [1, 100], values in [-1, 1]
+DEFAULT_MAX_WEIGHT = 100.0
+DEFAULT_CLIP = 1.0
+UPDATE_SOURCES = ("synthetic", "train")
+
+
+@dataclass(frozen=True)
+class FlowerRunConfig:
+    """Validated run configuration shared by the ServerApp and the ClientApp."""
+
+    protection: str = "plaintext"
+    #: protocol keyword options (``max_weight`` and ``clip`` default to the bench's bounds)
+    options: Mapping[str, Any] = field(default_factory=dict)
+    rounds: int = 1
+    #: "synthetic": privfed.bench.aggregation.synthetic_updates keyed by the node's partition-id;
+    #: "train": local LSTM/GRU training on the node's partition (privfed.fl)
+    update_source: str = "synthetic"
+    params: int = 1000
+    seed: int = 0
+    #: nodes the server waits for before the first round (and the number of synthetic partitions)
+    clients: int = 3
+    #: seconds the server waits for the replies of one phase; a missing reply is that client's dropout
+    reply_timeout: float = 60.0
+    #: seconds the server waits for ``clients`` nodes to connect
+    connect_timeout: float = 60.0
+    #: injected dropouts, client id -> drop point (same semantics as privfed.runtime.local.run_round)
+    drops: Mapping[int, str] = field(default_factory=dict)
+    #: fault injection: the node holding this partition stops (its SuperNode is killed) when the first request
+    #: after its upload reaches it. Only honoured by nodes started with node-config ``allow-fault-injection=true``.
+    stop_after_upload: int = -1
+    #: where the ServerApp writes its JSON report ("" = do not write)
+    report: str = ""
+    #: privfed.fl experiment overrides for update_source="train" ("key=value;key=value")
+    fl_overrides: str = ""
+
+    def __post_init__(self) -> None:
+        if self.rounds < 1:
+            raise ConfigError("rounds must be >= 1")
+        if self.update_source not in UPDATE_SOURCES:
+            raise ConfigError(f"update-source must be one of {UPDATE_SOURCES}, got {self.update_source!r}")
+        if self.params < 1 or self.clients < 1:
+            raise ConfigError("params and clients must be >= 1")
+        if not self.reply_timeout > 0 or not self.connect_timeout > 0:
+            raise ConfigError("reply-timeout and connect-timeout must be positive")
+
+
+def parse_drops(text: str) -> dict[int, str]:
+    """``"2:after-upload,1:before-upload"`` -> {2: "after-upload", 1: "before-upload"}."""
+    drops: dict[int, str] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        cid, sep, point = item.partition(":")
+        if not sep or not cid.strip().isdigit() or not point.strip():
+            raise ConfigError(f"drops takes CLIENT:POINT[,CLIENT:POINT...], got {text!r}")
+        if int(cid) in drops:
+            raise ConfigError(f"client {cid} appears twice in drops")
+        drops[int(cid)] = point.strip()
+    return drops
+
+
+_KEYS = {
+    "protection": str, "options": str, "rounds": int, "update-source": str, "params": int, "seed": int,
+    "clients": int, "reply-timeout": float, "connect-timeout": float, "drops": str, "stop-after-upload": int,
+    "report": str, "fl-overrides": str,
+}
+
+
+def parse_run_config(run_config: Mapping[str, Any]) -> FlowerRunConfig:
+    """Validate a Flower run config (unknown keys are ignored so apps can carry their own)."""
+    values: dict[str, Any] = {}
+    for key, kind in _KEYS.items():
+        if key not in run_config:
+            continue
+        raw = run_config[key]
+        if kind is float and isinstance(raw, int) and not isinstance(raw, bool):
+            raw = float(raw)
+        if not isinstance(raw, kind) or isinstance(raw, bool):
+            raise ConfigError(f"run-config {key} must be {kind.__name__}, got {raw!r}")
+        values[key.replace("-", "_")] = raw
+    options_text = values.pop("options", "") or "{}"
+    try:
+        options = json.loads(options_text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"run-config options must be a JSON object: {exc}") from None
+    if not isinstance(options, dict):
+        raise ConfigError("run-config options must be a JSON object")
+    drops = parse_drops(values.pop("drops", ""))
+    return FlowerRunConfig(options=options, drops=drops, **values)
+
+
+def protocol_options(config: FlowerRunConfig) -> dict[str, Any]:
+    """Protocol keyword options with the standard bounds filled in, exactly as the bench passes them."""
+    return {"max_weight": DEFAULT_MAX_WEIGHT, "clip": DEFAULT_CLIP, **config.options}

@@ -1,0 +1,164 @@
+"""Drive one round of any privfed protocol pair over a Flower ``Grid``: one send-and-receive per phase.
+
+This is :func:`privfed.runtime.local.run_round` with the function calls replaced by Flower messages, and it fills
+the same :class:`~privfed.runtime.local.RoundReport` with the same semantics so figures are comparable:
+
+* bytes are the protocol payload sizes (``len`` of the bytes the protocol produced), per client, phase and
+  direction; Flower's own framing (protobuf, HTTP, the small privfed envelope) is not counted;
+* ``server_seconds`` times ``start``/``receive``/``advance``; ``client_seconds`` is what each ClientApp measured
+  around creating its machine and ``handle`` (returned in the reply's metrics record); ``total_seconds`` is the
+  server's wall clock for the whole round, transport included;
+* injected dropouts (``drops``) behave as in the local runtime: from the resolved phase on, the client is sent
+  nothing; a reply that does not arrive within ``reply_timeout`` seconds, a Flower error reply (the ClientApp
+  crashed) and a refusal (the client's machine raised a PrivfedError) make that client a dropout at that phase;
+  a reply that fails the server's validation (or a malformed envelope) is *rejected*, exactly as locally.
+
+Threat model of the transport: in insecure mode nothing is encrypted on the wire; with TLS the channel hides
+payloads from the network but the SuperLink still stores and forwards every message, so it sees exactly what the
+privfed server sees (the payload bytes of every client). Protections must therefore hold against the server;
+privfed's protocols provide that inside the payload, never relying on the channel.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from typing import Mapping
+
+from flwr.app import Message
+from flwr.serverapp import Grid
+
+from protocols.base import AggregateResult, AggregationProtocol
+from protocols.errors import MessageError, ProtocolAbort
+from protocols.wire import peek_header
+from privfed.runtime.local import SERVER, RoundReport, TranscriptEntry
+
+from .envelope import STATUS_NONE, STATUS_REFUSED, Request, pack_request, unpack_reply
+
+__all__ = ["run_round_on_grid", "PHASE_MESSAGE_TYPE"]
+
+#: protocol phases travel as Flower "query" messages (the ClientApp's default query handler)
+PHASE_MESSAGE_TYPE = "query"
+
+
+def _entry(phase: str, sender: str, recipient: str, payload: bytes) -> TranscriptEntry:
+    try:
+        kind = peek_header(payload)[1]
+    except MessageError:
+        kind = "<malformed>"
+    return TranscriptEntry(phase, sender, recipient, kind, len(payload), hashlib.sha256(payload).hexdigest())
+
+
+def _exchange(grid: Grid, round_id: int, phase: str, payloads: Mapping[int, bytes], nodes: Mapping[int, int],
+              timeout: float) -> dict[int, Message]:
+    """Send one phase's requests and collect the replies that arrive within ``timeout``, by client id."""
+    if not payloads:
+        return {}
+    messages = [Message(content=pack_request(Request(round_id, phase, cid, payload)), dst_node_id=nodes[cid],
+                        message_type=PHASE_MESSAGE_TYPE, group_id=f"{round_id}:{phase}")
+                for cid, payload in payloads.items()]
+    by_node = {node: cid for cid, node in nodes.items()}
+    replies: dict[int, Message] = {}
+    for reply in grid.send_and_receive(messages, timeout=timeout):
+        cid = by_node.get(reply.metadata.src_node_id)
+        if cid is not None and cid in payloads and cid not in replies:
+            replies[cid] = reply
+    return replies
+
+
+def run_round_on_grid(grid: Grid, protocol: AggregationProtocol, round_id: int, nodes: Mapping[int, int],
+                      dim: int, *, drops: Mapping[int, str] | None = None, reply_timeout: float = 60.0,
+                      transcript: bool = True, record_server_view: bool = False,
+                      overhead: dict | None = None) -> RoundReport:
+    """Run one round over Flower. ``nodes`` maps protocol client id -> Flower node id. Never raises for a peer's
+    misbehaviour: an abort is reported in ``RoundReport.aborted`` with ``result`` None.
+
+    ``overhead``, when given, receives what the Flower deployment adds on top of the protocol: the wall seconds of
+    each phase's send-and-receive (``exchange_seconds``) and each client's seconds spent restoring and saving its
+    state in ``context.state`` (``state_seconds``)."""
+    started = time.perf_counter()
+    ids = tuple(sorted(nodes))
+    report = RoundReport(protocol.name, round_id, ids)
+    stop_at = {cid: protocol.resolve_drop_phase(point) for cid, point in (drops or {}).items()}
+    gone: dict[int, dict[str, str]] = {}
+    exchange_seconds: list[tuple[str, float]] = []
+    state_seconds: dict[int, float] = {}
+
+    clock = time.perf_counter()
+    try:
+        server = protocol.server(round_id, ids, dim)
+        outgoing = server.start()
+    finally:
+        report.server_seconds += time.perf_counter() - clock
+
+    while True:
+        phase = outgoing.phase
+        report.phases.append(phase)
+        sending: dict[int, bytes] = {}
+        for cid, payload in outgoing.messages.items():
+            if cid not in nodes:
+                raise ProtocolAbort(f"server addressed unknown client {cid}")
+            if cid in gone:
+                continue
+            if stop_at.get(cid) == phase:
+                gone[cid] = report.dropped[cid] = {"phase": phase, "reason": "injected dropout"}
+                continue
+            report.download_bytes[cid][phase] += len(payload)
+            if transcript:
+                report.transcript.append(_entry(phase, SERVER, str(cid), payload))
+            sending[cid] = payload
+        clock = time.perf_counter()
+        replies = _exchange(grid, round_id, phase, sending, nodes, reply_timeout)
+        exchange_seconds.append((phase, time.perf_counter() - clock))
+        for cid in sending:
+            message = replies.get(cid)
+            if message is None:
+                gone[cid] = report.dropped[cid] = {"phase": phase,
+                                                   "reason": f"no reply within {reply_timeout:g} s"}
+                continue
+            if message.has_error():
+                gone[cid] = report.dropped[cid] = {"phase": phase,
+                                                   "reason": f"client failed: {message.error.reason[:200]}"}
+                continue
+            try:
+                reply = unpack_reply(message.content)
+            except MessageError as exc:
+                gone[cid] = report.rejected[cid] = {"phase": phase, "reason": str(exc)}
+                continue
+            report.client_seconds[cid] += reply.client_seconds
+            state_seconds[cid] = state_seconds.get(cid, 0.0) + reply.state_seconds
+            if reply.status == STATUS_REFUSED:
+                gone[cid] = report.dropped[cid] = {"phase": phase, "reason": f"client stopped: {reply.reason}"}
+                continue
+            if reply.status == STATUS_NONE or reply.payload is None:
+                continue
+            payload = reply.payload
+            report.upload_bytes[cid][phase] += len(payload)
+            if transcript:
+                report.transcript.append(_entry(phase, str(cid), SERVER, payload))
+            if record_server_view:
+                report.server_view.append((phase, cid, payload))
+            clock = time.perf_counter()
+            try:
+                server.receive(cid, payload)
+            except MessageError as exc:
+                gone[cid] = report.rejected[cid] = {"phase": phase, "reason": str(exc)}
+            finally:
+                report.server_seconds += time.perf_counter() - clock
+        clock = time.perf_counter()
+        try:
+            step = server.advance()
+        except ProtocolAbort as exc:
+            report.aborted = str(exc)
+            break
+        finally:
+            report.server_seconds += time.perf_counter() - clock
+        if isinstance(step, AggregateResult):
+            report.result = step
+            break
+        outgoing = step
+    report.total_seconds = time.perf_counter() - started
+    if overhead is not None:
+        overhead.update(exchange_seconds=exchange_seconds, state_seconds=state_seconds)
+    return report
+

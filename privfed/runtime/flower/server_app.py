@@ -1,0 +1,140 @@
+"""The privfed ServerApp: runs privfed rounds over Flower's deployment engine (SuperLink + SuperNodes).
+
+``main`` reads the run configuration (:mod:`privfed.runtime.flower.config`), waits for ``clients`` nodes, asks
+each for its partition id (``query.hello``: the protocol client id becomes the partition id, so survivors can be
+compared with the in-process runtime), then runs ``rounds`` rounds with
+:func:`~privfed.runtime.flower.driver.run_round_on_grid`, one send-and-receive per protocol phase. With
+``update-source = "train"`` each round starts with a ``train`` message carrying the global model, and the
+protected mean update is added to it afterwards (FedAvg). With ``report`` set, it writes a JSON report of every
+round: the same summary the local runtime gives (bytes, seconds, survivors, dropouts), per-client and per-phase
+byte tables, the transport overhead, and the aggregate itself.
+
+Threat model: see :mod:`privfed.runtime.flower.driver` (the SuperLink sees what the server sees) and
+:mod:`privfed.runtime.flower.client_app` (nodes pin the protections they accept). The report holds only what the
+server learned anyway (the aggregate, when the protocol delivers it to the server) and public figures.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+from flwr.app import ConfigRecord, Context, Message, RecordDict
+from flwr.serverapp import Grid, ServerApp
+
+from protocols import registry
+from protocols.errors import ConfigError, ProtocolAbort
+from privfed.runtime.local import RoundReport
+
+from .client_app import HELLO_MESSAGE_TYPE
+from .config import FlowerRunConfig, parse_run_config, protocol_options
+from .driver import run_round_on_grid
+
+__all__ = ["app", "wait_for_nodes", "enrol", "report_record"]
+
+log = logging.getLogger("privfed.flower.server")
+
+app = ServerApp()
+
+
+def wait_for_nodes(grid: Grid, config: FlowerRunConfig) -> list[int]:
+    """Node ids once at least ``config.clients`` are connected (bounded by ``connect_timeout``)."""
+    deadline = time.monotonic() + config.connect_timeout
+    while True:
+        node_ids = sorted(grid.get_node_ids())
+        if len(node_ids) >= config.clients:
+            return node_ids
+        if time.monotonic() > deadline:
+            raise ProtocolAbort(f"{len(node_ids)} nodes connected within {config.connect_timeout:g} s, "
+                                f"{config.clients} needed")
+        time.sleep(0.5)
+
+
+def enrol(grid: Grid, node_ids: list[int], config: FlowerRunConfig) -> dict[int, int]:
+    """Ask every node for its partition id; returns protocol client id -> node id for the nodes that accept.
+
+    Client ids are the announced partition ids when they are distinct and non-negative, else the nodes' ranks."""
+    messages = [Message(RecordDict({"privfed-hello": ConfigRecord({"protection": config.protection})}),
+                        dst_node_id=node, message_type=HELLO_MESSAGE_TYPE) for node in node_ids]
+    announced: dict[int, int] = {}
+    for reply in grid.send_and_receive(messages, timeout=config.reply_timeout):
+        if reply.has_error():
+            log.warning("node %s failed to enrol: %s", reply.metadata.src_node_id, reply.error.reason)
+            continue
+        record = reply.content.config_records.get("privfed-hello")
+        if record is None or not record.get("accepts", False):
+            log.warning("node %s declined: %s", reply.metadata.src_node_id,
+                        record.get("reason", "") if record is not None else "malformed hello")
+            continue
+        partition = record.get("partition-id", -1)
+        announced[reply.metadata.src_node_id] = partition if isinstance(partition, int) else -1
+    values = list(announced.values())
+    if all(v >= 0 for v in values) and len(set(values)) == len(values):
+        return {partition: node for node, partition in sorted(announced.items(), key=lambda item: item[1])}
+    return {rank: node for rank, node in enumerate(sorted(announced))}
+
+
+def report_record(report: RoundReport, overhead: Mapping[str, Any], nodes: Mapping[int, int]) -> dict[str, Any]:
+    """One round of the JSON report: the local runtime's summary plus per-client tables and the aggregate."""
+    record = report.summary()
+    record.update(
+        survivor_ids=list(report.survivors),
+        phases=list(report.phases),
+        nodes={str(cid): node for cid, node in nodes.items()},
+        upload_bytes={str(c): dict(p) for c, p in report.upload_bytes.items()},
+        download_bytes={str(c): dict(p) for c, p in report.download_bytes.items()},
+        client_seconds_by_client={str(c): s for c, s in report.client_seconds.items()},
+        exchange_seconds=[[phase, seconds] for phase, seconds in overhead.get("exchange_seconds", [])],
+        state_seconds={str(c): s for c, s in overhead.get("state_seconds", {}).items()},
+    )
+    if report.result is not None:
+        record["mean"] = [float(v) for v in np.asarray(report.result.mean, dtype=np.float64)]
+        record["total_weight"] = float(report.result.total_weight)
+    return record
+
+
+def _write_json(path: str, data: Mapping[str, Any]) -> None:
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=target.name, suffix=".tmp")
+    with os.fdopen(handle, "w", encoding="utf-8") as out:
+        json.dump(data, out)
+    os.replace(temporary, target)
+
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    config = parse_run_config(context.run_config)
+    output: dict[str, Any] = {"protection": config.protection, "runtime": "flower", "rounds": []}
+    try:
+        protocol = registry.create(config.protection, protocol_options(config))
+        output["protocol"] = {k: v for k, v in protocol.describe().items()
+                              if isinstance(v, (str, int, float, bool, type(None)))}
+        nodes = enrol(grid, wait_for_nodes(grid, config), config)
+        if len(nodes) < config.clients:
+            raise ProtocolAbort(f"{len(nodes)} nodes enrolled, {config.clients} needed")
+        output["nodes"] = {str(cid): node for cid, node in nodes.items()}
+        if config.update_source == "train":
+            from .training import run_training
+            output["rounds"] = run_training(grid, protocol, nodes, config)
+        else:
+            for round_id in range(1, config.rounds + 1):
+                overhead: dict[str, Any] = {}
+                report = run_round_on_grid(grid, protocol, round_id, nodes, config.params, drops=config.drops,
+                                           reply_timeout=config.reply_timeout, overhead=overhead)
+                log.info("privfed round %d: %s", round_id, json.dumps(report.summary()))
+                output["rounds"].append(report_record(report, overhead, nodes))
+    except (ConfigError, ProtocolAbort) as exc:
+        output["error"] = f"{type(exc).__name__}: {exc}"
+        log.error("privfed run failed: %s", exc)
+    finally:
+        if config.report:
+            _write_json(config.report, output)
+    if "error" in output:
+        raise RuntimeError(output["error"])

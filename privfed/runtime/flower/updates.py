@@ -1,0 +1,38 @@
+"""Where a Flower node's update comes from: the bench's synthetic vectors, or local LSTM/GRU training.
+
+``synthetic``: :func:`privfed.bench.aggregation.synthetic_updates` with the run's ``clients``, ``params`` and
+``seed``, picking this node's ``partition-id`` — the very inputs the in-process runtime gets, so a Flower round can
+be checked against ``run_round`` on the same data. ``train``: the node trains the global model on its own
+partition with privfed.fl and keeps the update (new minus old parameters) and its sample count as the weight.
+
+Threat model: the experiment seed drives data only (never keys, masks or noise, which the protocols draw from the
+OS). The update never leaves the node except inside the protocol's upload.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from flwr.app import Context, RecordDict
+
+from protocols.base import ClientUpdate
+from protocols.errors import ConfigError
+
+from .config import FlowerRunConfig
+
+__all__ = ["synthetic_update", "train_update"]
+
+
+def synthetic_update(partition_id: int, config: FlowerRunConfig) -> ClientUpdate:
+    from privfed.bench.aggregation import synthetic_updates
+
+    if not 0 <= partition_id < config.clients:
+        raise ConfigError(f"synthetic updates need node-config partition-id in [0, {config.clients}), "
+                          f"got {partition_id}")
+    return synthetic_updates(config.clients, config.params, config.seed)[partition_id]
+
+
+def train_update(content: RecordDict, context: Context, config: FlowerRunConfig
+                 ) -> tuple[ClientUpdate, Mapping[str, Any]]:
+    """Train locally from the global model in ``content``; returns the update and plain metrics."""
+    raise ConfigError("update-source 'train' needs privfed.fl's local training, which is not available yet")

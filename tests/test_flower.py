@@ -1,0 +1,122 @@
+"""privfed's protocols over a real Flower deployment on 127.0.0.1, checked against the in-process runtime.
+
+Starts one SuperLink and 3 SuperNodes (separate processes, insecure mode, loopback only, free ports; never Flower's
+Ray simulation engine), then runs one round each of plaintext (with an injected dropout), ckks, and secagg (with
+one node really stopped after its upload: its SuperNode is killed, so its later reply never arrives and the
+server's timeout turns it into a dropout). Every Flower result is compared with ``run_round`` on the same synthetic
+inputs: identical survivors, means within the protocol's declared error bound of the exact weighted mean, and the
+same per-phase payload bytes for surviving clients. Bytes and seconds are printed side by side (``pytest -s``).
+Everything is torn down at the end, on failure too. Run with: ``pytest -m flower``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.flower
+pytest.importorskip("flwr")
+
+from protocols import registry  # noqa: E402
+from privfed.bench.aggregation import MAX_WEIGHT, VALUE_RANGE, synthetic_updates  # noqa: E402
+from privfed.runtime.flower.loopback import LoopbackDeployment  # noqa: E402
+from privfed.runtime.local import run_round  # noqa: E402
+
+APP_DIR = Path(__file__).resolve().parents[1] / "examples" / "flower"
+CLIENTS, PARAMS, SEED = 3, 64, 11
+#: generous per-phase reply timeout (each phase starts a fresh ClientApp process per node on shared CPUs)
+REPLY_TIMEOUT = 45.0
+#: the shorter timeout of the run where one node is killed (its missing reply costs exactly this long)
+STOP_TIMEOUT = 25.0
+RUN_TIMEOUT = 150.0
+
+
+@pytest.fixture(scope="module")
+def deployment(tmp_path_factory: pytest.TempPathFactory):
+    loopback = LoopbackDeployment(tmp_path_factory.mktemp("flower"), nodes=CLIENTS,
+                                  node_config={"allow-fault-injection": True})
+    with loopback:
+        yield loopback
+
+
+def _run_both(deployment: LoopbackDeployment, protection: str, *, drops: Mapping[int, str] | None = None,
+              extra: Mapping[str, Any] | None = None) -> tuple[dict[str, Any], Any, dict]:
+    options = {"max_weight": MAX_WEIGHT, "clip": VALUE_RANGE}
+    updates = synthetic_updates(CLIENTS, PARAMS, SEED)
+    local = run_round(registry.create(protection, options), 1, updates, drops=dict(drops or {}), transcript=False)
+    config = {"protection": protection, "params": PARAMS, "seed": SEED, "clients": CLIENTS,
+              "reply-timeout": REPLY_TIMEOUT, **(extra or {})}
+    try:
+        report = deployment.run(APP_DIR, config, timeout=RUN_TIMEOUT)
+    except Exception:
+        print(deployment.log_tail())
+        raise
+    assert "error" not in report, report.get("error")
+    (flower,) = report["rounds"]
+    _print_figures(protection, flower, local.summary())
+    return flower, local, updates
+
+
+def _print_figures(protection: str, flower: Mapping[str, Any], local: Mapping[str, Any]) -> None:
+    keys = ("survivors", "upload_bytes_per_client", "download_bytes_per_client", "client_seconds",
+            "server_seconds", "total_seconds")
+    print(f"\n[{protection}] " + json.dumps({
+        "flower": {k: flower[k] for k in keys}, "in-process": {k: local[k] for k in keys},
+        "flower_exchange_seconds": flower["exchange_seconds"], "dropped": flower["dropped"]}))
+
+
+def _check(flower: Mapping[str, Any], local, updates, *, exact_bytes: bool = True) -> None:
+    assert local.result is not None, local.aborted
+    assert flower["aborted"] is None, flower["aborted"]
+    survivors = list(local.result.survivors)
+    assert flower["survivor_ids"] == survivors
+    weights = np.array([updates[c].weight for c in survivors])
+    exact = weights @ np.stack([updates[c].vector.astype(np.float64) for c in survivors]) / weights.sum()
+    bound = float(local.result.error_bound)
+    assert flower["error_bound"] == pytest.approx(bound)
+    tolerance = bound + 1e-9 * (1 + float(np.abs(exact).max()))
+    assert np.max(np.abs(np.asarray(flower["mean"]) - exact)) <= tolerance
+    assert np.max(np.abs(local.result.mean - exact)) <= tolerance
+    assert flower["phases"] == local.phases
+    for cid in survivors:
+        if exact_bytes:
+            assert flower["upload_bytes"][str(cid)] == dict(local.upload_bytes[cid])
+            assert flower["download_bytes"][str(cid)] == dict(local.download_bytes[cid])
+        else:
+            assert set(flower["upload_bytes"][str(cid)]) == set(local.upload_bytes[cid])
+        assert flower["client_seconds_by_client"][str(cid)] >= 0.0
+    assert flower["server_seconds"] >= 0.0 and flower["total_seconds"] >= flower["server_seconds"]
+
+
+def test_plaintext_with_injected_dropout(deployment: LoopbackDeployment) -> None:
+    drops = {1: "before-upload"}
+    flower, local, updates = _run_both(deployment, "plaintext", drops=drops, extra={"drops": "1:before-upload"})
+    _check(flower, local, updates)
+    assert flower["dropped"] == {"1": {"phase": "upload", "reason": "injected dropout"}}
+    assert flower["survivor_ids"] == [0, 2]
+
+
+def test_ckks_round(deployment: LoopbackDeployment) -> None:
+    pytest.importorskip("tenseal")
+    pytest.importorskip("protocols.ckks")
+    flower, local, updates = _run_both(deployment, "ckks")
+    _check(flower, local, updates, exact_bytes=False)
+    assert flower["survivor_ids"] == [0, 1, 2]
+
+
+def test_secagg_round_with_node_stopped_after_upload(deployment: LoopbackDeployment) -> None:
+    """Runs last: it kills the SuperNode of partition 2 once that node has uploaded its masked input."""
+    pytest.importorskip("protocols.secagg")
+    victim = 2
+    flower, local, updates = _run_both(
+        deployment, "secagg", drops={victim: "after-upload"},
+        extra={"stop-after-upload": victim, "reply-timeout": STOP_TIMEOUT})
+    _check(flower, local, updates, exact_bytes=False)
+    dropped = flower["dropped"][str(victim)]
+    assert dropped["phase"] == registry.protocol_class("secagg").resolve_drop_phase("after-upload")
+    assert dropped["reason"].startswith("no reply within")
+    assert deployment.processes[f"supernode-{victim}"].poll() is not None
