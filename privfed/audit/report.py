@@ -91,6 +91,7 @@ class AuditReport:
     final_epsilon: float | None
     delta: float | None
     secret_findings: tuple[SecretFinding, ...]
+    scanned: bool = True
 
     @property
     def ok(self) -> bool:
@@ -101,7 +102,7 @@ class AuditReport:
             "run_dir": self.run_dir, "threat": self.threat, "threat_declared": self.threat_declared,
             "status": self.status, "ok": self.ok, "final_epsilon": _json_eps(self.final_epsilon),
             "delta": self.delta, "rounds": [_jsonable(r.as_dict()) for r in self.rounds],
-            "secret_findings": [f.__dict__ for f in self.secret_findings],
+            "secret_scan": self.scanned, "secret_findings": [f.__dict__ for f in self.secret_findings],
         }
 
     def to_markdown(self) -> str:
@@ -113,7 +114,8 @@ class AuditReport:
                  + (f" at delta={self.delta:g}" if self.delta else ""),
                  "- threat check: " + ("every round meets the threat model" if all_meet
                                        else "SOME ROUNDS FALL SHORT (see below)"),
-                 "- secret scan of every file: " + ("no secret keys, seeds or shares found" if not self.secret_findings
+                 "- secret scan of every file: " + ("not run" if not self.scanned else
+                                                    "no secret keys, seeds or shares found" if not self.secret_findings
                                                     else f"{len(self.secret_findings)} FINDING(S)"),
                  "", "## Summary", "",
                  "| round | protection | threat check | survivors | upload B/client | download B/client | "
@@ -171,7 +173,7 @@ def build_report(run_dir: str | Path, *, scan: bool = True) -> AuditReport:
     findings = tuple(scan_for_secrets(root)) if scan else ()
     delta = summary.get("delta", (config.get("protection") or {}).get("delta"))
     return AuditReport(str(root), threat.describe(), bool(threat_table), audits, str(summary.get("status", "?")),
-                       audits[-1].epsilon if audits else None, delta, findings)
+                       audits[-1].epsilon if audits else None, delta, findings, scan)
 
 
 def _audit_round(record: Mapping[str, Any], threat: ThreatModel, declared: bool, options: Mapping[str, Any],

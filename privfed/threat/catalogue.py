@@ -366,8 +366,8 @@ def explain(name: str, threat: ThreatModel, context: RoundContext | None = None)
             n, t = ctx.clients, sa.threshold
             graph = "" if sa.graph == "complete" else f" per neighbourhood of k={sa.k}"
             parts.append(f"hides updates from the server + up to {t - 1} colluders{graph} (t={t} > "
-                         f"collusion={threat.collusion}) and tolerates {(n if not graph else sa.k + 1) - t} "
-                         f"dropouts{graph} (>= {threat.expected_dropouts(n)} expected)")
+                         f"collusion={threat.collusion}) and tolerates up to {(n if not graph else sa.k + 1) - t} "
+                         f"dropout(s){graph} (>= {threat.expected_dropouts(n)} expected)")
         else:
             parts.append(f"hides updates from the server + fewer than t colluders (needs t > {threat.collusion} "
                          f"and n - t >= expected dropouts; checked when the client count is known)")
