@@ -92,17 +92,22 @@ def parse_spec(spec: str, rounds: int) -> dict[int, str]:
 
 
 def available(name: str) -> bool:
-    """Whether protection ``name`` can be instantiated here (its module and optional dependencies import)."""
+    """Whether protection ``name`` can be used here: its module and optional dependencies import and its factory
+    is implemented (a factory refusing default options still counts: that is a configuration matter)."""
     target = registry._BUILTIN.get(name)  # noqa: SLF001 - read-only use of the registry's own table
     if target is None:
         return name in registry.names()
-    module_name = target.split(":")[0]
+    module_name, attribute = target.split(":")
     try:
         if importlib.util.find_spec(module_name) is None:
             return False
-        registry.protocol_class(name)
-    except (ConfigError, ImportError, AttributeError):
+        factory = getattr(importlib.import_module(module_name), attribute)
+        if not isinstance(factory, type):
+            factory()
+    except (ImportError, AttributeError, NotImplementedError):
         return False
+    except Exception:  # noqa: BLE001 - bad default options: implemented, just needs configuring
+        return True
     return True
 
 
