@@ -11,7 +11,9 @@ Needs HE, SecAgg, DP and the FedAvg loop: skipped while any of them is missing.
 
 from __future__ import annotations
 
+import base64
 import importlib
+import json
 import os
 from pathlib import Path
 from typing import Any, Callable
@@ -155,3 +157,8 @@ def test_mixed_plan_run_audit_and_secret_scan(tmp_path: Path, monkeypatch: pytes
 
     findings = scan_for_secrets(run_dir, recorder.values)
     assert findings == [], "\n".join(map(str, findings[:20]))
+
+    # control: the recorded values are what the scanner looks for (a planted one is found)
+    planted = next(v for v in recorder.values if isinstance(v, bytes))
+    (run_dir / "planted.json").write_text(json.dumps({"note": base64.b64encode(b"::" + planted).decode()}))
+    assert {f.path for f in scan_for_secrets(run_dir, recorder.values)} == {"planted.json"}

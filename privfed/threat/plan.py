@@ -144,7 +144,7 @@ def resolve_plan(spec: PlanSpec, rounds: int, threat: ThreatModel | Mapping[str,
                 raise PlanRefused(f"round {r}: protection {name!r} has no entry in the threat catalogue, so privfed "
                                   f"cannot say what it guarantees; use one of {', '.join(sorted(known))}")
             raise ConfigError(f"round {r}: unknown protection {name!r}; choose from {AUTO}, {', '.join(known)}")
-    table = costs if costs is not None else (load_costs() if AUTO in wanted.values() else None)
+    table = costs if costs is not None else load_costs()
     check_available = is_available or available
 
     def context(name: str) -> catalogue.RoundContext:
@@ -153,7 +153,7 @@ def resolve_plan(spec: PlanSpec, rounds: int, threat: ThreatModel | Mapping[str,
     def meeting(r: int) -> list[str]:
         good = [n for n in catalogue.names(include_baselines=False)
                 if not catalogue.unmet_requirements(n, model, context(n))]
-        return sorted(good, key=lambda n: (table.score(n) if table else 0.0, n))
+        return sorted(good, key=lambda n: (table.score(n), n))
 
     def auto_candidates(r: int) -> list[str]:
         return [n for n in meeting(r) if _auto_may_pick(catalogue.get(n), model) and check_available(n)]
@@ -168,7 +168,6 @@ def resolve_plan(spec: PlanSpec, rounds: int, threat: ThreatModel | Mapping[str,
                 failures.append((r, AUTO, (_auto_failure(model, context),), tuple(meeting(r))))
                 continue
             chosen = candidates[0]
-            assert table is not None
             planned.append(PlannedRound(r, chosen, f"auto: cheapest of {len(candidates)} meeting the threat model "
                                                    f"(~{table.score(chosen):.3g} s/round at the reference size); "
                                         + catalogue.explain(chosen, model, context(chosen))))
