@@ -117,14 +117,21 @@ def _client_training(name: str, instance: AggregationProtocol | None) -> str:
     return getattr(registry.protocol_class(name), "client_training", "standard")
 
 
-def _sample(config: ExperimentConfig, n_clients: int, round_id: int) -> list[int]:
+def _clients_per_round(config: ExperimentConfig, n_clients: int) -> int:
+    """Clients sampled per round (fixed sampling), or the expected count rounded down (Poisson, at least 1)."""
     fl = config.fl
     if fl.sampling == "poisson":
+        return max(1, int(fl.sample_rate * n_clients))
+    return min(n_clients, fl.clients_per_round or max(1, math.ceil(fl.fraction * n_clients)))
+
+
+def _sample(config: ExperimentConfig, n_clients: int, round_id: int) -> list[int]:
+    if config.fl.sampling == "poisson":
         draw = secrets.SystemRandom()
-        return [c for c in range(n_clients) if draw.random() < fl.sample_rate]
-    count = fl.clients_per_round or max(1, math.ceil(fl.fraction * n_clients))
+        return [c for c in range(n_clients) if draw.random() < config.fl.sample_rate]
     rng = np.random.default_rng([config.seed, STREAM_SAMPLING, round_id])
-    return sorted(int(c) for c in rng.choice(n_clients, size=min(count, n_clients), replace=False))
+    count = _clients_per_round(config, n_clients)
+    return sorted(int(c) for c in rng.choice(n_clients, size=count, replace=False))
 
 
 def _drops(config: ExperimentConfig, sampled: list[int], round_id: int) -> dict[int, str]:
@@ -135,13 +142,31 @@ def _drops(config: ExperimentConfig, sampled: list[int], round_id: int) -> dict[
     return {cid: config.fl.drop_point for cid, hit in zip(sampled, hits) if hit}
 
 
-def _epsilon(ledger: Any | None, events: int, undp_rounds: int, delta: float) -> Any:
-    """null: no DP claim; "inf": a released model also depends on a round without DP; else the ledger's epsilon."""
-    if ledger is None or events == 0:
-        return None
-    if undp_rounds:
-        return math.inf
-    return float(ledger.epsilon(delta))
+def _privacy(ledger: Any | None, dp_events: int, delta: float) -> tuple[Any, Any]:
+    """(epsilon, ledger summary). None while no round carried a DP event (no DP claim is made); infinite once a
+    released model also depends on a round without DP noise (the ledger records those rounds as unprotected)."""
+    if ledger is None or dp_events == 0:
+        return None, None
+    try:
+        epsilon: Any = float(ledger.epsilon(delta))
+    except ConfigError:  # levels mixed (user- and record-level DP in one run): per-level figures only
+        epsilon = None
+    summary = ledger.summary(delta) if hasattr(ledger, "summary") else None
+    return epsilon, summary
+
+
+def _check_sample_rate(name: str, protocol: AggregationProtocol, config: ExperimentConfig) -> None:
+    """Refuse a DP protection that claims more amplification by sampling than the loop provides."""
+    declared = dict(protocol.describe()).get("sample_rate")
+    if declared is None:
+        return
+    poisson = config.fl.sampling == "poisson"
+    actual = config.fl.sample_rate if poisson else 1.0
+    if float(declared) < actual * (1 - 1e-9):
+        how = f"with Poisson rate {actual}" if poisson else "without Poisson sampling (fl.sampling = 'fixed')"
+        raise ConfigError(f"protection.options.{name}.sample_rate = {declared} claims amplification by sampling, "
+                          f"but the FedAvg loop samples clients {how}; set fl.sampling = 'poisson' and "
+                          f"fl.sample_rate = {declared}")
 
 
 def run_fedavg(config: ExperimentConfig, out_dir: str | Path | None = None, *, resume: bool = False,
@@ -160,9 +185,11 @@ def run_fedavg(config: ExperimentConfig, out_dir: str | Path | None = None, *, r
     """
     started = time.perf_counter()
     torch_threads = torch.get_num_threads()
-    plan: list[PlannedRound] = resolve_plan(config.plan, config.fl.rounds, config.threat)
     data = dataset if dataset is not None else build_federated(config.data, config.seed)
     n_clients = len(data.clients)
+    plan: list[PlannedRound] = resolve_plan(config.plan, config.fl.rounds, config.threat,
+                                            clients=_clients_per_round(config, n_clients),
+                                            options={k: dict(v) for k, v in config.protection.options.items()})
     max_weight = float(data.max_weight)
 
     # validate every protection before round 1; keep each instance for its first run of rounds
@@ -171,6 +198,7 @@ def run_fedavg(config: ExperimentConfig, out_dir: str | Path | None = None, *, r
         instances[name] = registry.create(name, config.protection.for_protection(name, max_weight))
         if config.fl.drop_prob > 0:
             instances[name].resolve_drop_phase(config.fl.drop_point)
+        _check_sample_rate(name, instances[name], config)
     dp_compatible = any(_client_training(n, i) == "dp-sgd" for n, i in instances.items())
     spec = data.model_spec(config.model, dp_compatible)
     template = build_model(spec, config.seed)
@@ -184,7 +212,7 @@ def run_fedavg(config: ExperimentConfig, out_dir: str | Path | None = None, *, r
     ledger = _new_ledger()
     totals: dict[str, float] = {"upload_bytes": 0, "download_bytes": 0, "client_protocol_seconds": 0.0,
                                 "server_seconds": 0.0, "local_training_seconds": 0.0, "aborted_rounds": 0}
-    dp_events, undp_rounds, first_round, offset = 0, 0, 1, 0
+    dp_events, first_round, offset = 0, 1, 0
     if checkpoint is not None:
         if checkpoint.get("config_digest") != config_digest(table):
             raise ConfigError("--resume: the checkpoint was written under another configuration")
@@ -193,7 +221,7 @@ def run_fedavg(config: ExperimentConfig, out_dir: str | Path | None = None, *, r
         vector = decode_vector(checkpoint["vector"])
         ledger = _ledger_from_json(checkpoint.get("ledger")) if checkpoint.get("ledger") is not None else ledger
         totals.update(checkpoint["totals"])
-        dp_events, undp_rounds = checkpoint["dp_events"], checkpoint["undp_rounds"]
+        dp_events = int(checkpoint["dp_events"])
         first_round, offset = int(checkpoint["round"]) + 1, int(checkpoint["rounds_offset"])
 
     summary: dict[str, Any] = {
@@ -285,15 +313,16 @@ def run_fedavg(config: ExperimentConfig, out_dir: str | Path | None = None, *, r
             record["error_bound"] = float(result.error_bound)
             vector = (vector.astype(np.float64) + config.fl.server_lr * mean).astype(np.float32)
             event = result.info.get("dp_event")
-            if event is not None and ledger is not None:
-                ledger.record(r, dict(event))
-                dp_events += 1
-            elif event is None:
-                undp_rounds += 1
+            if ledger is not None:
+                if event is not None:
+                    ledger.record(r, dict(event))
+                    dp_events += 1
+                else:
+                    ledger.record_unprotected(r, note=f"{name}: released without DP noise")
             record["dp_event"] = event
         else:
             totals["aborted_rounds"] += 1
-        record["epsilon"] = _epsilon(ledger, dp_events, undp_rounds, config.protection.delta)
+        record["epsilon"], record["privacy"] = _privacy(ledger, dp_events, config.protection.delta)
         load_flat(template, vector, layout)
         record["metrics"] = evaluate(template, data.eval)
         train_losses = [(c["samples"], c["train_loss"]) for c in client_info.values()
@@ -319,7 +348,7 @@ def run_fedavg(config: ExperimentConfig, out_dir: str | Path | None = None, *, r
                 "round": r, "rounds_offset": offset, "config_digest": config_digest(table),
                 "vector": encode_vector(vector), "layout": layout.to_json(),
                 "ledger": ledger.to_json() if ledger is not None else None, "dp_events": dp_events,
-                "undp_rounds": undp_rounds, "totals": totals,
+                "totals": totals,
                 "sampling": {"fixed": "numpy default_rng([seed, 11, round])", "poisson": "OS CSPRNG (secrets)"},
             })
         if on_round is not None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import importlib
 import inspect
+import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -35,14 +36,16 @@ def _module_text(name: str) -> str:
     except ImportError as exc:
         raise ConfigError(f"data.modules: cannot import standard library module {name!r}: {exc}") from None
     parts = [inspect.getdoc(module) or ""]
-    for attribute in sorted(vars(module)):
-        if attribute.startswith("_"):
-            continue
-        obj = getattr(module, attribute)
-        if (inspect.isclass(obj) or inspect.isfunction(obj)) and getattr(obj, "__module__", None) == module.__name__:
-            doc = inspect.getdoc(obj)
-            if doc:
-                parts.append(doc)
+    with warnings.catch_warnings():  # deprecated aliases (typing.io, typing.re) warn when touched
+        warnings.simplefilter("ignore")
+        for attribute in sorted(vars(module)):
+            if attribute.startswith("_"):
+                continue
+            obj = vars(module)[attribute]
+            if (inspect.isclass(obj) or inspect.isfunction(obj)) and getattr(obj, "__module__", None) == module.__name__:
+                doc = inspect.getdoc(obj)
+                if doc:
+                    parts.append(doc)
     return "\n\n".join(p for p in parts if p)
 
 
