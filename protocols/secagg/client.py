@@ -158,12 +158,13 @@ class SecAggClient(ClientStateMachine):
             self._held[peer] = (b_share, s_share)
         self._masked_with = frozenset(senders)
         bits = self.protocol.ring_bits
-        acc = self._encode(plan).astype(masking.ring_dtype(bits))
-        masking.add_mask(acc, keys.self_mask_key(self._seed, self._salt, self.round_id, self.client_id), bits)
+        acc = self._encode(plan)
+        buffer = masking.scratch(acc.size, bits)
+        masking.add_mask(acc, keys.self_mask_key(self._seed, self._salt, self.round_id, self.client_id), bits, buffer)
         for peer in senders:
             shared = keys.agree(self._s_key, self._peer_s_pk[peer])
             key = keys.mask_key(shared, self._salt, self.round_id, self.client_id, peer)
-            (masking.add_mask if self.client_id < peer else masking.sub_mask)(acc, key, bits)
+            (masking.add_mask if self.client_id < peer else masking.sub_mask)(acc, key, bits, buffer)
         masking.reduce(acc, bits)
         self._s_key = self._c_key = None  # not needed any more; drop the references early
         spec = masked_spec(self.update.vector.size, bits)
@@ -186,7 +187,8 @@ class SecAggClient(ClientStateMachine):
             if dim and int(np.max(np.abs(noise.astype(np.int64)))) > fp.extra_per_client:
                 raise HeadroomError("client noise exceeds its declared bound; refusing to risk a wrapped sum")
             q[:-1] += noise.astype(np.int64)
-        return fp.to_ring(q)
+        # two's complement into the ring's word type (what FixedPoint.to_ring computes, without a uint64 detour)
+        return masking.reduce(q.astype(masking.ring_dtype(self.protocol.ring_bits)), self.protocol.ring_bits)
 
     # -- phase 4 --------------------------------------------------------------------------------------------------
 

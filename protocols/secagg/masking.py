@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from ..errors import ConfigError
 
-__all__ = ["MIN_BITS", "MAX_BITS", "ring_dtype", "keystream_words", "add_mask", "sub_mask", "reduce"]
+__all__ = ["MIN_BITS", "MAX_BITS", "ring_dtype", "keystream_words", "scratch", "add_mask", "sub_mask", "reduce"]
 
 MIN_BITS = 8
 MAX_BITS = 64
@@ -29,22 +29,45 @@ def ring_dtype(bits: int) -> np.dtype:
     return np.dtype(np.uint32 if bits <= 32 else np.uint64)
 
 
-def keystream_words(key: bytes, n: int, bits: int) -> np.ndarray:
-    """n words of AES-256-CTR keystream under ``key`` (read-only view; not yet reduced modulo 2^bits)."""
+def keystream_words(key: bytes, n: int, bits: int, out: np.ndarray | None = None) -> np.ndarray:
+    """n words of AES-256-CTR keystream under ``key`` (not yet reduced modulo 2^bits), written into ``out`` when
+    given (a reusable scratch buffer of at least n words + one AES block), else into a fresh array."""
     dtype = ring_dtype(bits)
+    nbytes = n * dtype.itemsize
+    if out is None:
+        out = np.empty(n + 16 // dtype.itemsize, dtype=dtype)
     encryptor = Cipher(algorithms.AES(key), modes.CTR(_ZERO_IV)).encryptor()
-    raw = encryptor.update(bytes(n * dtype.itemsize))
-    return np.frombuffer(raw, dtype=dtype.newbyteorder("<"))
+    encryptor.update_into(_zeros(nbytes), out.view(np.uint8))
+    words = out[:n]
+    return words if dtype.byteorder in ("<", "=", "|") and np.little_endian else words.byteswap()
 
 
-def add_mask(acc: np.ndarray, key: bytes, bits: int) -> None:
+_ZERO_CACHE: dict[int, memoryview] = {}
+
+
+def _zeros(nbytes: int) -> memoryview:
+    """A shared read-only zero buffer (the CTR plaintext) of at least nbytes, so masks allocate nothing."""
+    cached = _ZERO_CACHE.get(0)
+    if cached is None or len(cached) < nbytes:
+        cached = memoryview(bytes(max(nbytes, 1 << 16)))
+        _ZERO_CACHE[0] = cached
+    return cached[:nbytes]
+
+
+def scratch(n: int, bits: int) -> np.ndarray:
+    """A scratch buffer for :func:`keystream_words` (n words plus one AES block of slack)."""
+    dtype = ring_dtype(bits)
+    return np.empty(n + 16 // dtype.itemsize, dtype=dtype)
+
+
+def add_mask(acc: np.ndarray, key: bytes, bits: int, out: np.ndarray | None = None) -> None:
     """acc += PRG(key) in place (wrapping)."""
-    acc += keystream_words(key, acc.size, bits)
+    acc += keystream_words(key, acc.size, bits, out)
 
 
-def sub_mask(acc: np.ndarray, key: bytes, bits: int) -> None:
+def sub_mask(acc: np.ndarray, key: bytes, bits: int, out: np.ndarray | None = None) -> None:
     """acc -= PRG(key) in place (wrapping)."""
-    acc -= keystream_words(key, acc.size, bits)
+    acc -= keystream_words(key, acc.size, bits, out)
 
 
 def reduce(acc: np.ndarray, bits: int) -> np.ndarray:
