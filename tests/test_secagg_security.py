@@ -30,6 +30,11 @@ def _y(drv: Driver, cid: int, dim: int, bits: int = 32) -> np.ndarray:
                   round_id=drv.round_id)["y"]
 
 
+def _keep(store: dict, cid: int, ring: np.ndarray) -> np.ndarray:
+    store[cid] = ring.copy()  # the client masks the returned array in place
+    return ring
+
+
 def _uniform_ok(values: np.ndarray, bits: int = 32) -> None:
     values = values.astype(np.uint64)
     ks = stats.kstest(values.astype(np.float64) / float(1 << bits), "uniform")
@@ -56,7 +61,7 @@ def test_masks_of_honest_pairs_cancel_exactly():
     encodings = {}
     for c, m in drv.clients.items():
         original = m._encode
-        m._encode = lambda plan, o=original, c=c: encodings.setdefault(c, o(plan))
+        m._encode = lambda plan, o=original, c=c: _keep(encodings, c, o(plan))
     while not hasattr(drv.outgoing, "mean"):
         drv.step()
     total = np.zeros(dim + 1, dtype=np.uint32)
@@ -77,7 +82,7 @@ def test_server_with_t_minus_1_colluders_cannot_unmask_an_honest_input_but_t_can
     enc = {}
     for c, m in drv.clients.items():
         original = m._encode
-        m._encode = lambda plan, o=original, c=c: enc.setdefault(c, o(plan))
+        m._encode = lambda plan, o=original, c=c: _keep(enc, c, o(plan))
     drv.step()
     held = {c: dict(drv.clients[c]._held) for c in (*colluders, 3)}  # every share the colluders hold
     result = drv.step()
