@@ -96,12 +96,12 @@ class SecAggServer(ServerStateMachine):
         """Record the phase's dropouts and abort if any survivor's neighbourhood fell below t."""
         survivors = frozenset(survivors)
         self.dropped_at[self.phase] = sorted(self._expected - survivors)
+        if len(survivors) < self.t:
+            raise ProtocolAbort(f"phase {self.phase}: {len(survivors)} clients remain, threshold {self.t}")
         for u in survivors:
             if len(self.graph.closed(u) & survivors) < self.t:
                 raise ProtocolAbort(f"phase {self.phase}: only {len(self.graph.closed(u) & survivors)} clients of "
                                     f"client {u}'s neighbourhood remain, threshold {self.t}")
-        if len(survivors) < self.t:
-            raise ProtocolAbort(f"phase {self.phase}: {len(survivors)} clients remain, threshold {self.t}")
         return survivors
 
     def advance(self) -> Outgoing | AggregateResult:
