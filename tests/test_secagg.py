@@ -477,3 +477,29 @@ def test_upload_within_1_1x_float32_at_100k():
     report = run_round(protocol, 1, updates(10, 100_000), transcript=False)
     per_client = report.summary()["upload_bytes_per_client"]
     assert per_client <= 1.1 * 4 * 100_000
+
+
+# -- integrity of reconstruction -------------------------------------------------------------------------------------
+
+def _corrupt_reveal(field_ids: str, field_shares: str):
+    def tamper(phase, cid, reply):
+        if phase == "unmask" and cid == 0:  # the lowest x: its share is always in the interpolation basis
+            msg = decode(reply, REVEAL, protocol="secagg", round_id=1)
+            shares = list(msg[field_shares])
+            raw = bytearray(shares[-1])
+            raw[-1] ^= 1
+            shares[-1] = bytes(raw)
+            return rewrite(reply, REVEAL, 1, **{field_shares: shares})
+        return reply
+    return tamper
+
+
+def test_corrupted_self_mask_share_is_detected_never_a_wrong_sum():
+    report, _ = run(make(threshold=3), updates(5, 20), tamper=_corrupt_reveal("b_ids", "b_shares"))
+    assert report.result is None and "commitment" in report.aborted
+
+
+def test_corrupted_masking_key_share_is_detected_never_a_wrong_sum():
+    report, _ = run(make(threshold=3), updates(5, 20), drops={4: "masked-input"},
+                    tamper=_corrupt_reveal("s_ids", "s_shares"))
+    assert report.result is None and ("public key" in report.aborted or "corrupt" in report.aborted)
