@@ -6,7 +6,8 @@ Usage (from the repository root, with the project installed):
     nice python benchmarks/bench_secagg.py --quick      # 10 x 100k only
     nice python benchmarks/bench_secagg.py --write benchmarks/results/secagg.md
 
-Each row is one in-process round through ``privfed.runtime.local.run_round`` (both state machines, real bytes, no
+Each row is one in-process round (the process is single-threaded, so CPU seconds of the process are close to the
+wall-clock seconds of a quiet machine and much less sensitive to other jobs) through ``privfed.runtime.local.run_round`` (both state machines, real bytes, no
 network): wall-clock seconds of the whole round (median of ``--repeat`` runs), the server's share of it, the mean
 client seconds, upload bytes per client and their ratio to float32, and the maximal error against the exact
 float64 weighted mean beside the declared bound. The plaintext row is measured in the same process just before.
@@ -45,11 +46,12 @@ def synthetic(clients: int, params: int, seed: int = 0) -> dict[int, ClientUpdat
 
 def measure(name: str, options: dict[str, Any], ups: dict[int, ClientUpdate], repeats: int) -> dict[str, Any]:
     protocol = registry.create(name, {"max_weight": MAX_WEIGHT, "clip": 1.0, **options})
-    seconds, report = [], None
+    seconds, cpu, report = [], [], None
     for _ in range(repeats):
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         report = run_round(protocol, 1, ups, transcript=False)
         seconds.append(time.perf_counter() - started)
+        cpu.append(time.process_time() - cpu_started)
     assert report is not None and report.result is not None, report.aborted if report else "no run"
     result = report.result
     survivors = list(result.survivors)
@@ -59,7 +61,7 @@ def measure(name: str, options: dict[str, Any], ups: dict[int, ClientUpdate], re
     params = next(iter(ups.values())).vector.size
     return {
         "protection": name, "clients": len(ups), "params": params,
-        "seconds": statistics.median(seconds), "server_seconds": report.server_seconds,
+        "seconds": statistics.median(seconds), "cpu_seconds": statistics.median(cpu), "server_seconds": report.server_seconds,
         "client_seconds": summary["client_seconds"],
         "upload": summary["upload_bytes_per_client"], "ratio": summary["upload_bytes_per_client"] / (4 * params),
         "error": float(np.abs(result.mean - exact).max()), "bound": float(result.error_bound),
@@ -81,15 +83,16 @@ def main() -> None:
         sec["slowdown"] = sec["seconds"] / base["seconds"]
         rows += [base, sec]
         print(f"{clients} x {params}: plaintext {base['seconds']:.3f} s, secagg ({sec['graph']}, k={sec['k']}, "
-              f"t={sec['t']}) {sec['seconds']:.3f} s ({sec['slowdown']:.0f}x), upload {sec['ratio']:.4f}x float32, "
+              f"t={sec['t']}) {sec['seconds']:.3f} s ({sec['slowdown']:.0f}x; CPU {sec['cpu_seconds']:.3f} s), upload {sec['ratio']:.4f}x float32, "
               f"max |error| {sec['error']:.2e} <= bound {sec['bound']:.2e}", flush=True)
-    header = ("| clients x params | protection | graph (k, t) | round s (median) | server s | client s (mean) "
-              "| upload B/client | x float32 | max abs error | error bound |")
-    lines = [header, "|" + "---|" * 10]
+    header = ("| clients x params | protection | graph (k, t) | round s (median, wall) | round CPU s | server s "
+              "| client s (mean) | upload B/client | x float32 | max abs error | error bound |")
+    lines = [header, "|" + "---|" * 11]
     for r in rows:
         graph = "-" if r["protection"] == "plaintext" else f"{r['graph']} ({r['k']}, {r['t']})"
         seconds = f"{r['seconds']:.3f}" + (f" ({r['slowdown']:.0f}x)" if "slowdown" in r else "")
         lines.append(f"| {r['clients']} x {r['params']:,} | {r['protection']} | {graph} | {seconds} | "
+                     f"{r['cpu_seconds']:.3f} | "
                      f"{r['server_seconds']:.3f} | {r['client_seconds']:.4f} | {r['upload']:,.0f} | "
                      f"{r['ratio']:.4f} | {r['error']:.2e} | {r['bound']:.2e} |")
     table = "\n".join(lines)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Mapping, Sequence
 
 from ..csprng import CSPRNG
@@ -85,6 +86,7 @@ def _upper_tails(k: int, p: float) -> list[float]:
     return tails
 
 
+@lru_cache(maxsize=256)  # a pure function of public parameters, asked by the server and every client
 def choose_neighbours(n: int, dropout_fraction: float, corruption_fraction: float, *, security_bits: int = 40,
                       correctness_bits: int = 20) -> tuple[int, int] | None:
     """The smallest even k (and a threshold t within the neighbourhood) meeting both tails, or None when no
