@@ -6,11 +6,12 @@ Usage (from the repository root, with the project installed):
     nice python benchmarks/bench_secagg.py --quick      # 10 x 100k only
     nice python benchmarks/bench_secagg.py --write benchmarks/results/secagg.md
 
-Each row is one in-process round (the process is single-threaded, so CPU seconds of the process are close to the
-wall-clock seconds of a quiet machine and much less sensitive to other jobs) through ``privfed.runtime.local.run_round`` (both state machines, real bytes, no
-network): wall-clock seconds of the whole round (median of ``--repeat`` runs), the server's share of it, the mean
-client seconds, upload bytes per client and their ratio to float32, and the maximal error against the exact
-float64 weighted mean beside the declared bound. The plaintext row is measured in the same process just before.
+Each row is one in-process round through ``privfed.runtime.local.run_round`` (both state machines, real bytes, no
+network): wall-clock seconds of the whole round (median of 5 rounds for 10 clients, one round otherwise), the
+process CPU seconds of the same round (the round is single-threaded, so CPU seconds approximate the wall clock of a
+quiet machine and are far less sensitive to other jobs), the server's share, the mean client seconds, upload bytes
+per client and their ratio to float32, and the maximal error against the exact float64 weighted mean beside the
+declared bound. The plaintext row is measured in the same process just before.
 Synthetic data come from numpy's generator with a fixed seed (data only; every key and mask comes from the OS).
 """
 
