@@ -165,3 +165,45 @@ def test_plan_and_sampling_checks() -> None:
     assert len(poisson.rounds) == 2
     for r in poisson.rounds:
         assert r["aborted"] == "no client was sampled" if not r["sampled"] else r["survivors"] == len(r["sampled"])
+
+
+def test_protocol_persists_while_the_protection_stays_and_is_recreated_on_switch(monkeypatch) -> None:
+    import privfed.fl.fedavg as fedavg
+
+    created: list[str] = []
+    seen: list[tuple[int, str, int, int]] = []
+    real_create, real_run_round = fedavg.registry.create, fedavg.run_round
+
+    def create(name: str, options: Any = None) -> Any:
+        created.append(name)
+        assert options["max_weight"] >= 1 and options["clip"] == 1.0
+        return real_create(name, options)
+
+    def run_round(protocol: Any, round_id: int, updates: Any, **kw: Any) -> Any:
+        seen.append((round_id, protocol.name, id(protocol), id(kw["client_states"])))
+        return real_run_round(protocol, round_id, updates, **kw)
+
+    monkeypatch.setattr(fedavg.registry, "create", create)
+    monkeypatch.setattr(fedavg, "run_round", run_round)
+    result = run_fedavg(load_config(overrides=[*TINY, "fl.rounds=5", "plan='1-2:plaintext,3:dp,4-5:plaintext'"]))
+    assert created == ["plaintext", "dp", "plaintext"]
+    assert [name for _, name, _, _ in seen] == ["plaintext", "plaintext", "dp", "plaintext", "plaintext"]
+    ids = [pid for _, _, pid, _ in seen]
+    assert ids[0] == ids[1] and ids[3] == ids[4] and ids[1] != ids[3]  # same instance per stretch, new on switch
+    states = [sid for _, _, _, sid in seen]
+    assert states[0] == states[1] == states[3] == states[4] != states[2]  # one client_states dict per name
+    eps = [r["epsilon"] for r in result.rounds]
+    assert eps[:2] == [None, None] and eps[2] == "inf"  # DP after un-noised releases: no finite claim
+    assert result.rounds[2]["dp_event"]["mechanism"] == "gaussian"
+
+
+def test_dp_epsilon_grows_and_survives_resume(tmp_path: Path) -> None:
+    pytest.importorskip("dp_accounting")
+    config = load_config(overrides=[*TINY, "fl.rounds=2", "plan=dp"])
+    straight = run_fedavg(config)
+    eps = [r["epsilon"] for r in straight.rounds]
+    assert all(isinstance(e, float) for e in eps) and 0 < eps[0] < eps[1]
+    assert all(r["privacy"]["level"] == "user" for r in straight.rounds)
+    run_fedavg(config, tmp_path / "dp", stop_after=1)
+    resumed = run_fedavg(config, tmp_path / "dp", resume=True)
+    assert [r["epsilon"] for r in resumed.rounds] == pytest.approx(eps)

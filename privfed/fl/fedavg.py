@@ -147,19 +147,21 @@ def _privacy(ledger: Any | None, dp_events: int, delta: float) -> tuple[Any, Any
     released model also depends on a round without DP noise (the ledger records those rounds as unprotected)."""
     if ledger is None or dp_events == 0:
         return None, None
-    try:
-        epsilon: Any = float(ledger.epsilon(delta))
-    except ConfigError:  # levels mixed (user- and record-level DP in one run): per-level figures only
-        epsilon = None
-    summary = ledger.summary(delta) if hasattr(ledger, "summary") else None
-    return epsilon, summary
+    levels = tuple(ledger.levels()) if hasattr(ledger, "levels") else ()
+    if len(levels) > 1:  # user- and record-level DP mixed in one run: per-level figures only, never one number
+        return None, ledger.summary(delta)
+    epsilon = float(ledger.epsilon(delta))  # one accountant call per round (PLD takes seconds)
+    return epsilon, {"delta": delta, "level": levels[0] if levels else None, "epsilon": epsilon,
+                     "unprotected_release": math.isinf(epsilon)}
 
 
 def _check_sample_rate(name: str, protocol: AggregationProtocol, config: ExperimentConfig) -> None:
     """Refuse a DP protection that claims more amplification by sampling than the loop provides."""
-    declared = dict(protocol.describe()).get("sample_rate")
-    if declared is None:
-        return
+    described = dict(protocol.describe())
+    declared = described.get("sample_rate")
+    if declared is None or getattr(protocol, "client_training", "standard") == "dp-sgd" \
+            or described.get("level") == "record":
+        return  # record-level DP-SGD: its rates are over records inside a client, reported by the trainer
     poisson = config.fl.sampling == "poisson"
     actual = config.fl.sample_rate if poisson else 1.0
     if float(declared) < actual * (1 - 1e-9):
