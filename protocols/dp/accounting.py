@@ -103,19 +103,32 @@ def noise_multiplier_for(target_epsilon: float, sample_rate: float, steps: int, 
     delta = check_delta(delta)
     _check_steps(steps)
 
-    def eps(z: float) -> float:
-        return epsilon_for(z, q, steps, delta, accountant)
+    def eps(z: float, name: str = accountant) -> float:
+        return epsilon_for(z, q, steps, delta, name)
 
-    if eps(MAX_NOISE_MULTIPLIER) > target:
-        raise ConfigError(f"epsilon {target} at delta {delta} cannot be met over {steps} steps at sample rate {q}, "
-                          f"even with noise multiplier {MAX_NOISE_MULTIPLIER:g}: raise epsilon or delta, or plan "
-                          "fewer steps / a lower sample rate")
-    low = MIN_NOISE_MULTIPLIER
-    if eps(low) <= target:
-        return low
-    dp = _dp()
-    z = dp.calibrate_dp_mechanism(lambda: _accountant(accountant),
-                                  lambda value: make_event("gaussian", value, q),
-                                  target, delta, dp.ExplicitBracketInterval(low, MAX_NOISE_MULTIPLIER), tol=tol)
-    return float(z)
+    def calibrate(name: str, low: float, high: float) -> float:
+        dp = _dp()
+        return float(dp.calibrate_dp_mechanism(lambda: _accountant(name),
+                                               lambda z: dp.SelfComposedDpEvent(make_event("gaussian", z, q), steps),
+                                               target, delta, dp.ExplicitBracketInterval(low, high), tol=tol))
 
+    # RDP is fast and never below PLD: its answer bounds the PLD answer from above, so PLD only searches below it
+    # (PLD at tiny multipliers is slow, so it is never asked about them)
+    if eps(MAX_NOISE_MULTIPLIER, "rdp") > target:
+        if accountant == "rdp" or eps(MAX_NOISE_MULTIPLIER) > target:
+            raise ConfigError(f"epsilon {target} at delta {delta} cannot be met over {steps} steps at sample rate "
+                              f"{q}, even with noise multiplier {MAX_NOISE_MULTIPLIER:g}: raise epsilon or delta, or "
+                              "plan fewer steps / a lower sample rate")
+        high = MAX_NOISE_MULTIPLIER
+    elif eps(MIN_NOISE_MULTIPLIER, "rdp") <= target:
+        high = MIN_NOISE_MULTIPLIER
+    else:
+        high = calibrate("rdp", MIN_NOISE_MULTIPLIER, MAX_NOISE_MULTIPLIER)
+    if accountant == "rdp" or high == MIN_NOISE_MULTIPLIER:
+        return high
+    low = high / 2
+    while eps(low) <= target:
+        if low <= MIN_NOISE_MULTIPLIER:
+            return MIN_NOISE_MULTIPLIER
+        high, low = low, max(low / 2, MIN_NOISE_MULTIPLIER)
+    return calibrate(accountant, low, high)
