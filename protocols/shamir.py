@@ -126,15 +126,36 @@ def split(secret: bytes, threshold: int, xs: Sequence[int]) -> list[Share]:
 
 
 def lagrange_coefficients_at_zero(xs: Sequence[int]) -> list[int]:
-    """lambda_i with f(0) = sum lambda_i f(x_i) for any polynomial of degree < len(xs)."""
-    out = []
+    """lambda_i with f(0) = sum lambda_i f(x_i) for any polynomial of degree < len(xs).
+
+    lambda_i = prod_{j != i} x_j / (x_j - x_i) = P / (x_i * prod_{j != i} (x_j - x_i)) with P = prod_j x_j. The
+    denominators are exact integer products of small factors (reduced once), inverted together with Montgomery's
+    trick: one modular inversion per call instead of one per point.
+    """
+    k = len(xs)
+    if k == 0:
+        return []
+    total = 1
+    for x in xs:
+        total = total * x % PRIME
+    dens = []
     for i, xi in enumerate(xs):
-        num, den = 1, 1
+        d = xi
         for j, xj in enumerate(xs):
             if j != i:
-                num = num * xj % PRIME
-                den = den * (xj - xi) % PRIME
-        out.append(num * pow(den, -1, PRIME) % PRIME)
+                d *= xj - xi
+        d %= PRIME
+        if d == 0:
+            raise MessageError("evaluation points must be distinct and non-zero")
+        dens.append(d)
+    prefix = [1] * (k + 1)
+    for i, d in enumerate(dens):
+        prefix[i + 1] = prefix[i] * d % PRIME
+    inverse = pow(prefix[k], -1, PRIME)
+    out = [0] * k
+    for i in range(k - 1, -1, -1):
+        out[i] = total * inverse % PRIME * prefix[i] % PRIME  # total / dens[i]
+        inverse = inverse * dens[i] % PRIME
     return out
 
 
