@@ -45,7 +45,7 @@ import torch
 
 from protocols import registry
 from protocols.base import AggregationProtocol, ClientStateMachine, ClientUpdate
-from protocols.errors import ConfigError, MessageError
+from protocols.errors import ConfigError, MessageError, PrivfedError
 from privfed.runtime.local import RoundReport, run_round
 from privfed.threat import PlannedRound, resolve_plan
 
@@ -267,7 +267,13 @@ def run_fedavg(config: ExperimentConfig, out_dir: str | Path | None = None, *, r
                                                    .integers(2**62)), "round": r, "client_id": cid}
             if training_mode != "standard":
                 options.update(options_table, protocol=protocol)
-            update, n_samples, client_metrics = trainer(model, data.clients[cid].train, config.train, options)
+            try:
+                update, n_samples, client_metrics = trainer(model, data.clients[cid].train, config.train, options)
+            except ConfigError:
+                raise  # a misconfiguration stops the run; it is not one client's failure
+            except PrivfedError as exc:  # the client refused (e.g. its DP-SGD budget): it drops out of the round
+                failed[cid] = {"phase": "local-training", "reason": f"client stopped: {exc}"}
+                continue
             update = np.asarray(update, dtype=np.float32)
             client_info[str(cid)] = {"name": data.clients[cid].name, "samples": int(n_samples), **client_metrics}
             if update.shape != (layout.size,) or not np.isfinite(update).all():
