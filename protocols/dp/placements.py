@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, ClassVar, Mapping, MutableMapping, Sequence
+from typing import Any, Callable, ClassVar, Mapping, MutableMapping, Sequence
 
 import numpy as np
 
@@ -189,7 +189,7 @@ class DPProtocol(AggregationProtocol):
             denominator = max(count, 1.0)
         out_info = {**dict(result.info), **info, "dp_noise_std": noise_std / denominator,
                     "dp_denominator": denominator, "dp_placement": self.placement}
-        return AggregateResult(summed / denominator, denominator, result.survivors, result.learned_by,
+        return AggregateResult(summed / denominator, total, result.survivors, result.learned_by,
                                result.error_bound * total / denominator, out_info)
 
 
@@ -331,19 +331,92 @@ class _DPSGDServer(ServerStateMachine):
 
 
 class DistributedDP(DPProtocol):
-    """Clients add noise before the inner protocol hides their input (SecAgg: integer; CKKS: Gaussian)."""
+    """Clients add their share of the noise before the inner protocol hides their input.
+
+    Each client adds noise of std ``z * S / sqrt(m)`` (``m`` = ``expected_clients``, default the number of clients
+    the server invited to the round — in-process runtimes only; set it explicitly when clients run elsewhere), so
+    when all ``m`` survive the total equals central DP's ``z * S``. The ledger event uses the clients whose noise is
+    in the sum (``noise_survivors``): fewer survivors, less noise, a larger epsilon — said in the event's note.
+    """
 
     placement: ClassVar[str] = "distributed"
 
-    def per_client_std(self) -> float:
-        m = self.options.expected_clients
-        if m is None:
-            raise ConfigError("expected_clients is required for distributed DP (each client's share of the noise)")
-        return self.options.noise_multiplier * self.sensitivity / math.sqrt(m)
+    def __init__(self, inner: AggregationProtocol, options: DPOptions, max_weight: float = 1.0, clip: float = 1.0,
+                 make_inner: Callable[[float], AggregationProtocol] | None = None) -> None:
+        super().__init__(inner, options, max_weight, clip)
+        self._make_inner = make_inner
+        self._inners: dict[int, AggregationProtocol] = {}
+        self._round_m: dict[int, int] = {}
 
-    @property
-    def sensitivity(self) -> float:
-        return self.options.clip_norm
+    def per_client_std(self, m: int) -> float:
+        return self.options.noise_multiplier * self.options.clip_norm / math.sqrt(m)
+
+    def inner_for(self, m: int) -> AggregationProtocol:
+        if self._make_inner is None:
+            return self.inner
+        if m not in self._inners:
+            self._inners[m] = self._make_inner(self.per_client_std(m))
+        return self._inners[m]
+
+    def _m(self, round_id: int) -> int:
+        m = self.options.expected_clients or self._round_m.get(round_id)
+        if m is None:
+            raise ConfigError("expected_clients must be set for distributed DP when the client does not share the "
+                              "server's protocol instance (each client's share of the noise depends on it)")
+        return m
+
+    def server(self, round_id: int, client_ids: Sequence[int], dim: int) -> ServerStateMachine:
+        ids = tuple(client_ids)
+        m = self.options.expected_clients or len(ids)
+        self._round_m[round_id] = m
+        return _DPServer(self, self.inner_for(m).server(round_id, ids, dim), len(ids))
+
+    def client(self, client_id: int, round_id: int, update: ClientUpdate,
+               state: MutableMapping[str, Any]) -> ClientStateMachine:
+        m = self._m(round_id)
+        return self.inner_for(m).client(client_id, round_id, self.noised(update, m), state)
+
+    def noised(self, update: ClientUpdate, m: int) -> ClientUpdate:
+        """Clip (and, without an integer hook in the inner protocol, add this client's Gaussian share)."""
+        clipped = self.options.clip(update.vector)
+        if self._make_inner is not None:
+            return ClientUpdate(clipped, 1.0)  # the inner protocol adds integer noise after quantisation
+        noise = gaussian_noise(clipped.size, self.per_client_std(m), CSPRNG.from_os())
+        return ClientUpdate((clipped.astype(np.float64) + noise).astype(np.float32), 1.0)
+
+    def finish(self, result: AggregateResult, invited: int) -> AggregateResult:
+        m = self.denominator(invited)
+        std = self.per_client_std(m)
+        dim = int(result.mean.size)
+        survivors = int(result.info.get("noise_survivors", len(result.survivors))) or len(result.survivors)
+        s = self.options.clip_norm
+        extra = 0.0
+        note = f"noise of {survivors} surviving clients of {m} expected"
+        if self._make_inner is not None:
+            scale = float(result.info["scale"])
+            # stochastic rounding can lengthen the clipped vector: ||err||^2 <= d/4 + sqrt(d ln(1/beta) / 2) except
+            # with probability beta (Hoeffding), beta into delta
+            beta = ROUNDING_FAILURE
+            slack = math.sqrt(dim / 4 + math.sqrt(dim * math.log(1 / beta) / 2)) / scale
+            sensitivity = s + slack
+            sigma_q = std * scale
+            # Kairouz, Liu, Steinke 2021: a sum of n discrete Gaussians is 1/2 eps^2-zCDP with
+            # eps^2 = Delta^2 / (n sigma^2) + tau d / 2, tau = 10 sum_{k<n} exp(-2 pi^2 sigma^2 k / (k + 1))
+            tau = 10 * sum(math.exp(-2 * math.pi ** 2 * sigma_q ** 2 * k / (k + 1)) for k in range(1, survivors))
+            inverse_sq = sensitivity ** 2 / (survivors * std ** 2) + tau * dim / 2
+            z_eff = 1 / math.sqrt(inverse_sq)
+            extra = beta + survivors * dim * DiscreteGaussianNoise(std).tail_mass
+            note += (f"; discrete Gaussian sum accounted as a Gaussian of multiplier {z_eff:.6g} (rounding slack "
+                     f"{slack:.3g}, tau {tau:.3g}); truncation and rounding tails in delta_extra")
+        else:
+            z_eff = math.sqrt(survivors) * std / s
+        event = self._event(z_eff, delta_extra=extra, note=note)
+        return self._rescale(result, None, math.sqrt(survivors) * std, invited,
+                             {"dp_event": event, "dp_noise_survivors": survivors})
+
+
+#: probability that stochastic rounding lengthens a clipped vector beyond the Hoeffding bound (added to delta)
+ROUNDING_FAILURE = 1e-12
 
 
 def _standard(options: dict[str, Any]) -> dict[str, Any]:
@@ -379,9 +452,34 @@ def dp_sgd(**options: Any) -> DPSGD:
     return DPSGD.wrap("dp-sgd", inner, dp, **standard)
 
 
-def secagg_dp(**options: Any) -> DistributedDP:  # pragma: no cover - filled in below
-    raise NotImplementedError
+def secagg_dp(**options: Any) -> DistributedDP:
+    """``secagg+dp``: distributed discrete Gaussian noise added by each client before SecAgg masking."""
+    import dataclasses
+
+    from .. import registry
+    standard = _standard(options)
+    exact = bool(options.pop("exact_sampler", False))
+    dp, rest = _split(options)
+    if dp.mechanism != "gaussian":
+        raise ConfigError("mechanism: distributed DP uses the (discrete) Gaussian mechanism")
+    if "client_noise" in rest:
+        raise ConfigError("client_noise is set by secagg+dp itself")
+    base = registry.create("secagg", {"max_weight": 1.0, "clip": standard["clip"], **rest})
+
+    def make_inner(std: float) -> AggregationProtocol:
+        return dataclasses.replace(base, client_noise=DiscreteGaussianNoise(std, exact))
+
+    protocol = DistributedDP.wrap("secagg+dp", base, dp, **standard)
+    protocol._make_inner = make_inner
+    return protocol
 
 
-def ckks_dp(**options: Any) -> DistributedDP:  # pragma: no cover - filled in below
-    raise NotImplementedError
+def ckks_dp(**options: Any) -> DistributedDP:
+    """``ckks+dp``: each client adds its Gaussian share of the noise before CKKS encryption."""
+    from .. import registry
+    standard = _standard(options)
+    dp, rest = _split(options)
+    if dp.mechanism != "gaussian":
+        raise ConfigError("mechanism: distributed DP uses the Gaussian mechanism")
+    inner = registry.create("ckks", {"max_weight": 1.0, "clip": standard["clip"], **rest})
+    return DistributedDP.wrap("ckks+dp", inner, dp, **standard)
