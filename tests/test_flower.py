@@ -37,10 +37,22 @@ RUN_TIMEOUT = 150.0
 
 @pytest.fixture(scope="module")
 def deployment(tmp_path_factory: pytest.TempPathFactory):
-    loopback = LoopbackDeployment(tmp_path_factory.mktemp("flower"), nodes=CLIENTS,
-                                  node_config={"allow-fault-injection": True})
+    workdir = tmp_path_factory.mktemp("flower")
+    node_config: dict[str, Any] = {"allow-fault-injection": True}
+    try:  # the CKKS key authority deals keys before the run: secret context to the nodes, public to the server
+        from privfed.runtime.flower.keys import deal
+    except ImportError:
+        pass
+    else:
+        nodes_dir, server_dir = deal(workdir / "keys", "ckks")
+        node_config["key-dir"] = str(nodes_dir)
+        KEY_DIRS["server"] = str(server_dir)
+    loopback = LoopbackDeployment(workdir, nodes=CLIENTS, node_config=node_config)
     with loopback:
         yield loopback
+
+
+KEY_DIRS: dict[str, str] = {}
 
 
 def _run_both(deployment: LoopbackDeployment, protection: str, *, drops: Mapping[int, str] | None = None,
@@ -103,7 +115,7 @@ def test_plaintext_with_injected_dropout(deployment: LoopbackDeployment) -> None
 def test_ckks_round(deployment: LoopbackDeployment) -> None:
     pytest.importorskip("tenseal")
     pytest.importorskip("protocols.ckks")
-    flower, local, updates = _run_both(deployment, "ckks")
+    flower, local, updates = _run_both(deployment, "ckks", extra={"key-dir": KEY_DIRS["server"]})
     _check(flower, local, updates, exact_bytes=False)
     assert flower["survivor_ids"] == [0, 1, 2]
 

@@ -27,15 +27,15 @@ import logging
 import os
 import signal
 import time
+
 import numpy as np
 from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from protocols import registry
 from protocols.base import AFTER_UPLOAD, ClientUpdate
 from protocols.errors import MessageError, PrivfedError
 
-from .config import FlowerRunConfig, parse_run_config, protocol_options
+from .config import FlowerRunConfig, build_protocol, parse_run_config
 from .envelope import STATUS_NONE, STATUS_REFUSED, STATUS_REPLY, pack_reply, unpack_request
 from .state import NodeState, load_node_state, save_node_state
 from .updates import synthetic_update, train_update
@@ -80,11 +80,11 @@ def train(message: Message, context: Context) -> Message:
     config = parse_run_config(context.run_config)
     started = time.perf_counter()
     node = load_node_state(context.state)
-    update, info = train_update(message.content, context, config)
+    update, info, options = train_update(message.content, context, config)
     node.update = (update.vector.tobytes(), float(update.weight))
+    node.protocol_options = options
     save_node_state(context.state, node)
-    metrics = {"train-seconds": time.perf_counter() - started, "dim": float(update.vector.size),
-               **{k: float(v) for k, v in info.items()}}
+    metrics = {"train-seconds": time.perf_counter() - started, **info}
     return Message(RecordDict({"metrics": MetricRecord(metrics)}), reply_to=message)
 
 
@@ -127,7 +127,10 @@ def phase(message: Message, context: Context) -> Message:
         accepted, reason = _accepted(context, config.protection)
         if not accepted:
             raise MessageError(reason)
-        protocol = registry.create(config.protection, protocol_options(config))
+        if config.update_source == "train" and node.protocol_options is None:
+            raise MessageError("no local update: the server asked for a protocol phase before training")
+        protocol = build_protocol(config, key_dir=str(context.node_config.get("key-dir", "")), secret=True,
+                                  base=node.protocol_options if config.update_source == "train" else None)
         if (config.stop_after_upload >= 0 and config.stop_after_upload == _partition_id(context)
                 and context.node_config.get("allow-fault-injection") is True
                 and request.phase == protocol.resolve_drop_phase(AFTER_UPLOAD)):

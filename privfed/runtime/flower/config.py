@@ -17,13 +17,15 @@ from typing import Any, Mapping
 
 from protocols.errors import ConfigError
 
-__all__ = ["FlowerRunConfig", "parse_run_config", "parse_drops", "protocol_options", "DEFAULT_MAX_WEIGHT",
-           "DEFAULT_CLIP"]
+__all__ = ["FlowerRunConfig", "parse_run_config", "parse_drops", "protocol_options", "build_protocol",
+           "needs_dealer", "DEFAULT_MAX_WEIGHT", "DEFAULT_CLIP"]
 
 #: the bench's bounds (privfed.bench.aggregation): synthetic weights are integers in [1, 100], values in [-1, 1]
 DEFAULT_MAX_WEIGHT = 100.0
 DEFAULT_CLIP = 1.0
 UPDATE_SOURCES = ("synthetic", "train")
+#: protections whose clients hold keys from a key authority, dealt ahead of a Flower run (privfed.runtime.flower.keys)
+DEALT_PROTECTIONS = ("ckks",)
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,8 @@ class FlowerRunConfig:
     stop_after_upload: int = -1
     #: where the ServerApp writes its JSON report ("" = do not write)
     report: str = ""
+    #: directory of dealt HE keys on the SuperLink host: public material only (privfed.runtime.flower.keys)
+    key_dir: str = ""
     #: privfed.fl experiment overrides for update_source="train" ("key=value;key=value")
     fl_overrides: str = ""
 
@@ -82,7 +86,7 @@ def parse_drops(text: str) -> dict[int, str]:
 _KEYS = {
     "protection": str, "options": str, "rounds": int, "update-source": str, "params": int, "seed": int,
     "clients": int, "reply-timeout": float, "connect-timeout": float, "drops": str, "stop-after-upload": int,
-    "report": str, "fl-overrides": str,
+    "report": str, "fl-overrides": str, "key-dir": str,
 }
 
 
@@ -109,6 +113,33 @@ def parse_run_config(run_config: Mapping[str, Any]) -> FlowerRunConfig:
     return FlowerRunConfig(options=options, drops=drops, **values)
 
 
-def protocol_options(config: FlowerRunConfig) -> dict[str, Any]:
-    """Protocol keyword options with the standard bounds filled in, exactly as the bench passes them."""
-    return {"max_weight": DEFAULT_MAX_WEIGHT, "clip": DEFAULT_CLIP, **config.options}
+def protocol_options(config: FlowerRunConfig, base: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Protocol keyword options: ``base`` (the FedAvg loop's options when training; by default the bench's bounds,
+    exactly as the bench passes them) updated with the run's ``options``."""
+    defaults = dict(base) if base is not None else {"max_weight": DEFAULT_MAX_WEIGHT, "clip": DEFAULT_CLIP}
+    return {**defaults, **config.options}
+
+
+def needs_dealer(protection: str) -> bool:
+    """Whether this protection's clients hold keys from a key authority (HE), dealt ahead of a Flower run."""
+    return protection in DEALT_PROTECTIONS
+
+
+def build_protocol(config: FlowerRunConfig, *, key_dir: str = "", secret: bool = False,
+                   base: Mapping[str, Any] | None = None):
+    """The run's protocol instance. HE protections get their dealt key authority from ``key_dir`` (node side:
+    ``secret=True``, the secret context; server side: public material only)."""
+    from protocols import registry
+
+    options = protocol_options(config, base)
+    if needs_dealer(config.protection):
+        if not key_dir:
+            where = "node-config key-dir" if secret else "run-config key-dir"
+            raise ConfigError(f"{config.protection!r} over Flower needs keys dealt ahead of the run "
+                              f"(python -m privfed.runtime.flower.keys DIR) and {where} pointing at them")
+        from .keys import load_authority
+
+        options.pop("authority", None)
+        probe = registry.create(config.protection, options)
+        options["authority"] = load_authority(probe, key_dir, secret=secret)
+    return registry.create(config.protection, options)

@@ -28,12 +28,11 @@ import numpy as np
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.serverapp import Grid, ServerApp
 
-from protocols import registry
 from protocols.errors import ConfigError, ProtocolAbort
 from privfed.runtime.local import RoundReport
 
 from .client_app import HELLO_MESSAGE_TYPE
-from .config import FlowerRunConfig, parse_run_config, protocol_options
+from .config import FlowerRunConfig, build_protocol, parse_run_config
 from .driver import run_round_on_grid
 
 __all__ = ["app", "wait_for_nodes", "enrol", "report_record"]
@@ -113,7 +112,11 @@ def main(grid: Grid, context: Context) -> None:
     config = parse_run_config(context.run_config)
     output: dict[str, Any] = {"protection": config.protection, "runtime": "flower", "rounds": []}
     try:
-        protocol = registry.create(config.protection, protocol_options(config))
+        base = None
+        if config.update_source == "train":
+            from .training import protocol_base_options
+            base = protocol_base_options(config)
+        protocol = build_protocol(config, key_dir=config.key_dir, secret=False, base=base)
         output["protocol"] = {k: v for k, v in protocol.describe().items()
                               if isinstance(v, (str, int, float, bool, type(None)))}
         nodes = enrol(grid, wait_for_nodes(grid, config), config)

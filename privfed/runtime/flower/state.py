@@ -10,13 +10,15 @@ its own ClientApp process over the node-local runtime API (127.0.0.1, token-auth
 the SuperLink. It therefore holds secrets (private keys, mask seeds) with the same protection as the SuperNode
 process itself. Unpickling is safe here only because the bytes were written by this same node; this module must
 never be pointed at bytes that crossed the network. Key objects of ``cryptography`` that do not pickle natively
-(X25519, Ed25519) are reduced to their raw private/public bytes for this node-local copy.
+(X25519, Ed25519) are reduced to their raw private/public bytes, and TenSEAL contexts to their own serialisation
+(secret key included), for this node-local copy only.
 """
 
 from __future__ import annotations
 
 import copyreg
 import pickle
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,6 +43,8 @@ class NodeState:
     machine: Any = None
     #: the update of the round in progress when it came from local training (vector bytes, weight)
     update: tuple[bytes, float] | None = None
+    #: protocol options derived from the training data (update-source "train"; see privfed.runtime.flower.training)
+    protocol_options: dict[str, Any] | None = None
     #: the partition / client id this node announced
     announced: int | None = None
 
@@ -64,6 +68,25 @@ def _register_key_reducers() -> None:
 _register_key_reducers()
 
 
+def _tenseal_context(data: bytes) -> Any:
+    import tenseal as ts
+
+    return ts.context_from(data)
+
+
+def _reduce_tenseal_context(context: Any) -> tuple:
+    private = context.is_private()
+    return (_tenseal_context, (context.serialize(save_public_key=True, save_secret_key=private,
+                                                 save_galois_keys=True, save_relin_keys=True),))
+
+
+def _register_optional_reducers() -> None:
+    """TenSEAL contexts (HE key holders) pickle as their own serialisation, secret key included (node-local)."""
+    tenseal = sys.modules.get("tenseal")
+    if tenseal is not None and type(tenseal.Context) is type:
+        copyreg.pickle(tenseal.Context, _reduce_tenseal_context)
+
+
 def load_node_state(state: RecordDict) -> NodeState:
     """The node's state from ``context.state`` (a fresh one on the node's first message of the run)."""
     record = state.config_records.get(_RECORD)
@@ -77,6 +100,7 @@ def load_node_state(state: RecordDict) -> NodeState:
 
 def save_node_state(state: RecordDict, node: NodeState) -> None:
     """Write the node's state back into ``context.state``."""
+    _register_optional_reducers()
     try:
         data = pickle.dumps(node, protocol=pickle.HIGHEST_PROTOCOL)
     except (TypeError, pickle.PicklingError, AttributeError) as exc:

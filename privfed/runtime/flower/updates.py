@@ -33,6 +33,15 @@ def synthetic_update(partition_id: int, config: FlowerRunConfig) -> ClientUpdate
 
 
 def train_update(content: RecordDict, context: Context, config: FlowerRunConfig
-                 ) -> tuple[ClientUpdate, Mapping[str, Any]]:
-    """Train locally from the global model in ``content``; returns the update and plain metrics."""
-    raise ConfigError("update-source 'train' needs privfed.fl's local training, which is not available yet")
+                 ) -> tuple[ClientUpdate, Mapping[str, Any], dict[str, Any]]:
+    """Train locally from the global model in ``content``: (update, plain metrics, the protocol's base options)."""
+    from protocols import registry
+
+    from .training import client_train, protocol_base_options
+
+    partition = context.node_config.get("partition-id", -1)
+    if not isinstance(partition, int) or isinstance(partition, bool) or partition < 0:
+        raise ConfigError("local training needs node-config partition-id (this node's partition of the data)")
+    client_training = registry.protocol_class(config.protection).client_training
+    update, metrics = client_train(content, partition, config, client_training)
+    return update, metrics, protocol_base_options(config)
