@@ -99,7 +99,9 @@ def main() -> None:
     table = "\n".join(lines)
     print(table)
     if args.write:
-        machine = f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
+        load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
+        machine = (f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
+                   f"load average at the end {load}")
         command = "nice python benchmarks/bench_secagg.py" + (" --quick" if args.quick else "") + \
             f" --write {args.write}"
         text = (f"# SecAgg benchmark\n\nCommand: `{command}`\n\nMachine: {machine} (shared with other jobs "
