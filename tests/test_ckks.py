@@ -50,7 +50,8 @@ def check(report, ups) -> float:
 def test_defaults_are_cheap_and_validated() -> None:
     p = CKKSProtocol()
     assert p.phases == ("setup", "upload", "decrypt") and p.upload_phase == "upload"
-    assert p.parameter_set == "n4096" and p.min_clients == 3 and p.release == "server" and p.flood_std == 0
+    assert p.parameter_set == "n4096" and p.min_clients == 3 and p.release == "server"
+    assert p.flood_std == 2.0 ** -25  # heuristic flooding on by default (IND-CPA^D, see module docstring)
     assert p._cache == {}  # no context generated at construction
     for bad in ({"parameter_set": "n2048"}, {"flood_std": -1.0}, {"min_clients": 2}, {"release": "all"},
                 {"clip": -1.0}):
@@ -167,11 +168,19 @@ def test_key_holders_release(authority: CKKSAuthority) -> None:
         assert np.max(np.abs(mean - exact(ups, (0, 1, 2)))) <= 1e-6
 
 
-def test_noise_flooding_enters_the_bound(authority: CKKSAuthority) -> None:
-    ups = updates(3, 50, seed=5)
-    report = run_round(protocol(authority, flood_std=1e-7), 1, ups)
-    check(report, ups)
-    assert "flooding on" in report.result.info["ind_cpa_d"]
+def test_noise_flooding_enters_the_bound_and_is_named(authority: CKKSAuthority) -> None:
+    ups = updates(3, 2000, seed=5)
+    flooded = run_round(protocol(authority, flood_std=1e-5), 1, ups)
+    assert np.max(np.abs(flooded.result.mean - exact(ups, (0, 1, 2)))) <= flooded.result.error_bound
+    assert "heuristic noise flooding" in flooded.result.info["ind_cpa_d"]
+    plain = run_round(protocol(authority, flood_std=0.0), 1, ups)
+    check(plain, ups)
+    assert "exposes the secret key" in plain.result.info["ind_cpa_d"]
+    # the flooding noise is really there: it dominates the error of the released mean
+    weight = sum(u.weight for u in ups.values()) / MAX_WEIGHT
+    flooded_error = np.std(flooded.result.mean - exact(ups, (0, 1, 2))) * weight
+    assert 0.5e-5 < flooded_error < 2e-5
+    assert flooded.result.error_bound > plain.result.error_bound
 
 
 def _tamper_chunks(change):
