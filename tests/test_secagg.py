@@ -503,3 +503,18 @@ def test_corrupted_masking_key_share_is_detected_never_a_wrong_sum():
     report, _ = run(make(threshold=3), updates(5, 20), drops={4: "masked-input"},
                     tamper=_corrupt_reveal("s_ids", "s_shares"))
     assert report.result is None and ("public key" in report.aborted or "corrupt" in report.aborted)
+
+
+def test_sparse_and_huge_client_ids():
+    """Shamir points are id + 1, so any id in 0 .. 2^32 - 2 works, contiguous or not."""
+    ids = [3, 17, 1_000_000, 2 ** 32 - 3]
+    protocol = make(threshold=3)
+    ups = updates(4, 50, ids=ids)
+    report, enc = run(protocol, ups, drops={17: "masked-input"})
+    assert check_exact(report, enc, ups, protocol).survivors == (3, 1_000_000, 2 ** 32 - 3)
+
+
+def test_describe_is_public_and_says_no_active_checks():
+    info = SecAggProtocol(graph="harary").describe()
+    assert info["protocol"] == "secagg" and info["active_adversary_checks"] is False
+    assert "server" in info["hides"]
