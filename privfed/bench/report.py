@@ -1,0 +1,136 @@
+"""Comparison outputs: the rich table, compare.json, compare.csv and the PNG plots."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from rich.table import Table
+
+__all__ = ["comparison_table", "write_outputs", "CSV_COLUMNS"]
+
+CSV_COLUMNS = ("protection", "hides_from", "client_seconds_per_round", "client_protocol_seconds_per_round",
+               "local_training_seconds_per_round", "server_seconds_per_round", "upload_bytes_per_client_per_round",
+               "upload_bytes_x_plaintext", "download_bytes_per_client_per_round", "download_bytes_x_plaintext",
+               "final_metric", "final_metric_change", "final_accuracy", "epsilon", "dropouts_tolerated",
+               "max_verifier_error", "token_recovery_precision", "token_recovery_recall", "token_recovery_chance",
+               "canary_exposure", "mia_auc", "mia_tpr_at_1pct_fpr", "wall_seconds")
+
+
+def _fmt(value: Any, spec: str = ".3g") -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, str):
+        return value
+    if isinstance(value, float) and math.isinf(value):
+        return "inf"
+    return format(value, spec)
+
+
+def _bytes(value: float) -> str:
+    for unit, size in (("MB", 1e6), ("kB", 1e3)):
+        if value >= size:
+            return f"{value / size:.1f} {unit}"
+    return f"{value:.0f} B"
+
+
+def _short_dropouts(text: str) -> str:
+    head = text.split(";")[0]
+    return {"any number, while >= 3 clients contribute": "any, while >= 3 remain",
+            "up to n - t at any phase": "n - t (threshold t)"}.get(head, head)
+
+
+def comparison_table(rows: list[dict[str, Any]], attacks: bool = False) -> Table:
+    table = Table(title="privfed compare: one task, every protection (per round; bytes per client)")
+    columns = ["protection", "hides from", "client s", "server s", "upload", "x", "down", "x",
+               "eval loss", "Δ vs plain", "epsilon", "dropouts tolerated"]
+    if attacks:
+        columns += ["token prec / chance", "canary exp.", "MIA AUC"]
+    widths = {"protection": 10, "hides from": 24, "dropouts tolerated": 14}
+    for column in columns:
+        table.add_column(column, justify="left" if column in widths else "right", overflow="fold",
+                         no_wrap=column == "protection", min_width=widths.get(column))
+    for r in rows:
+        cells = [r["protection"], r.get("hides_from_short", r["hides_from"]), _fmt(r["client_seconds_per_round"]),
+                 _fmt(r["server_seconds_per_round"]), _bytes(r["upload_bytes_per_client_per_round"]),
+                 _fmt(r.get("upload_bytes_x_plaintext"), ".2f"), _bytes(r["download_bytes_per_client_per_round"]),
+                 _fmt(r.get("download_bytes_x_plaintext"), ".2f"), _fmt(r["final_metric"], ".4f"),
+                 _fmt(r.get("final_metric_change"), "+.4f"), _fmt(r["epsilon"], ".3g"), _short_dropouts(r["dropouts_tolerated"])]
+        if attacks:
+            cells += [f"{_fmt(r.get('token_recovery_precision'), '.2f')} / "
+                      f"{_fmt(r.get('token_recovery_chance'), '.2f')}",
+                      _fmt(r.get("canary_exposure"), ".2f"), _fmt(r.get("mia_auc"), ".3f")]
+        table.add_row(*cells)
+    return table
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return "inf" if value > 0 else ("-inf" if value < 0 else "nan")
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def write_outputs(rows: list[dict[str, Any]], out_dir: Path, meta: dict[str, Any]) -> dict[str, Path]:
+    """compare.json, compare.csv, and the plots; returns their paths."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {"json": out_dir / "compare.json", "csv": out_dir / "compare.csv"}
+    paths["json"].write_text(json.dumps(_jsonable({"meta": meta, "rows": rows}), indent=2) + "\n")
+    with paths["csv"].open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: _jsonable(row.get(k)) for k in CSV_COLUMNS})
+    paths.update(_plots(rows, out_dir))
+    return paths
+
+
+def _plots(rows: list[dict[str, Any]], out_dir: Path) -> dict[str, Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [r["protection"] for r in rows]
+    paths: dict[str, Path] = {}
+
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    for r in rows:
+        losses = r["metric_per_round"]
+        ax.plot(range(1, len(losses) + 1), losses, marker="o", label=r["protection"])
+    ax.set_xlabel("round")
+    ax.set_ylabel("global eval loss (lower is better)")
+    ax.set_title("Model quality per round, same task and seed")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, ncol=2)
+    fig.tight_layout()
+    paths["metric_plot"] = out_dir / "metric_per_round.png"
+    fig.savefig(paths["metric_plot"], dpi=120)
+    plt.close(fig)
+
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4.5))
+    panels = (("client_seconds_per_round", "client s / round (protocol + training)"),
+              ("server_seconds_per_round", "server s / round"),
+              ("upload_bytes_per_client_per_round", "upload bytes / client / round"))
+    for ax, (key, title) in zip(axes, panels):
+        values = [max(float(r[key]), 1e-6) for r in rows]
+        bars = ax.bar(names, values, color="#4C72B0")
+        ax.set_yscale("log")
+        ax.set_title(title)
+        ax.tick_params(axis="x", rotation=45)
+        for bar, value in zip(bars, values):
+            ax.annotate(_fmt(value, ".2g"), (bar.get_x() + bar.get_width() / 2, value), ha="center",
+                        va="bottom", fontsize=7)
+        ax.grid(axis="y", alpha=0.3)
+    fig.suptitle("What each protection costs (log scale; measured in the same run)")
+    fig.tight_layout()
+    paths["cost_plot"] = out_dir / "cost_per_protection.png"
+    fig.savefig(paths["cost_plot"], dpi=120)
+    plt.close(fig)
+    return paths
