@@ -201,6 +201,7 @@ def run_fedavg(config: ExperimentConfig, out_dir: str | Path | None = None, *, r
         if config.fl.drop_prob > 0:
             instances[name].resolve_drop_phase(config.fl.drop_point)
         _check_sample_rate(name, instances[name], config)
+        select_trainer(_client_training(name, instances[name]))  # a missing DP-SGD trainer fails before round 1
     dp_compatible = any(_client_training(n, i) == "dp-sgd" for n, i in instances.items())
     spec = data.model_spec(config.model, dp_compatible)
     template = build_model(spec, config.seed)
