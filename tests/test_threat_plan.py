@@ -182,3 +182,27 @@ def test_security_table_has_one_row_per_protection() -> None:
     for name in CATALOGUE:
         assert f"| `{name}` |" in table
     assert table.count("\n") == len(CATALOGUE) + 2
+
+
+def test_configured_noise_that_misses_the_epsilon_target_is_refused_with_a_fix() -> None:
+    pytest.importorskip("dp_accounting")
+    threat = "server=trusted,epsilon=8"
+    with pytest.raises(PlanRefused, match=r"round 1.*epsilon=.* > target 8.*dp\.noise_multiplier="):
+        resolve_plan("dp", 20, threat, options={"dp": {"noise_multiplier": 2.0}})
+    plan = resolve_plan("dp", 20, threat, options={"dp": {"noise_multiplier": 5.0}})
+    assert "<= 8" in plan[0].reason
+    # unconfigured: advice in the reason, not a refusal (the run may calibrate the noise)
+    plan = resolve_plan("dp", 20, threat)
+    assert "noise multiplier not configured" in plan[0].reason and "dp.noise_multiplier=" in plan[0].reason
+
+
+def test_distributed_noise_is_discounted_for_colluders_and_dropouts() -> None:
+    pytest.importorskip("dp_accounting")
+    from privfed.threat.budget import check_budget
+
+    rounds = [(r, "secagg+dp") for r in range(1, 11)]
+    options = {"secagg+dp": {"noise_multiplier": 4.0, "expected_clients": 10}}
+    alone = check_budget(rounds, ThreatModel.parse("server=hbc,epsilon=50"), 10, options)
+    colluded = check_budget(rounds, ThreatModel.parse("server=hbc,epsilon=50,collusion=3,dropout=0.2"), 10, options)
+    assert alone.epsilon is not None and colluded.epsilon is not None and colluded.epsilon > alone.epsilon
+    assert "noise of 5 of 10 clients" in colluded.detail

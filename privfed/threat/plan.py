@@ -22,6 +22,7 @@ from typing import Any, Callable, Iterable, Mapping
 from protocols import registry
 from protocols.errors import ConfigError
 from privfed.threat import catalogue
+from privfed.threat.budget import check_budget
 from privfed.threat.costs import CostTable, load_costs
 from privfed.threat.model import MALICIOUS, ThreatModel
 
@@ -179,6 +180,14 @@ def resolve_plan(spec: PlanSpec, rounds: int, threat: ThreatModel | Mapping[str,
             planned.append(PlannedRound(r, name, catalogue.explain(name, model, context(name))))
     if failures:
         raise PlanRefused(_refusal(failures, model))
+    if model.wants_dp:
+        budget = check_budget([(p.round, p.protection) for p in planned], model, clients, options)
+        if not budget.meets and budget.configured:
+            first = budget.rounds[0] if budget.rounds else 1
+            raise PlanRefused(f"plan refused under the threat model ({model.describe()}):\n- round {first} (and "
+                              f"every DP round after it): {budget.detail}.")
+        planned = [PlannedRound(p.round, p.protection, f"{p.reason}; {budget.detail}")
+                   if p.round in budget.rounds else p for p in planned]
     return planned
 
 
