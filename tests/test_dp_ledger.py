@@ -1,0 +1,84 @@
+"""The privacy ledger: frozen events, save and re-derive, levels kept apart, un-noised releases make epsilon inf."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+
+import pytest
+
+pytest.importorskip("dp_accounting")
+
+from protocols.dp.accounting import epsilon_for  # noqa: E402
+from protocols.dp.ledger import PrivacyEvent, PrivacyLedger  # noqa: E402
+from protocols.errors import ConfigError  # noqa: E402
+
+USER = {"mechanism": "gaussian", "noise_multiplier": 2.0, "sample_rate": 1.0, "count": 1, "level": "user",
+        "placement": "central"}
+
+
+def test_events_are_frozen_and_validated() -> None:
+    event = PrivacyEvent.from_dict(1, USER)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        event.noise_multiplier = 9.0  # type: ignore[misc]
+    for bad, name in (({"level": "row"}, "level"), ({"noise_multiplier": -1.0}, "noise_multiplier"),
+                      ({"sample_rate": 2.0}, "sample_rate"), ({"count": 0}, "count"),
+                      ({"mechanism": "exponential"}, "mechanism"), ({"colour": 1}, "unknown")):
+        with pytest.raises(ConfigError, match=name):
+            PrivacyEvent.from_dict(1, {**USER, **bad})
+
+
+def test_ledger_composes_rounds_and_round_trips_through_json() -> None:
+    ledger = PrivacyLedger()
+    for r in range(1, 6):
+        ledger.record(r, USER)
+    eps = ledger.epsilon(1e-5, "pld")
+    assert eps == pytest.approx(epsilon_for(2.0, 1.0, 5, 1e-5, "pld"))
+    again = PrivacyLedger.from_json(ledger.to_json())
+    assert again.events == ledger.events
+    assert again.epsilon(1e-5, "pld") == eps
+    assert again.epsilon(1e-5, "rdp") >= eps
+    summary = ledger.summary(1e-5)
+    assert summary["epsilon"] == eps and summary["level"] == "user" and not summary["unprotected_release"]
+    json.dumps(summary)
+
+
+def test_unprotected_round_makes_epsilon_infinite_and_survives_saving() -> None:
+    ledger = PrivacyLedger()
+    ledger.record(1, USER)
+    ledger.record_unprotected(2)
+    assert ledger.epsilon(1e-5) == math.inf
+    again = PrivacyLedger.from_json(ledger.to_json())
+    assert again.epsilon(1e-5) == math.inf
+    assert again.summary(1e-5)["unprotected_release"] is True
+    assert again.summary(1e-5)["epsilon"] is None  # JSON has no infinity; the flag says why
+
+
+def test_levels_are_never_mixed_silently() -> None:
+    ledger = PrivacyLedger()
+    ledger.record(1, USER)
+    ledger.record(1, {**USER, "level": "record", "sample_rate": 0.1, "count": 20})
+    with pytest.raises(ConfigError, match="mixes privacy levels"):
+        ledger.epsilon(1e-5)
+    user = ledger.epsilon(1e-5, level="user")
+    record = ledger.epsilon(1e-5, level="record")
+    assert user != record
+    summary = ledger.summary(1e-5)
+    assert "epsilon" not in summary and summary["epsilon_user"] == user and summary["epsilon_record"] == record
+
+
+def test_delta_extra_is_charged() -> None:
+    base = PrivacyLedger([PrivacyEvent.from_dict(1, USER)])
+    charged = PrivacyLedger([PrivacyEvent.from_dict(1, {**USER, "delta_extra": 1e-12})])
+    assert charged.epsilon(1e-5) >= base.epsilon(1e-5)
+    hopeless = PrivacyLedger([PrivacyEvent.from_dict(1, {**USER, "delta_extra": 1e-3})])
+    assert hopeless.epsilon(1e-5) == math.inf
+
+
+def test_bad_ledger_input() -> None:
+    with pytest.raises(ConfigError, match="delta"):
+        PrivacyLedger().epsilon(1.5)
+    with pytest.raises(ConfigError, match="ledger"):
+        PrivacyLedger.from_json("{}")
+    assert PrivacyLedger().epsilon(1e-5) == 0.0
