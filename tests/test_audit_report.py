@@ -95,3 +95,12 @@ def test_secret_in_run_dir_fails_the_audit(tmp_path: Path) -> None:
 def test_not_a_run_directory(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["audit", str(tmp_path)])
     assert result.exit_code == 1 and "not a privfed run directory" in result.output
+
+
+def test_final_epsilon_checked_against_the_target(tmp_path: Path) -> None:
+    met = build_report(make_run(tmp_path / "a", {"server": "honest-but-curious", "epsilon": 8},
+                                ["secagg+dp", "secagg+dp"]), scan=False)
+    assert met.epsilon_ok is True and met.ok and "(target 8: met)" in met.to_markdown()
+    missed = build_report(make_run(tmp_path / "b", {"server": "honest-but-curious", "epsilon": 2},
+                                   ["secagg+dp", "secagg+dp"]), scan=False)
+    assert missed.epsilon_ok is False and not missed.ok and "EXCEEDED" in missed.to_markdown()

@@ -92,15 +92,25 @@ class AuditReport:
     delta: float | None
     secret_findings: tuple[SecretFinding, ...]
     scanned: bool = True
+    epsilon_target: float | None = None
+
+    @property
+    def epsilon_ok(self) -> bool | None:
+        """Whether the final epsilon meets the declared target (None: no target)."""
+        if self.epsilon_target is None:
+            return None
+        return self.final_epsilon is not None and self.final_epsilon <= self.epsilon_target
 
     @property
     def ok(self) -> bool:
-        return not self.secret_findings and all(r.threat_ok is not False for r in self.rounds)
+        return (not self.secret_findings and all(r.threat_ok is not False for r in self.rounds)
+                and self.epsilon_ok is not False)
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "run_dir": self.run_dir, "threat": self.threat, "threat_declared": self.threat_declared,
             "status": self.status, "ok": self.ok, "final_epsilon": _json_eps(self.final_epsilon),
+            "epsilon_target": self.epsilon_target, "epsilon_ok": self.epsilon_ok,
             "delta": self.delta, "rounds": [_jsonable(r.as_dict()) for r in self.rounds],
             "secret_scan": self.scanned, "secret_findings": [f.__dict__ for f in self.secret_findings],
         }
@@ -111,7 +121,9 @@ class AuditReport:
                  f"- threat model: {self.threat}" + ("" if self.threat_declared else " (none declared)"),
                  f"- status: {self.status}; rounds audited: {len(self.rounds)}",
                  f"- final cumulative epsilon: {_fmt_eps(self.final_epsilon)}"
-                 + (f" at delta={self.delta:g}" if self.delta else ""),
+                 + (f" at delta={self.delta:g}" if self.delta else "")
+                 + ("" if self.epsilon_target is None else
+                    f" (target {self.epsilon_target:g}: {'met' if self.epsilon_ok else 'EXCEEDED'})"),
                  "- threat check: " + ("every round meets the threat model" if all_meet
                                        else "SOME ROUNDS FALL SHORT (see below)"),
                  "- secret scan of every file: " + ("not run" if not self.scanned else
@@ -173,7 +185,7 @@ def build_report(run_dir: str | Path, *, scan: bool = True) -> AuditReport:
     findings = tuple(scan_for_secrets(root)) if scan else ()
     delta = summary.get("delta", (config.get("protection") or {}).get("delta"))
     return AuditReport(str(root), threat.describe(), bool(threat_table), audits, str(summary.get("status", "?")),
-                       audits[-1].epsilon if audits else None, delta, findings, scan)
+                       audits[-1].epsilon if audits else None, delta, findings, scan, threat.epsilon)
 
 
 def _audit_round(record: Mapping[str, Any], threat: ThreatModel, declared: bool, options: Mapping[str, Any],
