@@ -29,10 +29,11 @@ from privfed.runtime.local import run_round  # noqa: E402
 APP_DIR = Path(__file__).resolve().parents[1] / "examples" / "flower"
 CLIENTS, PARAMS, SEED = 3, 64, 11
 #: generous per-phase reply timeout (each phase starts a fresh ClientApp process per node on shared CPUs)
-REPLY_TIMEOUT = 45.0
-#: the shorter timeout of the run where one node is killed (its missing reply costs exactly this long)
-STOP_TIMEOUT = 25.0
-RUN_TIMEOUT = 150.0
+REPLY_TIMEOUT = 90.0
+#: in the run where a node is killed, its phase closes this long after the first live reply arrived (live nodes
+#: answer within a few seconds of each other: they are polled and started at the same time)
+STRAGGLER_GRACE = 20.0
+RUN_TIMEOUT = 240.0
 
 
 @pytest.fixture(scope="module")
@@ -82,6 +83,10 @@ def _print_figures(protection: str, flower: Mapping[str, Any], local: Mapping[st
 
 
 def _check(flower: Mapping[str, Any], local, updates, *, exact_bytes: bool = True) -> None:
+    """Same survivors, both means within the declared bound of the exact weighted mean, same phases, and (for
+    protocols whose message sizes are fixed) the same payload bytes per client and phase. One known difference:
+    a node that really stops at a phase did receive that phase's request over Flower (it is counted as sent),
+    while the local runtime's injected dropout delivers nothing — so drop-phase downloads are not compared."""
     assert local.result is not None, local.aborted
     assert flower["aborted"] is None, flower["aborted"]
     survivors = list(local.result.survivors)
@@ -94,10 +99,12 @@ def _check(flower: Mapping[str, Any], local, updates, *, exact_bytes: bool = Tru
     assert np.max(np.abs(np.asarray(flower["mean"]) - exact)) <= tolerance
     assert np.max(np.abs(local.result.mean - exact)) <= tolerance
     assert flower["phases"] == local.phases
+    drop_phase = {int(c): d["phase"] for c, d in flower["dropped"].items()}
     for cid in survivors:
         if exact_bytes:
             assert flower["upload_bytes"][str(cid)] == dict(local.upload_bytes[cid])
-            assert flower["download_bytes"][str(cid)] == dict(local.download_bytes[cid])
+            downloads = {p: n for p, n in flower["download_bytes"][str(cid)].items() if p != drop_phase.get(cid)}
+            assert downloads == dict(local.download_bytes[cid])
         else:
             assert set(flower["upload_bytes"][str(cid)]) == set(local.upload_bytes[cid])
         assert flower["client_seconds_by_client"][str(cid)] >= 0.0
@@ -126,9 +133,9 @@ def test_secagg_round_with_node_stopped_after_upload(deployment: LoopbackDeploym
     victim = 2
     flower, local, updates = _run_both(
         deployment, "secagg", drops={victim: "after-upload"},
-        extra={"stop-after-upload": victim, "reply-timeout": STOP_TIMEOUT})
-    _check(flower, local, updates, exact_bytes=False)
+        extra={"stop-after-upload": victim, "straggler-grace": STRAGGLER_GRACE})
+    _check(flower, local, updates)
     dropped = flower["dropped"][str(victim)]
     assert dropped["phase"] == registry.protocol_class("secagg").resolve_drop_phase("after-upload")
-    assert dropped["reason"].startswith("no reply within")
+    assert dropped["reason"] == "no reply in time"
     assert deployment.processes[f"supernode-{victim}"].poll() is not None

@@ -45,6 +45,8 @@ class FlowerRunConfig:
     clients: int = 3
     #: seconds the server waits for the replies of one phase; a missing reply is that client's dropout
     reply_timeout: float = 60.0
+    #: seconds a phase still waits after its first reply arrived (0 = wait up to reply_timeout)
+    straggler_grace: float = 0.0
     #: seconds the server waits for ``clients`` nodes to connect
     connect_timeout: float = 60.0
     #: injected dropouts, client id -> drop point (same semantics as privfed.runtime.local.run_round)
@@ -68,6 +70,8 @@ class FlowerRunConfig:
             raise ConfigError("params and clients must be >= 1")
         if not self.reply_timeout > 0 or not self.connect_timeout > 0:
             raise ConfigError("reply-timeout and connect-timeout must be positive")
+        if not self.straggler_grace >= 0:
+            raise ConfigError("straggler-grace must be >= 0")
 
 
 def parse_drops(text: str) -> dict[int, str]:
@@ -85,8 +89,8 @@ def parse_drops(text: str) -> dict[int, str]:
 
 _KEYS = {
     "protection": str, "options": str, "rounds": int, "update-source": str, "params": int, "seed": int,
-    "clients": int, "reply-timeout": float, "connect-timeout": float, "drops": str, "stop-after-upload": int,
-    "report": str, "fl-overrides": str, "key-dir": str,
+    "clients": int, "reply-timeout": float, "straggler-grace": float, "connect-timeout": float, "drops": str,
+    "stop-after-upload": int, "report": str, "fl-overrides": str, "key-dir": str,
 }
 
 

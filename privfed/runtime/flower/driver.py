@@ -9,7 +9,8 @@ the same :class:`~privfed.runtime.local.RoundReport` with the same semantics so 
   around creating its machine and ``handle`` (returned in the reply's metrics record); ``total_seconds`` is the
   server's wall clock for the whole round, transport included;
 * injected dropouts (``drops``) behave as in the local runtime: from the resolved phase on, the client is sent
-  nothing; a reply that does not arrive within ``reply_timeout`` seconds, a Flower error reply (the ClientApp
+  nothing; a reply that does not arrive in time (``reply_timeout``, ``straggler_grace``), a Flower error reply
+  (the ClientApp
   crashed) and a refusal (the client's machine raised a PrivfedError) make that client a dropout at that phase;
   a reply that fails the server's validation (or a malformed envelope) is *rejected*, exactly as locally.
 
@@ -35,10 +36,12 @@ from privfed.runtime.local import SERVER, RoundReport, TranscriptEntry
 
 from .envelope import STATUS_NONE, STATUS_REFUSED, Request, pack_request, unpack_reply
 
-__all__ = ["run_round_on_grid", "PHASE_MESSAGE_TYPE"]
+__all__ = ["run_round_on_grid", "collect", "PHASE_MESSAGE_TYPE", "POLL_SECONDS"]
 
 #: protocol phases travel as Flower "query" messages (the ClientApp's default query handler)
 PHASE_MESSAGE_TYPE = "query"
+#: how often the server asks the SuperLink for replies (a loopback HTTP call; Flower's own loop waits 3 s)
+POLL_SECONDS = 0.5
 
 
 def _entry(phase: str, sender: str, recipient: str, payload: bytes) -> TranscriptEntry:
@@ -49,17 +52,38 @@ def _entry(phase: str, sender: str, recipient: str, payload: bytes) -> Transcrip
     return TranscriptEntry(phase, sender, recipient, kind, len(payload), hashlib.sha256(payload).hexdigest())
 
 
+def collect(grid: Grid, messages: list[Message], timeout: float, grace: float = 0.0) -> list[Message]:
+    """Push ``messages`` and pull their replies until every reply is in, ``timeout`` seconds have passed, or
+    (``grace`` > 0) ``grace`` seconds after the first reply arrived. Polls every ``POLL_SECONDS``."""
+    if not messages:
+        return []
+    pending = set(grid.push_messages(messages))
+    deadline = time.monotonic() + timeout
+    replies: list[Message] = []
+    graced = False
+    while pending:
+        for reply in grid.pull_messages(list(pending)):
+            if reply.metadata.reply_to_message_id in pending:
+                pending.discard(reply.metadata.reply_to_message_id)
+                replies.append(reply)
+        now = time.monotonic()
+        if not pending or now >= deadline:
+            break
+        if grace > 0 and replies and not graced:
+            deadline, graced = min(deadline, now + grace), True
+        time.sleep(POLL_SECONDS)
+    return replies
+
+
 def _exchange(grid: Grid, round_id: int, phase: str, payloads: Mapping[int, bytes], nodes: Mapping[int, int],
-              timeout: float) -> dict[int, Message]:
-    """Send one phase's requests and collect the replies that arrive within ``timeout``, by client id."""
-    if not payloads:
-        return {}
+              timeout: float, grace: float = 0.0) -> dict[int, Message]:
+    """Send one phase's requests and collect the replies that arrive in time, by client id."""
     messages = [Message(content=pack_request(Request(round_id, phase, cid, payload)), dst_node_id=nodes[cid],
                         message_type=PHASE_MESSAGE_TYPE, group_id=f"{round_id}:{phase}")
                 for cid, payload in payloads.items()]
     by_node = {node: cid for cid, node in nodes.items()}
     replies: dict[int, Message] = {}
-    for reply in grid.send_and_receive(messages, timeout=timeout):
+    for reply in collect(grid, messages, timeout, grace):
         cid = by_node.get(reply.metadata.src_node_id)
         if cid is not None and cid in payloads and cid not in replies:
             replies[cid] = reply
@@ -68,10 +92,12 @@ def _exchange(grid: Grid, round_id: int, phase: str, payloads: Mapping[int, byte
 
 def run_round_on_grid(grid: Grid, protocol: AggregationProtocol, round_id: int, nodes: Mapping[int, int],
                       dim: int, *, drops: Mapping[int, str] | None = None, reply_timeout: float = 60.0,
-                      transcript: bool = True, record_server_view: bool = False,
+                      straggler_grace: float = 0.0, transcript: bool = True, record_server_view: bool = False,
                       overhead: dict | None = None) -> RoundReport:
     """Run one round over Flower. ``nodes`` maps protocol client id -> Flower node id. Never raises for a peer's
-    misbehaviour: an abort is reported in ``RoundReport.aborted`` with ``result`` None.
+    misbehaviour: an abort is reported in ``RoundReport.aborted`` with ``result`` None. A phase closes when every
+    reply is in, ``reply_timeout`` seconds after its requests were sent, or — with ``straggler_grace`` > 0 —
+    that many seconds after its first reply arrived (so one dead node does not cost the whole timeout).
 
     ``overhead``, when given, receives what the Flower deployment adds on top of the protocol: the wall seconds of
     each phase's send-and-receive (``exchange_seconds``) and each client's seconds spent restoring and saving its
@@ -108,13 +134,12 @@ def run_round_on_grid(grid: Grid, protocol: AggregationProtocol, round_id: int, 
                 report.transcript.append(_entry(phase, SERVER, str(cid), payload))
             sending[cid] = payload
         clock = time.perf_counter()
-        replies = _exchange(grid, round_id, phase, sending, nodes, reply_timeout)
+        replies = _exchange(grid, round_id, phase, sending, nodes, reply_timeout, straggler_grace)
         exchange_seconds.append((phase, time.perf_counter() - clock))
         for cid in sending:
             message = replies.get(cid)
             if message is None:
-                gone[cid] = report.dropped[cid] = {"phase": phase,
-                                                   "reason": f"no reply within {reply_timeout:g} s"}
+                gone[cid] = report.dropped[cid] = {"phase": phase, "reason": "no reply in time"}
                 continue
             if message.has_error():
                 gone[cid] = report.dropped[cid] = {"phase": phase,

@@ -95,9 +95,10 @@ def load_authority(protocol: AggregationProtocol, key_dir: str | Path, *, secret
         secret_bytes = (folder / SECRET).read_bytes() if secret else None
     except (OSError, ValueError) as exc:
         raise ConfigError(f"cannot read dealt keys in {folder}: {exc}") from None
-    if meta.get("protection") != protocol.name or meta.get("parameter_set") != protocol.parameters.name:  # type: ignore[attr-defined]
+    parameter_set = protocol.parameters.name  # type: ignore[attr-defined]
+    if meta.get("protection") != protocol.name or meta.get("parameter_set") != parameter_set:
         raise ConfigError(f"keys in {folder} are for {meta.get('protection')}/{meta.get('parameter_set')}, "
-                          f"the run uses {protocol.name}/{protocol.parameters.name}")  # type: ignore[attr-defined]
+                          f"the run uses {protocol.name}/{parameter_set}")
     authority = DealtCKKSAuthority(PARAMETER_SETS[meta["parameter_set"]], public, secret_bytes)
     if authority.key_id.hex() != meta.get("key_id"):
         raise ConfigError(f"the public context in {folder} does not match its key id")

@@ -122,6 +122,7 @@ class LoopbackDeployment:
             FLWR_TELEMETRY_ENABLED="0",
             FLWR_DISABLE_UPDATE_CHECK="1",
             FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION="1",
+            FLWR_SUPEREXEC_TASK_POLL_INTERVAL="0.2",  # start ServerApp/ClientApp processes sooner (default 1 s)
             PYTHONUNBUFFERED="1",
         )
         return env
@@ -212,8 +213,8 @@ class LoopbackDeployment:
         """``flwr run APP privfed-loopback --run-config FILE``; returns Flower's output (it holds the run id)."""
         overrides = self.workdir / f"run-config-{time.monotonic_ns()}.toml"
         overrides.write_text("".join(f"{k} = {_toml_value(v)}\n" for k, v in run_config.items()), encoding="utf-8")
-        done = subprocess.run([self._tool("flwr"), "run", str(Path(app_dir).resolve()), CONNECTION, "--run-config", str(overrides)],
-                              env=self.env(), cwd=self.workdir, capture_output=True, text=True, timeout=timeout)
+        argv = [self._tool("flwr"), "run", str(Path(app_dir).resolve()), CONNECTION, "--run-config", str(overrides)]
+        done = subprocess.run(argv, env=self.env(), cwd=self.workdir, capture_output=True, text=True, timeout=timeout)
         if done.returncode != 0:
             raise RuntimeError(f"flwr run failed ({done.returncode}): {done.stdout[-2000:]} {done.stderr[-2000:]}")
         return done.stdout

@@ -33,7 +33,7 @@ from privfed.runtime.local import RoundReport
 
 from .client_app import HELLO_MESSAGE_TYPE
 from .config import FlowerRunConfig, build_protocol, parse_run_config
-from .driver import run_round_on_grid
+from .driver import collect, run_round_on_grid
 
 __all__ = ["app", "wait_for_nodes", "enrol", "report_record"]
 
@@ -62,7 +62,7 @@ def enrol(grid: Grid, node_ids: list[int], config: FlowerRunConfig) -> dict[int,
     messages = [Message(RecordDict({"privfed-hello": ConfigRecord({"protection": config.protection})}),
                         dst_node_id=node, message_type=HELLO_MESSAGE_TYPE) for node in node_ids]
     announced: dict[int, int] = {}
-    for reply in grid.send_and_receive(messages, timeout=config.reply_timeout):
+    for reply in collect(grid, messages, config.reply_timeout):
         if reply.has_error():
             log.warning("node %s failed to enrol: %s", reply.metadata.src_node_id, reply.error.reason)
             continue
@@ -130,7 +130,8 @@ def main(grid: Grid, context: Context) -> None:
             for round_id in range(1, config.rounds + 1):
                 overhead: dict[str, Any] = {}
                 report = run_round_on_grid(grid, protocol, round_id, nodes, config.params, drops=config.drops,
-                                           reply_timeout=config.reply_timeout, overhead=overhead)
+                                           reply_timeout=config.reply_timeout,
+                                           straggler_grace=config.straggler_grace, overhead=overhead)
                 log.info("privfed round %d: %s", round_id, json.dumps(report.summary()))
                 output["rounds"].append(report_record(report, overhead, nodes))
     except (ConfigError, ProtocolAbort) as exc:

@@ -33,7 +33,7 @@ from protocols.base import AggregationProtocol, ClientUpdate
 from protocols.errors import ConfigError, MessageError
 
 from .config import FlowerRunConfig
-from .driver import run_round_on_grid
+from .driver import collect, run_round_on_grid
 
 __all__ = ["experiment", "protocol_base_options", "run_training", "client_train"]
 
@@ -115,7 +115,7 @@ def run_training(grid: Grid, protocol: AggregationProtocol, nodes: Mapping[int, 
         by_node = {node: cid for cid, node in nodes.items()}
         trained: dict[int, int] = {}
         train_metrics: dict[str, dict[str, float]] = {}
-        for reply in grid.send_and_receive(messages, timeout=run.reply_timeout):
+        for reply in collect(grid, messages, run.reply_timeout):
             cid = by_node.get(reply.metadata.src_node_id)
             if cid is None or reply.has_error():
                 continue
@@ -128,7 +128,8 @@ def run_training(grid: Grid, protocol: AggregationProtocol, nodes: Mapping[int, 
         overhead: dict[str, Any] = {}
         if trained:
             report = run_round_on_grid(grid, protocol, round_id, trained, layout.size,
-                                       reply_timeout=run.reply_timeout, overhead=overhead)
+                                       reply_timeout=run.reply_timeout, straggler_grace=run.straggler_grace,
+                                       overhead=overhead)
             record = report_record(report, overhead, trained)
             if report.result is not None:
                 vector = (vector + config.fl.server_lr * np.asarray(report.result.mean, dtype=np.float64)
