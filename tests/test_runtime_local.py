@@ -68,3 +68,10 @@ def test_mixed_lengths_are_refused() -> None:
     updates[9] = ClientUpdate(np.zeros(3, dtype=np.float32), 1.0)
     with pytest.raises(MessageError):
         run_round(create("plaintext"), 1, updates)
+
+
+def test_survivors_count_completed_clients_and_contributors_count_inputs() -> None:
+    report = run_round(create("plaintext"), 1, _updates(), drops={1: "before-upload"})
+    summary = report.summary()
+    assert summary["survivors"] == 3 and summary["contributors"] == 3
+    assert report.completed == (0, 2, 3) == report.survivors

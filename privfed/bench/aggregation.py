@@ -1,6 +1,8 @@
 """One aggregation of N synthetic client vectors under a protection, verified against the exact weighted mean.
 
-The experiment seed drives only the synthetic data, the weights and which clients drop (none of these are secret);
+``survivors`` counts the clients that completed the round; ``contributors`` those whose input is in the result (in
+SecAgg a client that drops after uploading its masked input stays in the sum); the exact reference mean is over the
+contributors. The experiment seed drives only the synthetic data, the weights and which clients drop (none of these are secret);
 every key, mask and noise sample inside the protocol comes from the OS. The result is compared with the exact
 float64 weighted mean of the survivors' inputs, and the protocol's declared ``error_bound`` is reported beside the
 measured ``max_abs_error``. Every figure comes from the runtime's byte counters and per-party clocks.
@@ -95,14 +97,14 @@ def bench_aggregation(spec: BenchSpec) -> dict[str, Any]:
         record.update(max_abs_error=None, error_bound=None, result=None)
         return record
     result = report.result
-    survivors = list(result.survivors)
-    weights = np.array([updates[c].weight for c in survivors], dtype=np.float64)
-    stacked = np.stack([updates[c].vector.astype(np.float64) for c in survivors])
+    contributors = list(result.survivors)  # exact mean over the inputs actually in the result
+    weights = np.array([updates[c].weight for c in contributors], dtype=np.float64)
+    stacked = np.stack([updates[c].vector.astype(np.float64) for c in contributors])
     exact = weights @ stacked / weights.sum()
     record["max_abs_error"] = float(np.max(np.abs(result.mean - exact)))
     record["error_bound"] = float(result.error_bound)
     record["within_bound"] = bool(record["max_abs_error"] <= result.error_bound + 1e-9 * (1 + float(np.abs(exact).max())))
-    record["result"] = {"learned_by": result.learned_by, "survivors": survivors,
+    record["result"] = {"learned_by": result.learned_by, "contributor_ids": contributors,
                         "info": {k: v for k, v in result.info.items() if _plain(v)}}
     return record
 

@@ -81,7 +81,10 @@ def _print_table(records: list[dict[str, Any]]) -> None:
         total = f"{r['total_seconds']:.3f}"
         if base and r is not base and base["total_seconds"] > 0:
             total += f" ({r['total_seconds'] / base['total_seconds']:.1f}x)"
-        table.add_row(r["protection"], f"{r['survivors']}/{r['clients']}", err, bound,
+        survivors = f"{r['survivors']}/{r['clients']}"
+        if r.get("contributors") not in (None, r["survivors"]) and r.get("max_abs_error") is not None:
+            survivors += f" ({r['contributors']} in sum)"
+        table.add_row(r["protection"], survivors, err, bound,
                       f"{r['upload_bytes_per_client']:,.0f}", f"{r['upload_ratio_vs_float32']:.2f}",
                       f"{r['download_bytes_per_client']:,.0f}", f"{r['client_seconds']:.4f}",
                       f"{r['server_seconds']:.4f}", total)

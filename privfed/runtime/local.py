@@ -61,7 +61,20 @@ class RoundReport:
 
     @property
     def survivors(self) -> tuple[int, ...]:
+        """Clients whose input is in the result (the protocol's contributors)."""
         return self.result.survivors if self.result is not None else ()
+
+    @property
+    def completed(self) -> tuple[int, ...]:
+        """Clients that took part in every phase of a round that produced a result (none dropped or rejected).
+
+        Differs from :attr:`survivors` when a client drops after its input is in the sum: in SecAgg a client that
+        vanishes after uploading its masked input stays in the sum (excluding it would unmask it), so it is a
+        contributor but not a survivor of the round.
+        """
+        if self.result is None:
+            return ()
+        return tuple(c for c in self.participants if c not in self.dropped and c not in self.rejected)
 
     def upload_total(self, client_id: int) -> int:
         return sum(self.upload_bytes.get(client_id, {}).values())
@@ -73,13 +86,18 @@ class RoundReport:
         return sum(per_client(c) for c in clients) / len(clients) if clients else 0.0
 
     def summary(self) -> dict[str, Any]:
-        """Per-round figures in plain types (for rounds.jsonl and bench JSON). Means are over survivors."""
-        counted = self.survivors or self.participants
+        """Per-round figures in plain types (for rounds.jsonl and bench JSON).
+
+        ``survivors`` counts the clients that completed the round, ``contributors`` those whose input is in the
+        result. Per-client means are over the clients that completed the round (they did all of its work).
+        """
+        counted = self.completed or self.survivors or self.participants
         return {
             "protection": self.protection,
             "round": self.round_id,
             "participants": len(self.participants),
-            "survivors": len(self.survivors),
+            "survivors": len(self.completed),
+            "contributors": len(self.survivors),
             "aborted": self.aborted,
             "dropped": {str(k): v for k, v in self.dropped.items()},
             "rejected": {str(k): v for k, v in self.rejected.items()},
