@@ -206,3 +206,10 @@ def test_distributed_noise_is_discounted_for_colluders_and_dropouts() -> None:
     colluded = check_budget(rounds, ThreatModel.parse("server=hbc,epsilon=50,collusion=3,dropout=0.2"), 10, options)
     assert alone.epsilon is not None and colluded.epsilon is not None and colluded.epsilon > alone.epsilon
     assert "noise of 5 of 10 clients" in colluded.detail
+
+
+def test_exact_ckks_release_to_a_curious_server_is_refused() -> None:
+    with pytest.raises(PlanRefused, match="flood_std=0"):
+        resolve_plan("ckks", 1, HBC, options={"ckks": {"flood_std": 0.0}})
+    assert resolve_plan("ckks", 1, HBC, options={"ckks": {"flood_std": 0.0, "release": "key-holders"}})
+    assert resolve_plan("ckks", 1, "server=trusted", options={"ckks": {"flood_std": 0.0}})

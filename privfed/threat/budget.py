@@ -4,7 +4,8 @@ Threat model: the epsilon the released model will have, composed over every plan
 of :mod:`protocols.dp.accounting` — RDP first (fast, and never below PLD, so a pass is a pass), PLD before
 refusing — from each round's configured ``noise_multiplier``, ``sample_rate`` and ``mechanism`` (the protections'
 defaults when not configured). For distributed DP (``secagg+dp``, ``ckks+dp``) each client adds its share of the
-noise, so the server and c colluders — who know the colluders' shares — face only the noise of the honest survivors: the multiplier is scaled by sqrt((m - c - d) / m), with m the
+noise, so the server and c colluders — who know the colluders' shares — face only the noise of the honest
+survivors: the multiplier is scaled by sqrt((m - c - d) / m), with m the
 clients the noise was split over (``expected_clients``, else the round's clients), c the declared collusion and d
 the expected dropouts. A plan whose configured ``noise_multiplier`` falls short is refused with a multiplier that
 meets the target (by RDP); when no multiplier is configured the check is advice in each round's reason (the

@@ -109,13 +109,21 @@ class RoundContext:
             raise ValueError(f"clients must be a positive whole number, got {self.clients!r}")
 
 
-_HE_ASSUMPTIONS = ("a key authority gives the secret key to the clients only; the server holds a public context",
+_HE_ASSUMPTIONS = ("a key authority gives the secret key to the clients only; the server holds public key "
+                   "material only",
                    "the server colludes with no key-holding client",
-                   "the server follows the protocol (honest-but-curious)")
-_HE_LIMITS = ("any single key-holding client colluding with the server decrypts every update",
-              "hides individual updates, not the aggregate: combine with DP for output privacy",
+                   "the server follows the protocol (honest-but-curious)",
+                   "clients encode honestly (no range proofs)")
+_HE_LIMITS = ("any single key-holding client colluding with the server decrypts every update (shared client key; "
+              "no threshold decryption)",
               "with 2 clients each learns the other's update from the mean (refused below 3)",
-              "CKKS decryptions released to others need noise flooding (IND-CPA^D)")
+              "the decrypting client cannot verify how many ciphertexts are in the sum it decrypts: a malicious "
+              "server could have one update decrypted",
+              "with release=server the server learns the aggregate; release=key-holders keeps it with the clients")
+_NO_OUTPUT_PRIVACY = "hides individual updates, not the aggregate: combine with DP for output privacy"
+_CKKS_LIMIT = ("CKKS decryptions released to the server are flooded with heuristic noise (flood_std, default "
+               "2^-25) against key recovery (IND-CPA^D, Li-Micciancio 2021), not proof-level flooding; "
+               "release=key-holders avoids releasing decryptions to the server")
 _SECAGG_ASSUMPTIONS = ("fewer than t clients collude with the server (t = reconstruction threshold)",
                        "the server follows the protocol (honest-but-curious); no active-adversary consistency check",
                        "at least t clients survive every phase")
@@ -157,17 +165,20 @@ CATALOGUE: dict[str, Protection] = {p.name: p for p in (
         "ckks", "ckks", "none", hides="every individual update (CKKS ciphertexts, add-only aggregation)",
         hides_from="the server and eavesdroppers", assumptions=_HE_ASSUMPTIONS,
         tolerates_dropouts="any number, while >= 3 clients contribute", output_privacy="none",
-        limits=_HE_LIMITS, update_hiding=CRYPTOGRAPHIC, collusion_model="shared-key", min_clients=3),
+        limits=(*_HE_LIMITS, _NO_OUTPUT_PRIVACY, _CKKS_LIMIT), update_hiding=CRYPTOGRAPHIC,
+        collusion_model="shared-key", min_clients=3),
     Protection(
         "paillier", "paillier", "none", hides="every individual update (packed Paillier ciphertexts)",
         hides_from="the server and eavesdroppers", assumptions=_HE_ASSUMPTIONS,
         tolerates_dropouts="any number, while >= 3 clients contribute", output_privacy="none",
-        limits=_HE_LIMITS[:3], update_hiding=CRYPTOGRAPHIC, collusion_model="shared-key", min_clients=3),
+        limits=(*_HE_LIMITS, _NO_OUTPUT_PRIVACY), update_hiding=CRYPTOGRAPHIC, collusion_model="shared-key",
+        min_clients=3),
     Protection(
         "paillier-per-value", "paillier", "none", hides="every individual update (one Paillier ciphertext per value)",
         hides_from="the server and eavesdroppers", assumptions=_HE_ASSUMPTIONS,
         tolerates_dropouts="any number, while >= 3 clients contribute", output_privacy="none",
-        limits=(*_HE_LIMITS[:3], "a teaching baseline: orders of magnitude slower and larger than packed Paillier"),
+        limits=(*_HE_LIMITS, _NO_OUTPUT_PRIVACY,
+                "a teaching baseline: orders of magnitude slower and larger than packed Paillier"),
         update_hiding=CRYPTOGRAPHIC, collusion_model="shared-key", min_clients=3, baseline=True),
     Protection(
         "secagg", "secagg", "none", hides="every individual update (pairwise and self masks; only the sum opens)",
@@ -194,7 +205,9 @@ CATALOGUE: dict[str, Protection] = {p.name: p for p in (
         tolerates_dropouts="any number, while >= 3 clients contribute; dropouts lower the noise (accounted from "
                            "the survivors)",
         output_privacy="user-level (epsilon, delta)-DP, distributed (holds against the server and key holders)",
-        limits=_HE_LIMITS[:3], update_hiding=CRYPTOGRAPHIC, collusion_model="shared-key", dp_unit="user",
+        limits=(*_HE_LIMITS, _CKKS_LIMIT, "colluding clients know their own noise: the noise that protects the "
+                "released aggregate is that of the honest survivors"), update_hiding=CRYPTOGRAPHIC,
+        collusion_model="shared-key", dp_unit="user",
         min_clients=3),
 )}
 
@@ -290,6 +303,10 @@ def unmet_requirements(name: str, threat: ThreatModel, context: RoundContext | N
                 unmet.append(f"only {max(honest, 0)} honest client(s) would survive (n={ctx.clients}, "
                              f"collusion={threat.collusion}, dropout={threat.dropout:g}): the aggregate would be "
                              f"one client's update")
+    if threat.distrusts_server and p.protocol == "ckks" and ctx.options.get("release", "server") == "server" \
+            and ctx.options.get("flood_std", 1.0) == 0:
+        unmet.append("flood_std=0 releases exact CKKS decryptions to the server, from which it can recover the "
+                     "secret key (Li-Micciancio 2021): keep flood_std > 0 or set release=key-holders")
     if not threat.server_may_see_aggregate and p.server_sees_aggregate and not _keeps_aggregate(p, ctx):
         unmet.append(f"the server may not see the aggregate, and {name} delivers it to the server"
                      + (" (set its option release=key-holders)" if p.collusion_model == "shared-key" else ""))
