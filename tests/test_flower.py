@@ -1,9 +1,10 @@
 """privfed's protocols over a real Flower deployment on 127.0.0.1, checked against the in-process runtime.
 
 Starts one SuperLink and 3 SuperNodes (separate processes, insecure mode, loopback only, free ports; never Flower's
-Ray simulation engine), then runs one round each of plaintext (with an injected dropout), ckks, and secagg (with
-one node really stopped after its upload: its SuperNode is killed, so its later reply never arrives and the
-server's timeout turns it into a dropout). Every Flower result is compared with ``run_round`` on the same synthetic
+Ray simulation engine), then — in one ``flwr run`` with a per-round protection plan, to keep the test short — runs
+one round each of plaintext (with an injected dropout), ckks (keys dealt to files first), and secagg (with one node
+really stopped after its upload: its SuperNode is killed, so its later reply never arrives and the server's
+timeout turns it into a dropout). Every Flower result is compared with ``run_round`` on the same synthetic
 inputs: identical survivors, means within the protocol's declared error bound of the exact weighted mean, and the
 same per-phase payload bytes for surviving clients. Bytes and seconds are printed side by side (``pytest -s``).
 Everything is torn down at the end, on failure too. Run with: ``pytest -m flower``.
@@ -11,6 +12,7 @@ Everything is torn down at the end, on failure too. Run with: ``pytest -m flower
 
 from __future__ import annotations
 
+import importlib
 import json
 from pathlib import Path
 from typing import Any, Mapping
@@ -30,46 +32,69 @@ APP_DIR = Path(__file__).resolve().parents[1] / "examples" / "flower"
 CLIENTS, PARAMS, SEED = 3, 64, 11
 #: generous per-phase reply timeout (each phase starts a fresh ClientApp process per node on shared CPUs)
 REPLY_TIMEOUT = 90.0
-#: in the run where a node is killed, its phase closes this long after the first live reply arrived (live nodes
-#: answer within a few seconds of each other: they are polled and started at the same time)
-STRAGGLER_GRACE = 20.0
-RUN_TIMEOUT = 240.0
+#: a phase closes this long after its first reply (so the killed node costs this, not REPLY_TIMEOUT); live nodes
+#: answer within seconds of each other: they are polled and their ClientApp processes started at the same time
+STRAGGLER_GRACE = 30.0
+RUN_TIMEOUT = 420.0
+
+
+def _available(module: str) -> bool:
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        return False
+    return True
+
+
+#: one round per protection, in this order, in one Flower run (a per-round protection plan); ckks and secagg join
+#: when their modules import. The secagg round is last: it kills the SuperNode of partition 2 after its upload.
+PLAN = ["plaintext"] + [p for p, m in (("ckks", "protocols.ckks"), ("secagg", "protocols.secagg")) if _available(m)]
+VICTIM = 2
+PLAINTEXT_DROPS = {1: "before-upload"}
+
+
+def _round_of(protection: str) -> int:
+    if protection not in PLAN:
+        pytest.skip(f"{protection} is not available in this environment")
+    return PLAN.index(protection) + 1
 
 
 @pytest.fixture(scope="module")
-def deployment(tmp_path_factory: pytest.TempPathFactory):
+def flower_report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """Start the deployment, run the plan in one ``flwr run``, tear everything down, return the ServerApp's report."""
     workdir = tmp_path_factory.mktemp("flower")
     node_config: dict[str, Any] = {"allow-fault-injection": True}
-    try:  # the CKKS key authority deals keys before the run: secret context to the nodes, public to the server
+    run_config: dict[str, Any] = {
+        "protection": ",".join(PLAN), "rounds": len(PLAN), "params": PARAMS, "seed": SEED, "clients": CLIENTS,
+        "reply-timeout": REPLY_TIMEOUT, "straggler-grace": STRAGGLER_GRACE,
+        "drops": ",".join(f"{_round_of('plaintext')}/{c}:{p}" for c, p in PLAINTEXT_DROPS.items())}
+    if "ckks" in PLAN:  # the key authority deals keys first: the secret context to nodes, the public one to the server
         from privfed.runtime.flower.keys import deal
-    except ImportError:
-        pass
-    else:
+
         nodes_dir, server_dir = deal(workdir / "keys", "ckks")
-        node_config["key-dir"] = str(nodes_dir)
-        KEY_DIRS["server"] = str(server_dir)
-    loopback = LoopbackDeployment(workdir, nodes=CLIENTS, node_config=node_config)
-    with loopback:
-        yield loopback
-
-
-KEY_DIRS: dict[str, str] = {}
-
-
-def _run_both(deployment: LoopbackDeployment, protection: str, *, drops: Mapping[int, str] | None = None,
-              extra: Mapping[str, Any] | None = None) -> tuple[dict[str, Any], Any, dict]:
-    options = {"max_weight": MAX_WEIGHT, "clip": VALUE_RANGE}
-    updates = synthetic_updates(CLIENTS, PARAMS, SEED)
-    local = run_round(registry.create(protection, options), 1, updates, drops=dict(drops or {}), transcript=False)
-    config = {"protection": protection, "params": PARAMS, "seed": SEED, "clients": CLIENTS,
-              "reply-timeout": REPLY_TIMEOUT, **(extra or {})}
-    try:
-        report = deployment.run(APP_DIR, config, timeout=RUN_TIMEOUT)
-    except Exception:
-        print(deployment.log_tail())
-        raise
+        node_config["key-dir"], run_config["key-dir"] = str(nodes_dir), str(server_dir)
+    if "secagg" in PLAN:
+        run_config.update({"stop-after-upload": VICTIM, "stop-round": _round_of("secagg")})
+    with LoopbackDeployment(workdir, nodes=CLIENTS, node_config=node_config) as deployment:
+        try:
+            report = deployment.run(APP_DIR, run_config, timeout=RUN_TIMEOUT)
+        except Exception:
+            print(deployment.log_tail())
+            raise
+        report["victim_stopped"] = deployment.processes[f"supernode-{VICTIM}"].poll() is not None
     assert "error" not in report, report.get("error")
-    (flower,) = report["rounds"]
+    assert len(report["rounds"]) == len(PLAN)
+    return report
+
+
+def _compare(report: Mapping[str, Any], protection: str, drops: Mapping[int, str] | None = None
+             ) -> tuple[dict[str, Any], Any, dict]:
+    round_id = _round_of(protection)
+    flower = report["rounds"][round_id - 1]
+    assert flower["protection"] == protection and flower["round"] == round_id
+    updates = synthetic_updates(CLIENTS, PARAMS, SEED)
+    protocol = registry.create(protection, {"max_weight": MAX_WEIGHT, "clip": VALUE_RANGE})
+    local = run_round(protocol, round_id, updates, drops=dict(drops or {}), transcript=False)
     _print_figures(protection, flower, local.summary())
     return flower, local, updates
 
@@ -111,31 +136,25 @@ def _check(flower: Mapping[str, Any], local, updates, *, exact_bytes: bool = Tru
     assert flower["server_seconds"] >= 0.0 and flower["total_seconds"] >= flower["server_seconds"]
 
 
-def test_plaintext_with_injected_dropout(deployment: LoopbackDeployment) -> None:
-    drops = {1: "before-upload"}
-    flower, local, updates = _run_both(deployment, "plaintext", drops=drops, extra={"drops": "1:before-upload"})
+def test_plaintext_with_injected_dropout(flower_report: dict[str, Any]) -> None:
+    flower, local, updates = _compare(flower_report, "plaintext", PLAINTEXT_DROPS)
     _check(flower, local, updates)
     assert flower["dropped"] == {"1": {"phase": "upload", "reason": "injected dropout"}}
     assert flower["survivor_ids"] == [0, 2]
 
 
-def test_ckks_round(deployment: LoopbackDeployment) -> None:
-    pytest.importorskip("tenseal")
-    pytest.importorskip("protocols.ckks")
-    flower, local, updates = _run_both(deployment, "ckks", extra={"key-dir": KEY_DIRS["server"]})
-    _check(flower, local, updates, exact_bytes=False)
+def test_ckks_round(flower_report: dict[str, Any]) -> None:
+    flower, local, updates = _compare(flower_report, "ckks")
+    _check(flower, local, updates, exact_bytes=False)  # compressed ciphertexts vary by a few bytes
     assert flower["survivor_ids"] == [0, 1, 2]
 
 
-def test_secagg_round_with_node_stopped_after_upload(deployment: LoopbackDeployment) -> None:
-    """Runs last: it kills the SuperNode of partition 2 once that node has uploaded its masked input."""
-    pytest.importorskip("protocols.secagg")
-    victim = 2
-    flower, local, updates = _run_both(
-        deployment, "secagg", drops={victim: "after-upload"},
-        extra={"stop-after-upload": victim, "straggler-grace": STRAGGLER_GRACE})
+def test_secagg_round_with_node_stopped_after_upload(flower_report: dict[str, Any]) -> None:
+    """The node of partition 2 uploads its masked input, then its SuperNode is killed: its unmask reply never
+    comes, the server reconstructs its masks from the others' shares, and its input stays in the sum."""
+    flower, local, updates = _compare(flower_report, "secagg", {VICTIM: "after-upload"})
     _check(flower, local, updates)
-    dropped = flower["dropped"][str(victim)]
-    assert dropped["phase"] == registry.protocol_class("secagg").resolve_drop_phase("after-upload")
-    assert dropped["reason"] == "no reply in time"
-    assert deployment.processes[f"supernode-{victim}"].poll() is not None
+    dropped = flower["dropped"][str(VICTIM)]
+    assert dropped == {"phase": registry.protocol_class("secagg").resolve_drop_phase("after-upload"),
+                       "reason": "no reply in time"}
+    assert flower_report["victim_stopped"]

@@ -215,3 +215,20 @@ def test_server_app_main_writes_the_report(tmp_path: Path) -> None:
     assert np.allclose(record["mean"], local.result.mean, rtol=0, atol=1e-12)
     assert record["upload_bytes"] == {str(c): dict(p) for c, p in local.upload_bytes.items()}
     assert record["upload_bytes_per_client"] == local.summary()["upload_bytes_per_client"]
+
+
+def test_server_app_runs_a_protection_plan(tmp_path: Path) -> None:
+    pytest.importorskip("protocols.secagg")
+    path = tmp_path / "plan.json"
+    config = _run_config("plaintext,secagg", rounds=2, drops="2/1:after-upload", report=str(path))
+    server_app.main(MemoryGrid(config), Context(run_id=1, node_id=0, node_config={}, state=RecordDict(),
+                                                run_config=config))
+    first, second = json.loads(path.read_text())["rounds"]
+    assert (first["protection"], second["protection"]) == ("plaintext", "secagg")
+    assert first["dropped"] == {} and first["survivor_ids"] == [0, 1, 2]
+    local = run_round(registry.create("secagg", {"max_weight": MAX_WEIGHT, "clip": VALUE_RANGE}), 2,
+                      synthetic_updates(CLIENTS, PARAMS, SEED), drops={1: "after-upload"})
+    assert second["survivor_ids"] == list(local.survivors)
+    assert second["dropped"] == {"1": local.dropped[1]}
+    assert np.allclose(second["mean"], local.result.mean, rtol=0, atol=2 * local.result.error_bound)
+    assert second["upload_bytes"] == {str(c): dict(p) for c, p in local.upload_bytes.items()}

@@ -53,21 +53,22 @@ def _partition_id(context: Context) -> int:
     return int(value) if isinstance(value, int) and not isinstance(value, bool) else -1
 
 
-def _accepted(context: Context, protection: str) -> tuple[bool, str]:
+def _accepted(context: Context, protections: tuple[str, ...]) -> tuple[bool, str]:
     pinned = context.node_config.get("protections")
     if pinned is None:
-        log.warning("node-config sets no 'protections': accepting the run's protection %r", protection)
+        log.warning("node-config sets no 'protections': accepting the run's %s", ", ".join(protections))
         return True, ""
     allowed = {p.strip() for p in str(pinned).split(",") if p.strip()}
-    if protection not in allowed:
-        return False, f"this node accepts only {sorted(allowed)}, the run asks for {protection!r}"
+    refused = [p for p in protections if p not in allowed]
+    if refused:
+        return False, f"this node accepts only {sorted(allowed)}, the run asks for {', '.join(refused)}"
     return True, ""
 
 
 @app.query("hello")
 def hello(message: Message, context: Context) -> Message:
     config = parse_run_config(context.run_config)
-    accepted, reason = _accepted(context, config.protection)
+    accepted, reason = _accepted(context, config.plan)
     node = load_node_state(context.state)
     node.announced = _partition_id(context)
     save_node_state(context.state, node)
@@ -124,14 +125,16 @@ def phase(message: Message, context: Context) -> Message:
     client_seconds = 0.0
     try:
         request = unpack_request(message.content)
-        accepted, reason = _accepted(context, config.protection)
+        protection = config.protection_for(request.round_id)
+        accepted, reason = _accepted(context, (protection,))
         if not accepted:
             raise MessageError(reason)
         if config.update_source == "train" and node.protocol_options is None:
             raise MessageError("no local update: the server asked for a protocol phase before training")
-        protocol = build_protocol(config, key_dir=str(context.node_config.get("key-dir", "")), secret=True,
-                                  base=node.protocol_options if config.update_source == "train" else None)
+        protocol = build_protocol(config, protection, key_dir=str(context.node_config.get("key-dir", "")),
+                                  secret=True, base=node.protocol_options if config.update_source == "train" else None)
         if (config.stop_after_upload >= 0 and config.stop_after_upload == _partition_id(context)
+                and config.stop_round in (0, request.round_id)
                 and context.node_config.get("allow-fault-injection") is True
                 and request.phase == protocol.resolve_drop_phase(AFTER_UPLOAD)):
             log.warning("fault injection: stopping this node at phase %s", request.phase)
@@ -146,7 +149,8 @@ def phase(message: Message, context: Context) -> Message:
         clock = time.perf_counter()
         try:
             if node.machine is None:
-                node.machine = protocol.client(request.client_id, request.round_id, update, node.persistent)
+                state = node.persistent.setdefault(protection, {})  # per protection, as privfed.fl's loop keeps it
+                node.machine = protocol.client(request.client_id, request.round_id, update, state)
             reply = node.machine.handle(request.payload)
         finally:
             client_seconds = time.perf_counter() - clock

@@ -32,8 +32,10 @@ DEALT_PROTECTIONS = ("ckks",)
 class FlowerRunConfig:
     """Validated run configuration shared by the ServerApp and the ClientApp."""
 
+    #: one protection, or a per-round plan "plaintext,ckks,secagg" (round r uses item (r - 1) mod length)
     protection: str = "plaintext"
-    #: protocol keyword options (``max_weight`` and ``clip`` default to the bench's bounds)
+    #: protocol keyword options (``max_weight`` and ``clip`` default to the bench's bounds); either one object for
+    #: every protection or one object per protection name: {"secagg": {"threshold": 2}}
     options: Mapping[str, Any] = field(default_factory=dict)
     rounds: int = 1
     #: "synthetic": privfed.bench.aggregation.synthetic_updates keyed by the node's partition-id;
@@ -49,11 +51,14 @@ class FlowerRunConfig:
     straggler_grace: float = 0.0
     #: seconds the server waits for ``clients`` nodes to connect
     connect_timeout: float = 60.0
-    #: injected dropouts, client id -> drop point (same semantics as privfed.runtime.local.run_round)
-    drops: Mapping[int, str] = field(default_factory=dict)
+    #: injected dropouts, round -> client id -> drop point (round 0: every round; same semantics as
+    #: privfed.runtime.local.run_round). Text form: "2:after-upload,3/1:before-upload" (the second in round 3 only)
+    drops: Mapping[int, Mapping[int, str]] = field(default_factory=dict)
     #: fault injection: the node holding this partition stops (its SuperNode is killed) when the first request
     #: after its upload reaches it. Only honoured by nodes started with node-config ``allow-fault-injection=true``.
     stop_after_upload: int = -1
+    #: the round in which stop-after-upload applies (0: the first round whose protocol has a phase after upload)
+    stop_round: int = 0
     #: where the ServerApp writes its JSON report ("" = do not write)
     report: str = ""
     #: directory of dealt HE keys on the SuperLink host: public material only (privfed.runtime.flower.keys)
@@ -72,25 +77,49 @@ class FlowerRunConfig:
             raise ConfigError("reply-timeout and connect-timeout must be positive")
         if not self.straggler_grace >= 0:
             raise ConfigError("straggler-grace must be >= 0")
+        if not self.plan or not all(self.plan):
+            raise ConfigError(f"protection must name one protection or a comma-separated plan, got "
+                              f"{self.protection!r}")
+
+    @property
+    def plan(self) -> tuple[str, ...]:
+        """The protection of each round, in order (cycled when there are more rounds)."""
+        return tuple(p.strip() for p in self.protection.split(","))
+
+    def protection_for(self, round_id: int) -> str:
+        if round_id < 1:
+            raise ConfigError(f"round ids start at 1, got {round_id}")
+        return self.plan[(round_id - 1) % len(self.plan)]
+
+    def options_for(self, protection: str) -> dict[str, Any]:
+        per_protection = self.options.get(protection)
+        if isinstance(per_protection, Mapping):
+            return dict(per_protection)
+        return {k: v for k, v in self.options.items() if not (k in self.plan and isinstance(v, Mapping))}
+
+    def drops_for(self, round_id: int) -> dict[int, str]:
+        return {**self.drops.get(0, {}), **self.drops.get(round_id, {})}
 
 
-def parse_drops(text: str) -> dict[int, str]:
-    """``"2:after-upload,1:before-upload"`` -> {2: "after-upload", 1: "before-upload"}."""
-    drops: dict[int, str] = {}
+def parse_drops(text: str) -> dict[int, dict[int, str]]:
+    """``"2:after-upload,3/1:before-upload"`` -> {0: {2: "after-upload"}, 3: {1: "before-upload"}}."""
+    drops: dict[int, dict[int, str]] = {}
     for item in filter(None, (part.strip() for part in text.split(","))):
-        cid, sep, point = item.partition(":")
-        if not sep or not cid.strip().isdigit() or not point.strip():
-            raise ConfigError(f"drops takes CLIENT:POINT[,CLIENT:POINT...], got {text!r}")
-        if int(cid) in drops:
+        where, sep, point = item.partition(":")
+        round_text, slash, cid = where.rpartition("/") if "/" in where else ("0", "", where)
+        if (not sep or not cid.strip().isdigit() or not round_text.strip().isdigit() or not point.strip()):
+            raise ConfigError(f"drops takes [ROUND/]CLIENT:POINT[,...], got {text!r}")
+        table = drops.setdefault(int(round_text), {})
+        if int(cid) in table:
             raise ConfigError(f"client {cid} appears twice in drops")
-        drops[int(cid)] = point.strip()
+        table[int(cid)] = point.strip()
     return drops
 
 
 _KEYS = {
     "protection": str, "options": str, "rounds": int, "update-source": str, "params": int, "seed": int,
     "clients": int, "reply-timeout": float, "straggler-grace": float, "connect-timeout": float, "drops": str,
-    "stop-after-upload": int, "report": str, "fl-overrides": str, "key-dir": str,
+    "stop-after-upload": int, "stop-round": int, "report": str, "fl-overrides": str, "key-dir": str,
 }
 
 
@@ -117,11 +146,12 @@ def parse_run_config(run_config: Mapping[str, Any]) -> FlowerRunConfig:
     return FlowerRunConfig(options=options, drops=drops, **values)
 
 
-def protocol_options(config: FlowerRunConfig, base: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def protocol_options(config: FlowerRunConfig, protection: str, base: Mapping[str, Any] | None = None
+                     ) -> dict[str, Any]:
     """Protocol keyword options: ``base`` (the FedAvg loop's options when training; by default the bench's bounds,
-    exactly as the bench passes them) updated with the run's ``options``."""
+    exactly as the bench passes them) updated with the run's ``options`` for ``protection``."""
     defaults = dict(base) if base is not None else {"max_weight": DEFAULT_MAX_WEIGHT, "clip": DEFAULT_CLIP}
-    return {**defaults, **config.options}
+    return {**defaults, **config.options_for(protection)}
 
 
 def needs_dealer(protection: str) -> bool:
@@ -129,21 +159,22 @@ def needs_dealer(protection: str) -> bool:
     return protection in DEALT_PROTECTIONS
 
 
-def build_protocol(config: FlowerRunConfig, *, key_dir: str = "", secret: bool = False,
-                   base: Mapping[str, Any] | None = None):
-    """The run's protocol instance. HE protections get their dealt key authority from ``key_dir`` (node side:
-    ``secret=True``, the secret context; server side: public material only)."""
+def build_protocol(config: FlowerRunConfig, protection: str | None = None, *, key_dir: str = "",
+                   secret: bool = False, base: Mapping[str, Any] | None = None):
+    """The protocol instance for ``protection`` (default: the plan's first). HE protections get their dealt key
+    authority from ``key_dir`` (node side: ``secret=True``, the secret context; server side: public material only)."""
     from protocols import registry
 
-    options = protocol_options(config, base)
-    if needs_dealer(config.protection):
+    name = protection or config.plan[0]
+    options = protocol_options(config, name, base)
+    if needs_dealer(name):
         if not key_dir:
             where = "node-config key-dir" if secret else "run-config key-dir"
-            raise ConfigError(f"{config.protection!r} over Flower needs keys dealt ahead of the run "
+            raise ConfigError(f"{name!r} over Flower needs keys dealt ahead of the run "
                               f"(python -m privfed.runtime.flower.keys DIR) and {where} pointing at them")
         from .keys import load_authority
 
         options.pop("authority", None)
-        probe = registry.create(config.protection, options)
+        probe = registry.create(name, options)
         options["authority"] = load_authority(probe, key_dir, secret=secret)
-    return registry.create(config.protection, options)
+    return registry.create(name, options)

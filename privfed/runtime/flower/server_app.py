@@ -28,6 +28,7 @@ import numpy as np
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.serverapp import Grid, ServerApp
 
+from protocols.base import AggregationProtocol
 from protocols.errors import ConfigError, ProtocolAbort
 from privfed.runtime.local import RoundReport
 
@@ -59,7 +60,7 @@ def enrol(grid: Grid, node_ids: list[int], config: FlowerRunConfig) -> dict[int,
     """Ask every node for its partition id; returns protocol client id -> node id for the nodes that accept.
 
     Client ids are the announced partition ids when they are distinct and non-negative, else the nodes' ranks."""
-    messages = [Message(RecordDict({"privfed-hello": ConfigRecord({"protection": config.protection})}),
+    messages = [Message(RecordDict({"privfed-hello": ConfigRecord({"plan": config.protection})}),
                         dst_node_id=node, message_type=HELLO_MESSAGE_TYPE) for node in node_ids]
     announced: dict[int, int] = {}
     for reply in collect(grid, messages, config.reply_timeout):
@@ -112,25 +113,32 @@ def main(grid: Grid, context: Context) -> None:
     config = parse_run_config(context.run_config)
     output: dict[str, Any] = {"protection": config.protection, "runtime": "flower", "rounds": []}
     try:
-        base = None
-        if config.update_source == "train":
-            from .training import protocol_base_options
-            base = protocol_base_options(config)
-        protocol = build_protocol(config, key_dir=config.key_dir, secret=False, base=base)
-        output["protocol"] = {k: v for k, v in protocol.describe().items()
-                              if isinstance(v, (str, int, float, bool, type(None)))}
+        protocols: dict[str, AggregationProtocol] = {}
+        for name in dict.fromkeys(config.plan):  # validate every protection of the plan before any round
+            base = None
+            if config.update_source == "train":
+                from .training import protocol_base_options
+                base = protocol_base_options(config, name)
+            protocols[name] = build_protocol(config, name, key_dir=config.key_dir, secret=False, base=base)
+        output["protocols"] = {name: {k: v for k, v in protocol.describe().items()
+                                      if isinstance(v, (str, int, float, bool, type(None)))}
+                               for name, protocol in protocols.items()}
+
+        def protocol_for(round_id: int) -> AggregationProtocol:
+            return protocols[config.protection_for(round_id)]
+
         nodes = enrol(grid, wait_for_nodes(grid, config), config)
         if len(nodes) < config.clients:
             raise ProtocolAbort(f"{len(nodes)} nodes enrolled, {config.clients} needed")
         output["nodes"] = {str(cid): node for cid, node in nodes.items()}
         if config.update_source == "train":
             from .training import run_training
-            output["rounds"] = run_training(grid, protocol, nodes, config)
+            output["rounds"] = run_training(grid, protocol_for, nodes, config)
         else:
             for round_id in range(1, config.rounds + 1):
                 overhead: dict[str, Any] = {}
-                report = run_round_on_grid(grid, protocol, round_id, nodes, config.params, drops=config.drops,
-                                           reply_timeout=config.reply_timeout,
+                report = run_round_on_grid(grid, protocol_for(round_id), round_id, nodes, config.params,
+                                           drops=config.drops_for(round_id), reply_timeout=config.reply_timeout,
                                            straggler_grace=config.straggler_grace, overhead=overhead)
                 log.info("privfed round %d: %s", round_id, json.dumps(report.summary()))
                 output["rounds"].append(report_record(report, overhead, nodes))

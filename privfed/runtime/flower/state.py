@@ -35,8 +35,8 @@ _RECORD, _KEY = "privfed-node", "state"
 class NodeState:
     """What one node remembers within a Flower run."""
 
-    #: the protocol's persistent per-client ``state`` dict (keys that outlive a round)
-    persistent: dict[str, Any] = field(default_factory=dict)
+    #: protection name -> the protocol's persistent per-client ``state`` dict (keys that outlive a round)
+    persistent: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: the round in progress: its id, this node's protocol client id and its client machine
     round_id: int | None = None
     client_id: int | None = None

@@ -23,7 +23,7 @@ import functools
 import json
 import logging
 import time
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, RecordDict
@@ -56,10 +56,10 @@ def experiment(overrides: str, seed: int) -> tuple[Any, Any, Any, Any, Any]:
     return config, data, spec, ParamLayout.of(template), template
 
 
-def protocol_base_options(run: FlowerRunConfig) -> dict[str, Any]:
-    """The options privfed.fl's FedAvg loop would give this protection (max_weight from the data, clip, table)."""
+def protocol_base_options(run: FlowerRunConfig, protection: str) -> dict[str, Any]:
+    """The options privfed.fl's FedAvg loop would give ``protection`` (max_weight from the data, clip, table)."""
     config, data, *_ = experiment(run.fl_overrides, run.seed)
-    return config.protection.for_protection(run.protection, float(data.max_weight))
+    return config.protection.for_protection(protection, float(data.max_weight))
 
 
 def _vector_record(vector: np.ndarray) -> ArrayRecord:
@@ -95,9 +95,10 @@ def client_train(content: RecordDict, partition_id: int, run: FlowerRunConfig, c
     return ClientUpdate(update, float(n_samples)), plain
 
 
-def run_training(grid: Grid, protocol: AggregationProtocol, nodes: Mapping[int, int], run: FlowerRunConfig
-                 ) -> list[dict[str, Any]]:
-    """``run.rounds`` FedAvg rounds over Flower; returns one report record per round."""
+def run_training(grid: Grid, protocol_for: Callable[[int], AggregationProtocol], nodes: Mapping[int, int],
+                 run: FlowerRunConfig) -> list[dict[str, Any]]:
+    """``run.rounds`` FedAvg rounds over Flower (``protocol_for(round)`` gives each round's protocol); returns one
+    report record per round."""
     from privfed.fl.models import flatten, load_flat
     from privfed.fl.train import evaluate
 
@@ -127,9 +128,9 @@ def run_training(grid: Grid, protocol: AggregationProtocol, nodes: Mapping[int, 
                   for cid in nodes if cid not in trained}
         overhead: dict[str, Any] = {}
         if trained:
-            report = run_round_on_grid(grid, protocol, round_id, trained, layout.size,
-                                       reply_timeout=run.reply_timeout, straggler_grace=run.straggler_grace,
-                                       overhead=overhead)
+            report = run_round_on_grid(grid, protocol_for(round_id), round_id, trained, layout.size,
+                                       drops=run.drops_for(round_id), reply_timeout=run.reply_timeout,
+                                       straggler_grace=run.straggler_grace, overhead=overhead)
             record = report_record(report, overhead, trained)
             if report.result is not None:
                 vector = (vector + config.fl.server_lr * np.asarray(report.result.mean, dtype=np.float64)

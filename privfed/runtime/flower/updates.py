@@ -16,7 +16,7 @@ from typing import Any, Mapping
 from flwr.app import Context, RecordDict
 
 from protocols.base import ClientUpdate
-from protocols.errors import ConfigError
+from protocols.errors import ConfigError, MessageError
 
 from .config import FlowerRunConfig
 
@@ -42,6 +42,11 @@ def train_update(content: RecordDict, context: Context, config: FlowerRunConfig
     partition = context.node_config.get("partition-id", -1)
     if not isinstance(partition, int) or isinstance(partition, bool) or partition < 0:
         raise ConfigError("local training needs node-config partition-id (this node's partition of the data)")
-    client_training = registry.protocol_class(config.protection).client_training
+    try:
+        round_id = int(content.config_records["privfed-train"]["round"])
+    except (KeyError, TypeError, ValueError):
+        raise MessageError("malformed train message") from None
+    protection = config.protection_for(round_id)
+    client_training = registry.protocol_class(protection).client_training
     update, metrics = client_train(content, partition, config, client_training)
-    return update, metrics, protocol_base_options(config)
+    return update, metrics, protocol_base_options(config, protection)
