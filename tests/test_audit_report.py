@@ -19,7 +19,7 @@ def _round(r: int, protection: str, epsilon: Any, **extra: Any) -> dict[str, Any
             "rejected": {"3": {"phase": "masked-input", "reason": "vector of the wrong length"}} if r == 2 else {},
             "upload_bytes_per_client": 1000.0 * r, "download_bytes_per_client": 50.0, "client_seconds": 0.01,
             "server_seconds": 0.02, "error_bound": 1e-6, "learned_by": "server",
-            "verifier_max_abs_error": 5e-7, "epsilon": epsilon, "metrics": {"loss": 2.0}, **extra}
+            "verifier_max_abs_error": 5e-7, "epsilon": epsilon, "metrics": {"loss": 2.0}, "contributors": 4, **extra}
 
 
 def _transcript(r: int) -> dict[str, Any]:
@@ -63,7 +63,7 @@ def test_report_per_round_fields(tmp_path: Path) -> None:
     assert (server.messages, server.bytes, dict(server.kinds)) == (4, 4000, {"upload/update": 4})
     assert len(server.digests[0]) == 64
     markdown = report.to_markdown()
-    assert "| 2 | secagg+dp | ok | 3/4 |" in markdown
+    assert "| 2 | secagg+dp | ok | 3/4 (4 in sum) |" in markdown and "inputs in the aggregate: 4" in markdown
     assert "rejected: client 3 at phase masked-input: vector of the wrong length" in markdown
     assert "dropped: client 2 at phase masked-input: injected dropout" in markdown
     assert "no secret keys, seeds or shares found" in markdown

@@ -70,6 +70,9 @@ class RoundAudit:
     epsilon: float | None
     received: tuple[PartyView, ...]
     metrics: Mapping[str, Any] = field(default_factory=dict)
+    #: clients whose input is in the result (may exceed ``survivors``: SecAgg keeps a client that dropped after
+    #: uploading its masked input)
+    contributors: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
         out = {k: v for k, v in self.__dict__.items() if k != "received"}
@@ -136,7 +139,8 @@ class AuditReport:
         for r in self.rounds:
             check = "ok" if r.threat_ok else ("FAILS" if r.threat_ok is False else "n/a")
             err = _fmt(r.verifier_max_abs_error, ".2e") + (" (incl. DP noise)" if r.error_includes_dp_noise else "")
-            lines.append(f"| {r.round} | {r.protection} | {check} | {r.survivors}/{r.participants}"
+            in_sum = "" if r.contributors in (None, r.survivors) else f" ({r.contributors} in sum)"
+            lines.append(f"| {r.round} | {r.protection} | {check} | {r.survivors}/{r.participants}{in_sum}"
                          f"{' (aborted)' if r.aborted else ''} | {_fmt(r.upload_bytes_per_client, ',.0f')} | "
                          f"{_fmt(r.download_bytes_per_client, ',.0f')} | {_fmt(r.client_seconds, '.4f')} | "
                          f"{_fmt(r.server_seconds, '.4f')} | {err} | {_fmt(r.error_bound, '.2e')} | "
@@ -145,8 +149,9 @@ class AuditReport:
             lines += ["", f"## Round {r.round}: {r.protection}", "",
                       f"- threat check: {r.threat_check}",
                       f"- aggregate learned by: {r.learned_by or '-'}",
-                      f"- survivors: {r.survivors} of {r.participants}" + (f"; ABORTED: {r.aborted}" if r.aborted
-                                                                            else ""),
+                      f"- survivors: {r.survivors} of {r.participants}"
+                      + ("" if r.contributors is None else f"; inputs in the aggregate: {r.contributors}")
+                      + (f"; ABORTED: {r.aborted}" if r.aborted else ""),
                       f"- verifier max abs error vs plaintext: {_fmt(r.verifier_max_abs_error, '.3e')} (declared "
                       f"bound {_fmt(r.error_bound, '.3e')}"
                       + (", excluding DP noise)" if r.error_includes_dp_noise else ")"),
@@ -215,7 +220,8 @@ def _audit_round(record: Mapping[str, Any], threat: ThreatModel, declared: bool,
         client_seconds=_num(record.get("client_seconds")), server_seconds=_num(record.get("server_seconds")),
         verifier_max_abs_error=_num(record.get("verifier_max_abs_error")), error_bound=_num(record.get("error_bound")),
         error_includes_dp_noise=has_dp or record.get("dp_event") is not None,
-        epsilon=_num(record.get("epsilon")), received=_views(transcript), metrics=record.get("metrics") or {})
+        epsilon=_num(record.get("epsilon")), received=_views(transcript), metrics=record.get("metrics") or {},
+        contributors=record.get("contributors"))
 
 
 def _views(transcript: Mapping[str, Any] | None) -> tuple[PartyView, ...]:
