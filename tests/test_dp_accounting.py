@@ -43,16 +43,17 @@ def test_epsilon_grows_with_steps_and_rate_and_falls_with_noise() -> None:
     assert epsilon_for(1.0, 0.1, 40, DELTA, "rdp") > base
     assert epsilon_for(1.0, 0.2, 20, DELTA, "rdp") > base
     assert epsilon_for(1.5, 0.1, 20, DELTA, "rdp") < base
-    pld = epsilon_for(2.0, 1.0, 5, DELTA, "pld")
-    assert epsilon_for(2.0, 1.0, 10, DELTA, "pld") > pld
-    assert epsilon_for(3.0, 1.0, 5, DELTA, "pld") < pld
-    assert epsilon_for(2.0, 1.0, 5, DELTA, "rdp") >= pld
+    pld = epsilon_for(5.0, 1.0, 25, DELTA, "pld")
+    assert epsilon_for(5.0, 1.0, 50, DELTA, "pld") > pld
+    assert epsilon_for(6.0, 1.0, 25, DELTA, "pld") < pld
+    assert epsilon_for(5.0, 0.5, 25, DELTA, "pld") < pld
+    assert epsilon_for(5.0, 1.0, 25, DELTA, "rdp") >= pld
 
 
 def test_target_mode_inverts_epsilon() -> None:
-    z = noise_multiplier_for(5.632, 0.01, 10000, DELTA, "rdp")
-    assert abs(z - 1.1) < 0.01
-    assert epsilon_for(z, 0.01, 10000, DELTA, "rdp") <= 5.632
+    z = noise_multiplier_for(7.0774, 1.0, 50, DELTA, "rdp")
+    assert abs(z - 5.0) < 0.01
+    assert epsilon_for(z, 1.0, 50, DELTA, "rdp") <= 7.0774
     z = noise_multiplier_for(6.573, 1.0, 50, DELTA, "pld")
     assert abs(z - 5.0) < 0.01
     assert epsilon_for(z, 1.0, 50, DELTA, "pld") <= 6.573
@@ -93,11 +94,11 @@ def test_cli_target_mode_and_errors(tmp_path: Path) -> None:
 
     out = tmp_path / "z.json"
     runner = CliRunner()
-    result = runner.invoke(main, ["privacy", "--epsilon", "5.632", "--sample-rate", "0.01", "--steps", "10000",
+    result = runner.invoke(main, ["privacy", "--epsilon", "7.0774", "--sample-rate", "1", "--steps", "50",
                                   "--accountant", "rdp", "--json", str(out)])
     assert result.exit_code == 0, result.output
     data = json.loads(out.read_text())
-    assert abs(data["noise_multiplier"] - 1.1) < 0.01 and data["target_epsilon"] == 5.632
+    assert abs(data["noise_multiplier"] - 5.0) < 0.01 and data["target_epsilon"] == 7.0774
     bad = runner.invoke(main, ["privacy", "--noise-multiplier", "1", "--sample-rate", "2", "--steps", "5"])
     assert bad.exit_code != 0 and "sample_rate" in bad.output
     both = runner.invoke(main, ["privacy", "--noise-multiplier", "1", "--epsilon", "1", "--sample-rate", "1",

@@ -126,9 +126,9 @@ def noise_multiplier_for(target_epsilon: float, sample_rate: float, steps: int, 
         high = calibrate("rdp", MIN_NOISE_MULTIPLIER, MAX_NOISE_MULTIPLIER)
     if accountant == "rdp" or high == MIN_NOISE_MULTIPLIER:
         return high
-    low = high / 2
+    low = high * 0.75  # PLD is rarely below 0.75x RDP's multiplier; step down if it is
     while eps(low) <= target:
         if low <= MIN_NOISE_MULTIPLIER:
             return MIN_NOISE_MULTIPLIER
-        high, low = low, max(low / 2, MIN_NOISE_MULTIPLIER)
+        high, low = low, max(low * 0.75, MIN_NOISE_MULTIPLIER)
     return calibrate(accountant, low, high)
