@@ -130,3 +130,23 @@ def test_dp_protections_run_under_bench() -> None:
         info = record["result"]["info"]
         assert info["dp_noise_std"] > 0 and "dp_event" in info
         assert record["error_bound"] < info["dp_noise_std"]  # the non-DP bound, noise reported apart
+
+
+def test_adaptive_clipping_tracks_the_median_norm_and_splits_the_budget() -> None:
+    protocol = registry.create("dp", {"max_weight": 1.0, "clip": 10.0, "adaptive": True, "clip_norm": 0.1,
+                                      "expected_clients": 20, "noise_multiplier": 1.0})
+    # the update and the bit together form a Gaussian mechanism of multiplier z: 1/z^2 = 1/z_u^2 + 1/(2 sigma_b)^2
+    assert protocol.update_multiplier ** -2 + (2 * protocol.adaptive.clip_count_std) ** -2 == pytest.approx(1.0)
+    norms = np.linspace(1.0, 5.0, 20)  # median 3.0
+    direction = np.ones(16, np.float32) / 4.0
+    result = None
+    for r in range(40):
+        updates = {c: ClientUpdate((direction * norms[c]).astype(np.float32), 1.0) for c in range(20)}
+        result = run_round(protocol, r + 1, updates, transcript=False).result
+    assert result.mean.shape == (16,)
+    assert 2.0 < result.info["clip_norm_next"] < 4.0
+    assert result.info["dp_event"]["noise_multiplier"] == 1.0
+    with pytest.raises(ConfigError, match="clip_count_std"):
+        registry.create("dp", {**STANDARD, "adaptive": True, "clip_count_std": 0.1})
+    with pytest.raises(ConfigError, match="central DP"):
+        registry.create("local-dp", {**STANDARD, "adaptive": True})

@@ -41,6 +41,7 @@ from ..base import (AggregateResult, AggregationProtocol, ClientStateMachine, Cl
 from ..csprng import CSPRNG
 from ..errors import ConfigError
 from .accounting import ACCOUNTANTS
+from .adaptive import AdaptiveClip, split_noise
 from .mechanisms import (DiscreteGaussianNoise, check_delta, check_positive, check_rate, clip_l1, clip_l2,
                          clip_per_layer, gaussian_noise, laplace_noise)
 
@@ -65,6 +66,11 @@ class DPOptions:
     delta: float = 1e-5
     accountant: str = "pld"
     mechanism: str = "gaussian"
+    #: adaptive clipping (central DP only): see protocols.dp.adaptive
+    adaptive: bool = False
+    target_quantile: float = 0.5
+    clip_learning_rate: float = 0.2
+    clip_count_std: float | None = None
 
     def __post_init__(self) -> None:
         check_positive("noise_multiplier", self.noise_multiplier, allow_zero=False)
@@ -86,6 +92,13 @@ class DPOptions:
             raise ConfigError(f"accountant must be one of {ACCOUNTANTS}, got {self.accountant!r}")
         if self.mechanism not in ("gaussian", "laplace"):
             raise ConfigError(f"mechanism must be 'gaussian' or 'laplace', got {self.mechanism!r}")
+        if not isinstance(self.adaptive, bool):
+            raise ConfigError(f"adaptive must be true or false, got {self.adaptive!r}")
+        if self.adaptive:
+            if self.per_layer is not None:
+                raise ConfigError("adaptive clipping tracks one flat clip norm: drop per_layer or adaptive")
+            AdaptiveClip(self.clip_norm, self.target_quantile, self.clip_learning_rate,
+                          self.clip_count_std if self.clip_count_std is not None else 1.0)
 
     def clip(self, vector: np.ndarray) -> np.ndarray:
         """The client-side clip: flat L2, per-layer L2, or L1 for the Laplace mechanism (float32, just inside S)."""
@@ -103,7 +116,7 @@ class DPOptions:
                 "per_layer": list(self.per_layer) if self.per_layer else None,
                 "expected_clients": self.expected_clients, "denominator": self.denominator,
                 "sample_rate": self.sample_rate, "delta": self.delta, "accountant": self.accountant,
-                "mechanism": self.mechanism}
+                "mechanism": self.mechanism, "adaptive": self.adaptive}
 
 
 _DP_KEYS = {f for f in DPOptions.__dataclass_fields__}
@@ -215,9 +228,48 @@ class CentralDP(DPProtocol):
 
     placement: ClassVar[str] = "central"
 
+    def __init__(self, inner: AggregationProtocol, options: DPOptions, max_weight: float = 1.0,
+                 clip: float = 1.0) -> None:
+        super().__init__(inner, options, max_weight, clip)
+        self.adaptive: AdaptiveClip | None = None
+        if options.adaptive:
+            sigma_b = options.clip_count_std
+            if sigma_b is None:  # Andrew et al. suggest m / 20; never so small that the bits eat the budget
+                sigma_b = max((options.expected_clients or 0) / 20.0, options.noise_multiplier)
+            self.adaptive = AdaptiveClip(options.clip_norm, options.target_quantile, options.clip_learning_rate,
+                                         sigma_b)
+            self.update_multiplier = split_noise(options.noise_multiplier, sigma_b)
+
+    def prepare(self, update: ClientUpdate) -> ClientUpdate:
+        if self.adaptive is None:
+            return super().prepare(update)
+        bound = self.adaptive.clip_norm
+        clipped, norm = clip_l2(update.vector, bound * _CLIP_SAFETY)
+        bit = 0.5 if norm <= bound else -0.5  # centred indicator, sensitivity 1/2
+        return ClientUpdate(np.append(clipped, bit).astype(np.float32), 1.0)
+
+    def server(self, round_id: int, client_ids: Sequence[int], dim: int) -> ServerStateMachine:
+        extra = 1 if self.adaptive is not None else 0
+        return _DPServer(self, self.inner.server(round_id, client_ids, dim + extra), len(tuple(client_ids)))
+
     def finish(self, result: AggregateResult, invited: int) -> AggregateResult:
         z, s = self.options.noise_multiplier, self.options.clip_norm
         rng = CSPRNG.from_os()
+        if self.adaptive is not None:
+            import dataclasses
+
+            used = self.adaptive.clip_norm
+            bits = float(result.mean[-1]) * float(result.total_weight)
+            bits += float(rng.normal(1, self.adaptive.clip_count_std)[0])
+            result = dataclasses.replace(result, mean=np.asarray(result.mean[:-1]))
+            std = self.update_multiplier * used
+            noise = gaussian_noise(result.mean.size, std, rng)
+            following = self.adaptive.update(bits, float(self.denominator(invited)))
+            info = {"dp_event": self._event(z, note=f"adaptive clipping: update multiplier "
+                                                    f"{self.update_multiplier:.4g}, bit std "
+                                                    f"{self.adaptive.clip_count_std:.4g}"),
+                    "clip_norm_used": used, "clip_norm_next": following}
+            return self._rescale(result, noise, std, invited, info)
         noise = gaussian_noise(result.mean.size, z * s, rng)
         if self.options.denominator == "noised-count":
             # the count (sensitivity 1) gets multiplier z too: two Gaussians of multiplier z compose to z / sqrt(2)
@@ -434,11 +486,17 @@ def central_dp(**options: Any) -> CentralDP:
     return CentralDP.wrap("dp", inner, dp, **standard)
 
 
+def _no_adaptive(dp: DPOptions, name: str) -> None:
+    if dp.adaptive:
+        raise ConfigError(f"adaptive clipping is implemented for central DP ('dp') only, not {name!r}")
+
+
 def local_dp(**options: Any) -> LocalDP:
     """``local-dp``: every client clips and noises its own update; plaintext aggregation."""
     from ..plaintext import PlaintextProtocol
     standard = _standard(options)
     dp, rest = _split(options)
+    _no_adaptive(dp, "local-dp")
     inner = PlaintextProtocol(max_weight=1.0, clip=standard["clip"], **rest)
     return LocalDP.wrap("local-dp", inner, dp, **standard)
 
@@ -448,6 +506,7 @@ def dp_sgd(**options: Any) -> DPSGD:
     from ..plaintext import PlaintextProtocol
     standard = _standard(options)
     dp, rest = _split(options)
+    _no_adaptive(dp, "dp-sgd")
     inner = PlaintextProtocol(max_weight=standard["max_weight"], clip=standard["clip"], **rest)
     return DPSGD.wrap("dp-sgd", inner, dp, **standard)
 
@@ -460,6 +519,7 @@ def secagg_dp(**options: Any) -> DistributedDP:
     standard = _standard(options)
     exact = bool(options.pop("exact_sampler", False))
     dp, rest = _split(options)
+    _no_adaptive(dp, "secagg+dp")
     if dp.mechanism != "gaussian":
         raise ConfigError("mechanism: distributed DP uses the (discrete) Gaussian mechanism")
     if "client_noise" in rest:
@@ -479,6 +539,7 @@ def ckks_dp(**options: Any) -> DistributedDP:
     from .. import registry
     standard = _standard(options)
     dp, rest = _split(options)
+    _no_adaptive(dp, "ckks+dp")
     if dp.mechanism != "gaussian":
         raise ConfigError("mechanism: distributed DP uses the Gaussian mechanism")
     inner = registry.create("ckks", {"max_weight": 1.0, "clip": standard["clip"], **rest})
