@@ -64,6 +64,7 @@ def train_dpsgd(model: nn.Module, data: ClientDataset, local: TrainConfig,
     ``epsilon_round_rdp`` (this round alone, RDP, at the protocol's delta).
     """
     from opacus import GradSampleModule
+    from opacus.validators import ModuleValidator
 
     n = len(data)
     if n == 0:
@@ -78,6 +79,10 @@ def train_dpsgd(model: nn.Module, data: ClientDataset, local: TrainConfig,
     expected_batch = q * n
 
     start = flatten(model)
+    problems = ModuleValidator.validate(model, strict=False)
+    if problems:  # e.g. plain nn.LSTM / nn.GRU: Opacus needs DPLSTM / DPGRU
+        raise ConfigError("DP-SGD needs an Opacus-compatible model (DPLSTM/DPGRU): "
+                          + "; ".join(str(p) for p in problems))
     try:
         wrapped = GradSampleModule(model, loss_reduction="sum")
     except Exception as exc:  # Opacus names the unsupported layer (e.g. nn.LSTM)
