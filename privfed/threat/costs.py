@@ -116,11 +116,16 @@ def measure(protections: Iterable[str], clients: int = 5, params: int = 4096,
     """Re-measure with :func:`privfed.bench.aggregation.bench_aggregation` (one small round per protection)."""
     from privfed.bench.aggregation import BenchSpec, bench_aggregation
 
+    from privfed.threat.catalogue import CATALOGUE
+
     figures: dict[str, dict[str, Any]] = {}
     notes: list[str] = []
     for name in protections:
+        entry = CATALOGUE.get(name)
+        # distributed DP splits the noise over the clients it expects: tell it how many there are
+        options = {"expected_clients": clients} if entry is not None and entry.dp == "distributed" else {}
         try:
-            record = bench_aggregation(BenchSpec(name, clients, params))
+            record = bench_aggregation(BenchSpec(name, clients, params, options=options))
         except PrivfedError as exc:
             if not skip_missing:
                 raise
