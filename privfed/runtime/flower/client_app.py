@@ -43,7 +43,7 @@ from .updates import synthetic_update, train_update
 __all__ = ["app", "HELLO_MESSAGE_TYPE"]
 
 HELLO_MESSAGE_TYPE = "query.hello"
-log = logging.getLogger("privfed.flower.client")
+log = logging.getLogger("flwr.privfed.client")
 
 app = ClientApp()
 

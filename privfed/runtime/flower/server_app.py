@@ -38,7 +38,7 @@ from .driver import collect, run_round_on_grid
 
 __all__ = ["app", "wait_for_nodes", "enrol", "report_record"]
 
-log = logging.getLogger("privfed.flower.server")
+log = logging.getLogger("flwr.privfed.server")  # under Flower's logger: shown by `flwr run --stream`
 
 app = ServerApp()
 

@@ -37,7 +37,7 @@ from .driver import collect, run_round_on_grid
 
 __all__ = ["experiment", "protocol_base_options", "run_training", "client_train"]
 
-log = logging.getLogger("privfed.flower.training")
+log = logging.getLogger("flwr.privfed.training")
 TRAIN_MESSAGE_TYPE = "train"
 _MODEL, _VECTOR, _ROUND = "privfed-model", "vector", "privfed-train"
 
