@@ -150,3 +150,11 @@ def test_adaptive_clipping_tracks_the_median_norm_and_splits_the_budget() -> Non
         registry.create("dp", {**STANDARD, "adaptive": True, "clip_count_std": 0.1})
     with pytest.raises(ConfigError, match="central DP"):
         registry.create("local-dp", {**STANDARD, "adaptive": True})
+
+
+def test_poisson_sampling_needs_a_declared_fixed_denominator() -> None:
+    with pytest.raises(ConfigError, match="expected_clients"):
+        registry.create("dp", {**STANDARD, "sample_rate": 0.1})
+    protocol = registry.create("dp", {**STANDARD, "sample_rate": 0.1, "expected_clients": 3})
+    assert protocol.describe()["sample_rate"] == 0.1
+    registry.create("dp", {**STANDARD, "sample_rate": 0.1, "denominator": "noised-count"})

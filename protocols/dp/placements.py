@@ -88,6 +88,10 @@ class DPOptions:
             raise ConfigError(f"expected_clients must be an integer >= 1, got {self.expected_clients!r}")
         if self.denominator not in DENOMINATORS:
             raise ConfigError(f"denominator must be one of {DENOMINATORS}, got {self.denominator!r}")
+        if self.sample_rate < 1.0 and self.denominator == "fixed" and self.expected_clients is None:
+            # under Poisson sampling the number invited depends on who is in the population: not a fixed denominator
+            raise ConfigError("expected_clients (q x population) is required with sample_rate < 1 and the fixed "
+                              "denominator")
         if self.accountant not in ACCOUNTANTS:
             raise ConfigError(f"accountant must be one of {ACCOUNTANTS}, got {self.accountant!r}")
         if self.mechanism not in ("gaussian", "laplace"):
