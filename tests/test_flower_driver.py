@@ -15,6 +15,7 @@ from typing import Any, Callable, Iterable, Mapping
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.flower
 pytest.importorskip("flwr")
 
 from flwr.app import Context, Message, RecordDict  # noqa: E402
