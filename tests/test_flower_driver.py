@@ -233,3 +233,22 @@ def test_server_app_runs_a_protection_plan(tmp_path: Path) -> None:
     assert second["dropped"] == {"1": local.dropped[1]}
     assert np.allclose(second["mean"], local.result.mean, rtol=0, atol=2 * local.result.error_bound)
     assert second["upload_bytes"] == {str(c): dict(p) for c, p in local.upload_bytes.items()}
+
+
+def test_server_app_trains_an_lstm_round(tmp_path: Path) -> None:
+    """update-source=train: a train message carries the global model, each node trains on its partition, then the
+    protocol round aggregates the updates (plaintext here, to keep the test quick)."""
+    pytest.importorskip("torch")
+    path = tmp_path / "train.json"
+    config = {**_run_config("plaintext", report=str(path), **{"update-source": "train"}),
+              "fl-overrides": "model.hidden=8;model.embedding=4;train.max_batches=1;data.max_chars_per_client=1500"}
+    server_app.main(MemoryGrid(config), Context(run_id=1, node_id=0, node_config={}, state=RecordDict(),
+                                                run_config=config))
+    (record,) = json.loads(path.read_text())["rounds"]
+    assert record["survivor_ids"] == [0, 1, 2] and record["aborted"] is None
+    assert set(record["train_metrics"]) == {"0", "1", "2"}
+    assert np.isfinite(record["metrics"]["loss"])
+    from privfed.runtime.flower.training import experiment
+
+    layout = experiment(config["fl-overrides"], SEED)[3]
+    assert record["upload_bytes"]["0"]["upload"] > 4 * layout.size  # the float32 update plus the wire header
