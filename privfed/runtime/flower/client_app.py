@@ -7,7 +7,7 @@ Message types it serves:
   protection. Nothing about the node's data leaves it.
 * ``train`` — receive the global model (flat float32, an ArrayRecord), train the LSTM/GRU locally on this node's
   partition (privfed.fl), and keep the resulting update and weight in ``context.state``; only an acknowledgement
-  and timings go back. The update leaves the node only inside the protocol's protected upload.
+  with the training seconds goes back (the loss and step count stay in the node's log: they hint at its data). The update leaves the node only inside the protocol's protected upload.
 * ``query`` — one protocol phase: the request's payload bytes go to the client machine's ``handle`` and its reply
   bytes come back (see :mod:`privfed.runtime.flower.envelope`). The machine and the protocol's persistent state are
   restored from and saved to ``context.state`` around every message (:mod:`privfed.runtime.flower.state`).
@@ -85,7 +85,10 @@ def train(message: Message, context: Context) -> Message:
     node.update = (update.vector.tobytes(), float(update.weight))
     node.protocol_options = options
     save_node_state(context.state, node)
-    metrics = {"train-seconds": time.perf_counter() - started, **info}
+    # the node's own training metrics stay in its log: a loss or a step count would hint at its data and sample count
+    # (the weight the protocol protects); the acknowledgement carries only the time the server could observe anyway
+    log.info("local training: %s", {k: round(v, 6) for k, v in info.items()})
+    metrics = {"train-seconds": time.perf_counter() - started}
     return Message(RecordDict({"metrics": MetricRecord(metrics)}), reply_to=message)
 
 

@@ -3,7 +3,7 @@
 Each round: the server sends the global parameters (flat float32, in the clear, as in any FedAvg) to every enrolled
 node in a ``train`` message; each node rebuilds the model, trains it on its own partition with privfed.fl's trainer
 (the protocol's ``client_training``: standard or DP-SGD), clips the update to ``protection.clip``, keeps it in
-``context.state`` and answers with an acknowledgement (seconds, sample-free metrics). Then one protected
+``context.state`` and answers with an acknowledgement (its training seconds). Then one protected
 aggregation round runs over the nodes that trained (:func:`~privfed.runtime.flower.driver.run_round_on_grid`) and
 the server applies ``global += server_lr * mean`` when the round completes.
 
@@ -13,7 +13,8 @@ Both sides build the experiment from the same privfed.fl configuration (embedded
 pooled evaluation split; a node trains on ``data.clients[partition-id]``.
 
 Threat model: the global model is public to the nodes; the update leaves a node only inside the protocol's upload.
-The acknowledgement carries the training loss and seconds (not the sample count, which is the protected weight).
+The acknowledgement carries only the training seconds (not the loss, step or sample count: the sample count is the
+weight the protocol protects); the server evaluates the global model on the pooled evaluation split instead.
 """
 
 from __future__ import annotations
@@ -68,8 +69,8 @@ def _vector_record(vector: np.ndarray) -> ArrayRecord:
                                        data=vector.tobytes())})
 
 
-def client_train(content: RecordDict, partition_id: int, run: FlowerRunConfig, client_training: str
-                 ) -> tuple[ClientUpdate, dict[str, float]]:
+def client_train(content: RecordDict, partition_id: int, run: FlowerRunConfig, client_training: str,
+                 extra: Mapping[str, Any] | None = None) -> tuple[ClientUpdate, dict[str, float]]:
     """Train the received global model on this node's partition; returns the clipped update and metrics."""
     from privfed.fl.models import load_flat
     from privfed.fl.train import select_trainer
@@ -88,8 +89,8 @@ def client_train(content: RecordDict, partition_id: int, run: FlowerRunConfig, c
     load_flat(model, np.frombuffer(array.data, dtype=np.float32).copy(), layout)
     seed = int(np.random.default_rng([config.seed, 13, round_id, partition_id]).integers(2**62))  # data order only
     trainer = select_trainer(client_training)
-    update, n_samples, metrics = trainer(model, data.clients[partition_id].train, config.train,
-                                         {"seed": seed, "round": round_id, "client_id": partition_id})
+    options = {"seed": seed, "round": round_id, "client_id": partition_id, **(extra or {})}
+    update, n_samples, metrics = trainer(model, data.clients[partition_id].train, config.train, options)
     update = np.clip(np.asarray(update, dtype=np.float32), -config.protection.clip, config.protection.clip)
     plain = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and k != "samples"}
     return ClientUpdate(update, float(n_samples)), plain

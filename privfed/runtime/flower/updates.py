@@ -48,5 +48,15 @@ def train_update(content: RecordDict, context: Context, config: FlowerRunConfig
         raise MessageError("malformed train message") from None
     protection = config.protection_for(round_id)
     client_training = registry.protocol_class(protection).client_training
-    update, metrics = client_train(content, partition, config, client_training)
-    return update, metrics, protocol_base_options(config, protection)
+    base = protocol_base_options(config, protection)
+    extra: dict[str, Any] = {}
+    if client_training != "standard":  # as privfed.fl's loop: the protection's option table and its instance
+        from .config import build_protocol
+        from .training import experiment
+
+        fl_config = experiment(config.fl_overrides, config.seed)[0]
+        extra = {**dict(fl_config.protection.options.get(protection, {})),
+                 "protocol": build_protocol(config, protection, key_dir=str(context.node_config.get("key-dir", "")),
+                                            secret=True, base=base)}
+    update, metrics = client_train(content, partition, config, client_training, extra)
+    return update, metrics, base
