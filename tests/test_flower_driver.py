@@ -99,7 +99,7 @@ def _run_config(protection: str, **extra: Any) -> dict[str, Any]:
 
 def _server_round(grid: MemoryGrid, run_config: Mapping[str, Any], drops: Mapping[int, str] | None = None):
     config = parse_run_config(run_config)
-    protocol = build_protocol(config)
+    protocol = build_protocol(config, key_dir=config.key_dir)
     nodes = server_app.enrol(grid, list(NODE_IDS), config)
     return driver.run_round_on_grid(grid, protocol, 1, nodes, PARAMS, drops=drops, reply_timeout=1.0)
 
@@ -252,3 +252,39 @@ def test_server_app_trains_an_lstm_round(tmp_path: Path) -> None:
 
     layout = experiment(config["fl-overrides"], SEED)[3]
     assert record["upload_bytes"]["0"]["upload"] > 4 * layout.size  # the float32 update plus the wire header
+
+
+@pytest.fixture(scope="module")
+def dealt_keys(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    pytest.importorskip("tenseal")
+    pytest.importorskip("protocols.ckks")
+    from privfed.runtime.flower.keys import deal
+
+    return deal(tmp_path_factory.mktemp("keys"))
+
+
+def test_ckks_with_dealt_keys_matches_the_local_runtime(dealt_keys: tuple[Path, Path]) -> None:
+    nodes_dir, server_dir = dealt_keys
+    config = _run_config("ckks", **{"key-dir": str(server_dir)})
+    grid = MemoryGrid(config, node_config=lambda p: {**_node_config(p), "key-dir": str(nodes_dir)})
+    flower, local = _server_round(grid, config), _local("ckks")
+    assert flower.survivors == local.survivors == (0, 1, 2)
+    updates = synthetic_updates(CLIENTS, PARAMS, SEED)
+    weights = np.array([updates[c].weight for c in range(CLIENTS)])
+    exact = weights @ np.stack([updates[c].vector.astype(np.float64) for c in range(CLIENTS)]) / weights.sum()
+    assert np.max(np.abs(flower.result.mean - exact)) <= flower.result.error_bound
+    assert {c: set(p) for c, p in flower.upload_bytes.items()} == {c: set(p) for c, p in local.upload_bytes.items()}
+
+
+def test_server_side_ckks_authority_holds_no_secret(dealt_keys: tuple[Path, Path]) -> None:
+    from protocols.errors import ConfigError
+
+    nodes_dir, server_dir = dealt_keys
+    config = parse_run_config(_run_config("ckks"))
+    server = build_protocol(config, key_dir=str(server_dir), secret=False).key_authority()
+    with pytest.raises(ConfigError):
+        server.client_bundle()
+    with pytest.raises(ConfigError):  # the public directory has no secret context to load
+        build_protocol(config, key_dir=str(server_dir), secret=True)
+    node = build_protocol(config, key_dir=str(nodes_dir), secret=True).key_authority()
+    assert node.key_id == server.key_id

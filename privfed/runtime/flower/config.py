@@ -25,7 +25,7 @@ DEFAULT_MAX_WEIGHT = 100.0
 DEFAULT_CLIP = 1.0
 UPDATE_SOURCES = ("synthetic", "train")
 #: protections whose clients hold keys from a key authority, dealt ahead of a Flower run (privfed.runtime.flower.keys)
-DEALT_PROTECTIONS = ("ckks",)
+DEALT_PROTECTIONS = ("ckks", "ckks+dp")
 
 
 @dataclass(frozen=True)
@@ -174,7 +174,6 @@ def build_protocol(config: FlowerRunConfig, protection: str | None = None, *, ke
                               f"(python -m privfed.runtime.flower.keys DIR) and {where} pointing at them")
         from .keys import load_authority
 
-        options.pop("authority", None)
-        probe = registry.create(name, options)
-        options["authority"] = load_authority(probe, key_dir, secret=secret)
+        options["authority"] = load_authority(key_dir, secret=secret,
+                                              parameter_set=str(options.get("parameter_set", "n4096")))
     return registry.create(name, options)

@@ -28,8 +28,6 @@ from typing import Any, Mapping
 
 import tenseal as ts
 
-from protocols import registry
-from protocols.base import AggregationProtocol
 from protocols.ckks import PARAMETER_SETS, CKKSAuthority, CKKSParameters
 from protocols.errors import ConfigError
 
@@ -66,15 +64,17 @@ class DealtCKKSAuthority(CKKSAuthority):
 
 def deal(directory: str | Path, protection: str = "ckks", options: Mapping[str, Any] | None = None
          ) -> tuple[Path, Path]:
-    """Make one key pair and write ``DIR/nodes`` (secret) and ``DIR/server`` (public); returns both paths."""
+    """Make one CKKS key pair and write ``DIR/nodes`` (secret) and ``DIR/server`` (public); returns both paths.
+    ``options`` may choose the ``parameter_set`` (default n4096); the keys serve ckks and ckks+dp alike."""
     if not needs_dealer(protection):
         raise ConfigError(f"{protection!r} needs no dealt keys")
-    protocol = registry.create(protection, {k: v for k, v in (options or {}).items() if k != "authority"})
-    authority = protocol.key_authority()  # type: ignore[attr-defined]
+    parameter_set = str((options or {}).get("parameter_set", "n4096"))
+    if parameter_set not in PARAMETER_SETS:
+        raise ConfigError(f"unknown CKKS parameter set {parameter_set!r}")
+    authority = CKKSAuthority(PARAMETER_SETS[parameter_set])
     public = authority.public_material
     secret = authority.client_bundle().context.serialize(save_secret_key=True)
-    meta = {"protection": protection, "parameter_set": protocol.parameters.name,  # type: ignore[attr-defined]
-            "key_id": authority.key_id.hex()}
+    meta = {"scheme": "ckks", "parameter_set": parameter_set, "key_id": authority.key_id.hex()}
     root = Path(directory)
     nodes, server = root / "nodes", root / "server"
     for folder, files in ((nodes, {SECRET: secret, PUBLIC: public}), (server, {PUBLIC: public})):
@@ -86,8 +86,8 @@ def deal(directory: str | Path, protection: str = "ckks", options: Mapping[str, 
     return nodes, server
 
 
-def load_authority(protocol: AggregationProtocol, key_dir: str | Path, *, secret: bool) -> Any:
-    """The dealt authority for ``protocol`` from ``key_dir`` (with the secret context when ``secret``)."""
+def load_authority(key_dir: str | Path, *, secret: bool, parameter_set: str = "n4096") -> DealtCKKSAuthority:
+    """The dealt CKKS authority in ``key_dir`` (with the secret context when ``secret``), for ``parameter_set``."""
     folder = Path(key_dir)
     try:
         meta = json.loads((folder / META).read_text(encoding="utf-8"))
@@ -95,11 +95,10 @@ def load_authority(protocol: AggregationProtocol, key_dir: str | Path, *, secret
         secret_bytes = (folder / SECRET).read_bytes() if secret else None
     except (OSError, ValueError) as exc:
         raise ConfigError(f"cannot read dealt keys in {folder}: {exc}") from None
-    parameter_set = protocol.parameters.name  # type: ignore[attr-defined]
-    if meta.get("protection") != protocol.name or meta.get("parameter_set") != parameter_set:
-        raise ConfigError(f"keys in {folder} are for {meta.get('protection')}/{meta.get('parameter_set')}, "
-                          f"the run uses {protocol.name}/{parameter_set}")
-    authority = DealtCKKSAuthority(PARAMETER_SETS[meta["parameter_set"]], public, secret_bytes)
+    if meta.get("scheme") != "ckks" or meta.get("parameter_set") != parameter_set:
+        raise ConfigError(f"keys in {folder} are for {meta.get('scheme')}/{meta.get('parameter_set')}, "
+                          f"the run uses ckks/{parameter_set}")
+    authority = DealtCKKSAuthority(PARAMETER_SETS[parameter_set], public, secret_bytes)
     if authority.key_id.hex() != meta.get("key_id"):
         raise ConfigError(f"the public context in {folder} does not match its key id")
     return authority
