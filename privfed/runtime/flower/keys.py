@@ -5,7 +5,7 @@ In-process, the CKKS key authority lives on the protocol object that server and 
 run, on a machine the aggregating server cannot read, and writes two directories:
 
 * ``nodes/`` — ``ckks.secret`` (the TenSEAL context **with** the secret key), ``ckks.public`` and ``ckks.json``
-  (parameter set, key id). Copy it to every node (out of band, like enrolment) and point node-config ``key-dir``
+  (scheme, parameter set, key id; the same keys serve ``ckks`` and ``ckks+dp``). Copy it to every node (out of band, like enrolment) and point node-config ``key-dir``
   at it;
 * ``server/`` — ``ckks.public`` and ``ckks.json`` only. Point the run-config ``key-dir`` at it.
 
