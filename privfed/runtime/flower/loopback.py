@@ -87,6 +87,18 @@ def _signal(pid: int, signum: int) -> None:
         pass
 
 
+def _die_with_parent() -> None:
+    """In the child before exec (Linux): get SIGKILL if the process that started it dies, so a killed test run
+    leaves no SuperLink or SuperNode behind (Flower's own helpers watch their parents the same way)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        try:
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        except OSError:
+            pass
+
+
 def _toml_value(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -135,7 +147,7 @@ class LoopbackDeployment:
         self.logs.mkdir(parents=True, exist_ok=True)
         out = open(self.logs / f"{key}.log", "wb")  # noqa: SIM115 - closed with the process
         process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=self.env(),
-                                   cwd=self.workdir, start_new_session=True)
+                                   cwd=self.workdir, start_new_session=True, preexec_fn=_die_with_parent)
         out.close()
         self.processes[key] = process
         return process
