@@ -52,7 +52,8 @@ def main() -> None:
     print(f"packed round: survivors {result.survivors}, max |error| {np.max(np.abs(result.mean - exact)):.2e} "
           f"<= bound {result.error_bound:.2e}; upload {summary['upload_bytes_per_client'] / (4 * 5000):.2f}x "
           f"float32; client s {summary['client_seconds']:.2f} (online part "
-          f"{result.info['client_online_seconds_mean']:.3f} s, r^n pool {result.info['client_precompute_seconds_mean']:.2f} s)")
+          f"{result.info['client_online_seconds_mean']:.3f} s, "
+          f"r^n pool {result.info['client_precompute_seconds_mean']:.2f} s)")
 
     small = {c: ClientUpdate(u.vector[:20].copy(), u.weight) for c, u in updates.items()}
     baseline = run_round(PerValuePaillierProtocol(authority=authority, max_weight=100.0), 1, small)

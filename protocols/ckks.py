@@ -110,7 +110,8 @@ PARAMETER_SETS: dict[str, CKKSParameters] = {
                        "10 clients x 100k: max|err| 2.9e-08, upload 7.43x float32 (benchmarks/results/he.md)"),
         CKKSParameters("n8192", 8192, (60, 40, 40), 40,
                        "popular multiplicative default; 10 x 100k: max|err| 2.6e-08, upload 14.89x float32"),
-        CKKSParameters("n16384", 16384, (60, 60), 40, "one data prime, headroom 2^17; 10 x 100k: max|err| 2.8e-08, upload 8.73x float32"),
+        CKKSParameters("n16384", 16384, (60, 60), 40,
+                       "one data prime, headroom 2^17; 10 x 100k: max|err| 2.8e-08, upload 8.73x float32"),
     )
 }
 
