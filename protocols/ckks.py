@@ -44,7 +44,7 @@ import tenseal as ts
 from .csprng import CSPRNG
 from .errors import ConfigError, DecryptionError, HeadroomError, MessageError
 from .he_round import ClientCodec, HEProtocol, ServerCodec
-from .keyauthority import KeyAuthority, key_id_of
+from .keyauthority import KeyAuthority
 from .wire import FieldSpec
 
 __all__ = ["CKKSProtocol", "CKKSParameters", "PARAMETER_SETS", "SECURITY_TABLE_128", "CKKSAuthority"]
