@@ -116,6 +116,7 @@ def _check(flower: Mapping[str, Any], local, updates, *, exact_bytes: bool = Tru
     assert flower["aborted"] is None, flower["aborted"]
     survivors = list(local.result.survivors)
     assert flower["survivor_ids"] == survivors
+    assert flower["completed_ids"] == list(local.completed)
     weights = np.array([updates[c].weight for c in survivors])
     exact = weights @ np.stack([updates[c].vector.astype(np.float64) for c in survivors]) / weights.sum()
     bound = float(local.result.error_bound)
@@ -158,3 +159,4 @@ def test_secagg_round_with_node_stopped_after_upload(flower_report: dict[str, An
     assert dropped == {"phase": registry.protocol_class("secagg").resolve_drop_phase("after-upload"),
                        "reason": "no reply in time"}
     assert flower_report["victim_stopped"]
+    assert VICTIM not in flower["completed_ids"]

@@ -84,7 +84,8 @@ def report_record(report: RoundReport, overhead: Mapping[str, Any], nodes: Mappi
     """One round of the JSON report: the local runtime's summary plus per-client tables and the aggregate."""
     record = report.summary()
     record.update(
-        survivor_ids=list(report.survivors),
+        survivor_ids=list(report.survivors),  # contributors: inputs in the result
+        completed_ids=list(report.completed),  # clients that took part in every phase
         phases=list(report.phases),
         nodes={str(cid): node for cid, node in nodes.items()},
         upload_bytes={str(c): dict(p) for c, p in report.upload_bytes.items()},
