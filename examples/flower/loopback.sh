@@ -8,10 +8,16 @@
 #       --run-config 'protection="secagg" report="'"$PWD"'/secagg-report.json"'
 #   examples/flower/loopback.sh stop
 #
-# Run it from the environment where privfed is installed with the flower extra (pip install -e ".[flower]"):
-# the SuperLink and SuperNodes start the ServerApp/ClientApp processes with the flwr tools found on PATH.
-# Node i gets node-config partition-id=i, num-partitions=N (and whatever PRIVFED_NODE_CONFIG adds, e.g.
-# PRIVFED_NODE_CONFIG='protections="secagg,ckks"' to pin the protections the nodes accept).
+# CKKS needs keys dealt before the nodes start (secret context to the nodes, public one to the server):
+#   python -m privfed.runtime.flower.keys .privfed-flower/keys
+#   PRIVFED_NODE_CONFIG='key-dir="'"$PWD"'/.privfed-flower/keys/nodes"' examples/flower/loopback.sh start 3
+#   flwr run examples/flower privfed-loopback --stream \
+#       --run-config 'protection="ckks" key-dir="'"$PWD"'/.privfed-flower/keys/server"'
+#
+# Run it from the repository root, in the environment where privfed is installed with the flower extra: the
+# SuperLink and SuperNodes start the ServerApp/ClientApp processes with the flwr tools found on PATH.
+# Node i gets node-config partition-id=i, num-partitions=N, plus whatever PRIVFED_NODE_CONFIG adds (e.g.
+# protections="secagg,ckks" to pin the protections the nodes accept).
 set -euo pipefail
 
 DIR="${PRIVFED_FLOWER_DIR:-$PWD/.privfed-flower}"
