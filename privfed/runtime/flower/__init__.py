@@ -5,7 +5,11 @@
   :func:`privfed.runtime.local.run_round` does;
 * :mod:`.client_app` — the ClientApp (``app``): answers with the same client state machine, keeping per-node
   protocol state (keys, the round's machine) in ``context.state`` (:mod:`.state`);
-* :mod:`.envelope` — how payload bytes ride in Flower records; :mod:`.config` — the run configuration;
+* :mod:`.envelope` — how payload bytes ride in Flower records; :mod:`.config` — the run configuration (one
+  protection or a per-round plan);
+* :mod:`.keys` — the CKKS key authority: keys dealt to files before a run (secret to nodes, public to the server);
+* :mod:`.training` / :mod:`.updates` — where a node's update comes from: LSTM/GRU training on its partition, or
+  the bench's synthetic vectors (to check a Flower round against the in-process runtime);
 * :mod:`.loopback` — start a SuperLink and SuperNodes on 127.0.0.1 (tests, local trials).
 
 What crosses the network: per phase, the server's request bytes to each node and each node's reply bytes, as
@@ -22,4 +26,5 @@ so that only enrolled nodes join (see README, "Running on Flower").
 Importing this package needs ``flwr`` (``pip install "privfed[flower]"``).
 """
 
-__all__ = ["client_app", "server_app", "driver", "envelope", "config", "state", "loopback"]
+__all__ = ["client_app", "server_app", "driver", "envelope", "config", "state", "keys", "training", "updates",
+           "loopback"]
