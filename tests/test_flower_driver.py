@@ -288,3 +288,12 @@ def test_server_side_ckks_authority_holds_no_secret(dealt_keys: tuple[Path, Path
         build_protocol(config, key_dir=str(server_dir), secret=True)
     node = build_protocol(config, key_dir=str(nodes_dir), secret=True).key_authority()
     assert node.key_id == server.key_id
+
+
+def test_server_app_takes_the_configured_number_of_clients(tmp_path: Path) -> None:
+    path = tmp_path / "two.json"
+    config = _run_config("plaintext", clients=2, report=str(path))
+    server_app.main(MemoryGrid(config), Context(run_id=1, node_id=0, node_config={}, state=RecordDict(),
+                                                run_config=config))
+    (record,) = json.loads(path.read_text())["rounds"]
+    assert record["participants"] == 2 and record["survivor_ids"] == [0, 1]

@@ -43,7 +43,7 @@ class FlowerRunConfig:
     update_source: str = "synthetic"
     params: int = 1000
     seed: int = 0
-    #: nodes the server waits for before the first round (and the number of synthetic partitions)
+    #: nodes taking part (the server waits for them, then keeps the lowest client ids) and synthetic partitions
     clients: int = 3
     #: seconds the server waits for the replies of one phase; a missing reply is that client's dropout
     reply_timeout: float = 60.0

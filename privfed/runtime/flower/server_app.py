@@ -131,6 +131,7 @@ def main(grid: Grid, context: Context) -> None:
         nodes = enrol(grid, wait_for_nodes(grid, config), config)
         if len(nodes) < config.clients:
             raise ProtocolAbort(f"{len(nodes)} nodes enrolled, {config.clients} needed")
+        nodes = dict(sorted(nodes.items())[:config.clients])  # the run's clients: the lowest client ids
         output["nodes"] = {str(cid): node for cid, node in nodes.items()}
         if config.update_source == "train":
             from .training import run_training
