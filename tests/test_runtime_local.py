@@ -75,3 +75,15 @@ def test_survivors_count_completed_clients_and_contributors_count_inputs() -> No
     summary = report.summary()
     assert summary["survivors"] == 3 and summary["contributors"] == 3
     assert report.completed == (0, 2, 3) == report.survivors
+
+
+def test_key_holder_release_gives_the_aggregate_to_the_clients_only() -> None:
+    pytest.importorskip("tenseal")
+    protocol = create("ckks", {"release": "key-holders", "max_weight": 10.0})
+    updates = _updates(n=4, dim=50)
+    report = run_round(protocol, 1, updates, client_states={})
+    assert report.result.learned_by == "key-holders"
+    assert np.isnan(report.result.mean).all()  # the server's result holds no mean
+    weights = np.array([u.weight for u in updates.values()])
+    exact = weights @ np.stack([u.vector.astype(np.float64) for u in updates.values()]) / weights.sum()
+    assert np.max(np.abs(report.aggregate - exact)) < 1e-6

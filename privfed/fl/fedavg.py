@@ -313,8 +313,14 @@ def run_fedavg(config: ExperimentConfig, out_dir: str | Path | None = None, *, r
 
         result = report.result if report is not None else None
         record["verifier_max_abs_error"] = None
+        if result is not None and report is not None and report.aggregate is None:
+            result = None  # no party holds the mean: treated as an aborted round
+            record["aborted"] = "no party holds the decrypted mean"
         if result is not None:
-            mean = np.asarray(result.mean, dtype=np.float64)
+            # the mean as the entitled party learned it; with release="key-holders" the clients hold it and apply
+            # the step themselves (simulated here), the server never sees it
+            mean = report.aggregate
+            record["learned_by"] = result.learned_by
             survivors = list(result.survivors)
             weights = np.array([updates[c].weight for c in survivors], dtype=np.float64)
             exact = weights @ np.stack([updates[c].vector.astype(np.float64) for c in survivors]) / weights.sum()

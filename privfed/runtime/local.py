@@ -17,7 +17,10 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, MutableMapping
 
-from protocols.base import AggregateResult, AggregationProtocol, ClientStateMachine, ClientUpdate
+import numpy as np
+
+from protocols.base import (LEARNED_BY_KEY_HOLDERS, AggregateResult, AggregationProtocol, ClientStateMachine,
+                            ClientUpdate)
 from protocols.errors import MessageError, PrivfedError, ProtocolAbort
 from protocols.wire import peek_header
 
@@ -58,6 +61,18 @@ class RoundReport:
     phases: list[str] = field(default_factory=list)
     transcript: list[TranscriptEntry] = field(default_factory=list)
     server_view: list[tuple[str, int, bytes]] = field(default_factory=list)
+    #: with ``learned_by == "key-holders"``: (mean, total weight) as a key holder decrypted it (simulation only)
+    key_holder_result: tuple[np.ndarray, float] | None = None
+
+    @property
+    def aggregate(self) -> np.ndarray | None:
+        """The round's weighted mean as the party entitled to it learned it: the server's result, or, when only the
+        key holders learn it, their decryption (the simulation can look into both sides; a deployment cannot)."""
+        if self.result is None:
+            return None
+        if self.result.learned_by == LEARNED_BY_KEY_HOLDERS:
+            return self.key_holder_result[0] if self.key_holder_result is not None else None
+        return np.asarray(self.result.mean, dtype=np.float64)
 
     @property
     def survivors(self) -> tuple[int, ...]:
@@ -217,5 +232,21 @@ def run_round(protocol: AggregationProtocol, round_id: int, updates: Mapping[int
             report.result = step
             break
         outgoing = step
+    if report.result is not None and report.result.learned_by == LEARNED_BY_KEY_HOLDERS:
+        report.key_holder_result = _key_holder_result(report.result, states, round_id)
     report.total_seconds = time.perf_counter() - started
     return report
+
+
+#: where key-holding clients keep what they decrypted: ``state[slot][round_id] = (mean, total_weight)``
+KEY_HOLDER_RESULTS = "privfed.he.results"
+
+
+def _key_holder_result(result: AggregateResult, states: Mapping[int, Mapping[str, Any]], round_id: int,
+                       ) -> tuple[np.ndarray, float] | None:
+    for cid in result.info.get("decrypted_by", result.survivors):
+        found = states.get(cid, {}).get(KEY_HOLDER_RESULTS, {}).get(round_id)
+        if found is not None:
+            mean, weight = found
+            return np.asarray(mean, dtype=np.float64), float(weight)
+    return None
