@@ -52,3 +52,13 @@ def test_plain_lstm_is_refused() -> None:
     with pytest.raises(ConfigError, match="DPLSTM"):
         train_dpsgd(model, _data(), TrainConfig(epochs=1, batch_size=8),
                     {"seed": 1, "round": 1, "client_id": 0, "noise_multiplier": 1.0, "clip_norm": 1.0})
+
+
+def test_dpsgd_accepts_a_model_handed_over_in_eval_mode() -> None:
+    """The FedAvg loop copies the global model after evaluating it (eval mode); DP-SGD must still train it."""
+    model = build_model(ModelSpec("next-token", "gru", 1, 8, 4, 0.0, 12, 0, 12, True), seed=0)
+    model.eval()
+    protocol = registry.create("dp-sgd", {"max_weight": 24.0, "clip": 1.0})
+    update, _, _ = train_dpsgd(model, _data(), TrainConfig(epochs=1, batch_size=8),
+                               {"seed": 1, "round": 1, "client_id": 0, "protocol": protocol})
+    assert np.any(update != 0)

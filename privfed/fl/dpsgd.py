@@ -79,6 +79,7 @@ def train_dpsgd(model: nn.Module, data: ClientDataset, local: TrainConfig,
     expected_batch = q * n
 
     start = flatten(model)
+    model.train()  # the loop hands over a copy of the evaluated global model; Opacus validates in training mode
     problems = ModuleValidator.validate(model, strict=False)
     if problems:  # e.g. plain nn.LSTM / nn.GRU: Opacus needs DPLSTM / DPGRU
         raise ConfigError("DP-SGD needs an Opacus-compatible model (DPLSTM/DPGRU): "
