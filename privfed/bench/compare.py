@@ -143,6 +143,7 @@ def run_compare(config: ExperimentConfig, protections: Sequence[str], out_dir: s
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     dataset = build_federated(config.data, config.seed)
+    _warm_up(config, dataset)
     rows: list[dict[str, Any]] = []
     for index, protection in enumerate(protections):
         if progress is not None:
@@ -157,6 +158,19 @@ def run_compare(config: ExperimentConfig, protections: Sequence[str], out_dir: s
         rows.append(row)
     _relative(rows)
     return rows
+
+
+def _warm_up(config: ExperimentConfig, dataset: Any) -> None:
+    """One untimed forward/backward pass, so the first protection does not pay torch's one-off start-up cost."""
+    import torch
+
+    from privfed.fl.models import build_model, task_loss
+
+    model = build_model(dataset.model_spec(config.model), config.seed)
+    inputs, targets = next(dataset.clients[0].train.batches(config.train.batch_size))
+    task_loss(dataset.task, model(inputs), targets).backward()
+    with torch.no_grad():
+        model(dataset.eval.inputs[: config.train.batch_size])
 
 
 def _known() -> list[str]:
