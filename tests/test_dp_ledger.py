@@ -82,3 +82,23 @@ def test_bad_ledger_input() -> None:
     with pytest.raises(ConfigError, match="ledger"):
         PrivacyLedger.from_json("{}")
     assert PrivacyLedger().epsilon(1e-5) == 0.0
+
+
+def test_distributed_dp_tails_do_not_exhaust_delta_over_many_rounds() -> None:
+    """Rounding and truncation tails are charged as (1 + e^eps) * beta; over 20 rounds of secagg+dp at z = 1 they
+    must not push a finite epsilon to infinity (they did with beta = 1e-12 at round 7 of a 10-client run)."""
+    import numpy as np
+
+    from protocols import registry
+    from protocols.base import ClientUpdate
+    from protocols.dp.ledger import PrivacyLedger
+    from privfed.runtime.local import run_round
+
+    protocol = registry.create("secagg+dp", {"max_weight": 1.0, "clip": 1.0, "noise_multiplier": 1.0})
+    updates = {c: ClientUpdate(np.full(2000, 0.001, dtype=np.float32), 1.0) for c in range(10)}
+    event = run_round(protocol, 1, updates).result.info["dp_event"]
+    ledger = PrivacyLedger()
+    for r in range(1, 21):
+        ledger.record(r, dict(event))
+    epsilon = ledger.epsilon(1e-5)
+    assert np.isfinite(epsilon) and 15 < epsilon < 40
