@@ -67,3 +67,9 @@ def test_csv_and_plots_exist(compared) -> None:
 def test_unknown_protection_fails_clearly(tmp_path) -> None:
     result = CliRunner().invoke(main, ["compare", "--protections", "plaintext,nope", "--out", str(tmp_path)])
     assert result.exit_code != 0 and "unknown protection" in result.output
+
+
+def test_existing_comparison_is_never_overwritten(compared) -> None:
+    out, _, _ = compared
+    result = CliRunner().invoke(main, ["compare", "--protections", "plaintext", "--out", str(out)])
+    assert result.exit_code != 0 and "already holds a comparison" in result.output

@@ -141,6 +141,10 @@ def run_compare(config: ExperimentConfig, protections: Sequence[str], out_dir: s
     if unknown:
         raise ConfigError(f"unknown protection(s) {unknown}; choose from {', '.join(_known())}")
     out = Path(out_dir)
+    taken = [p for p in protections if (out / p.replace("+", "_") / "rounds.jsonl").exists()]
+    if taken or (out / "compare.json").exists():
+        raise ConfigError(f"{out} already holds a comparison ({', '.join(taken) or 'compare.json'}); "
+                          f"choose another --out (results are never overwritten)")
     out.mkdir(parents=True, exist_ok=True)
     dataset = build_federated(config.data, config.seed)
     _warm_up(config, dataset)
