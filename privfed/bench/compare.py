@@ -86,6 +86,7 @@ def row_from_run(protection: str, result: FedAvgResult, wall_seconds: float) -> 
                                    if r.get("verifier_max_abs_error") is not None), default=None),
         "wall_seconds": wall_seconds,
         "metric_per_round": [r["metrics"].get("loss") for r in records],
+        "initial_metric": result.summary.get("initial_metrics", {}).get("loss"),
         "run_dir": str(result.out_dir) if result.out_dir else None,
     }
 

@@ -96,17 +96,31 @@ def _plots(rows: list[dict[str, Any]], out_dir: Path) -> dict[str, Path]:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker  # noqa: F401  (MaxNLocator)
 
     names = [r["protection"] for r in rows]
     paths: dict[str, Path] = {}
 
-    fig, ax = plt.subplots(figsize=(7.5, 4.5))
-    for r in rows:
-        losses = r["metric_per_round"]
-        ax.plot(range(1, len(losses) + 1), losses, marker="o", label=r["protection"])
-    ax.set_xlabel("round")
+    fig, ax = plt.subplots(figsize=(8, 4.8))
+    styles = ["-", "--", "-.", ":"]
+    markers = ["o", "s", "^", "D", "v", "P", "X", "*"]
+    finals: dict[float, list[str]] = {}
+    for k, r in enumerate(rows):
+        losses = list(r["metric_per_round"])
+        start = 1
+        if r.get("initial_metric") is not None:
+            losses, start = [r["initial_metric"], *losses], 0
+        ax.plot(range(start, start + len(losses)), losses, linestyle=styles[k % 4], marker=markers[k % 8],
+                markersize=5, label=r["protection"], alpha=0.9)
+        if r["final_metric"] is not None:
+            finals.setdefault(round(float(r["final_metric"]), 4), []).append(r["protection"])
+    same = [names for names in finals.values() if len(names) > 1]
+    note = "; ".join(" = ".join(names) for names in same)
+    ax.set_xlabel("round (0: initial model)")
     ax.set_ylabel("global eval loss (lower is better)")
-    ax.set_title("Model quality per round, same task and seed")
+    ax.set_title("Model quality per round, same task and seed" + (f"\n(overlapping: {note})" if note else ""),
+                 fontsize=10)
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, ncol=2)
     fig.tight_layout()
