@@ -28,7 +28,7 @@ import numpy as np
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.serverapp import Grid, ServerApp
 
-from protocols.base import AggregationProtocol
+from protocols.base import LEARNED_BY_SERVER, AggregationProtocol
 from protocols.errors import ConfigError, ProtocolAbort
 from privfed.runtime.local import RoundReport
 
@@ -94,9 +94,10 @@ def report_record(report: RoundReport, overhead: Mapping[str, Any], nodes: Mappi
         exchange_seconds=[[phase, seconds] for phase, seconds in overhead.get("exchange_seconds", [])],
         state_seconds={str(c): s for c, s in overhead.get("state_seconds", {}).items()},
     )
-    if report.result is not None:
+    if report.result is not None and report.result.learned_by == LEARNED_BY_SERVER:
         record["mean"] = [float(v) for v in np.asarray(report.result.mean, dtype=np.float64)]
         record["total_weight"] = float(report.result.total_weight)
+    # with learned_by "key-holders" only the nodes learned the mean (kept in their own state); the server has none
     return record
 
 

@@ -30,7 +30,7 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, RecordDict
 from flwr.serverapp import Grid
 
-from protocols.base import AggregationProtocol, ClientUpdate
+from protocols.base import LEARNED_BY_SERVER, AggregationProtocol, ClientUpdate
 from protocols.errors import ConfigError, MessageError
 
 from .config import FlowerRunConfig
@@ -134,6 +134,10 @@ def run_training(grid: Grid, protocol_for: Callable[[int], AggregationProtocol],
                                        straggler_grace=run.straggler_grace, overhead=overhead)
             record = report_record(report, overhead, trained)
             if report.result is not None:
+                if report.result.learned_by != LEARNED_BY_SERVER:
+                    raise ConfigError("FedAvg over Flower needs the server to learn each round's mean; "
+                                      f"{report.protection!r} delivers it to the key holders only "
+                                      "(use release='server')")
                 vector = (vector + config.fl.server_lr * np.asarray(report.result.mean, dtype=np.float64)
                           ).astype(np.float32)
             record.pop("mean", None)
