@@ -23,6 +23,7 @@ from protocols.errors import ConfigError
 from privfed.audit.secret_scan import SecretFinding, scan_for_secrets
 from privfed.threat import catalogue
 from privfed.threat.model import ThreatModel
+from privfed.jsonable import to_jsonable as _jsonable
 
 __all__ = ["PartyView", "RoundAudit", "AuditReport", "build_report", "scan_for_secrets", "SecretFinding"]
 
@@ -270,11 +271,3 @@ def _json_eps(value: float | None) -> Any:
     return "inf" if value is not None and math.isinf(value) else value
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return "inf" if value > 0 else ("-inf" if value < 0 else "nan")
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    return value

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.table import Table
+from privfed.jsonable import to_jsonable as _jsonable
 
 __all__ = ["comparison_table", "write_outputs", "CSV_COLUMNS"]
 
@@ -67,14 +68,7 @@ def comparison_table(rows: list[dict[str, Any]], attacks: bool = False) -> Table
     return table
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return "inf" if value > 0 else ("-inf" if value < 0 else "nan")
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    return value
+
 
 
 def write_outputs(rows: list[dict[str, Any]], out_dir: Path, meta: dict[str, Any]) -> dict[str, Path]:

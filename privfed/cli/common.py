@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import sys
 from pathlib import Path
 from typing import Any, Iterable
@@ -12,6 +11,7 @@ import click
 from rich.console import Console
 
 from protocols.errors import PrivfedError
+from privfed.jsonable import to_jsonable
 
 __all__ = ["console", "parse_value", "parse_options", "write_json", "fail", "to_jsonable"]
 
@@ -39,17 +39,7 @@ def parse_options(pairs: Iterable[str]) -> dict[str, Any]:
     return out
 
 
-def to_jsonable(value: Any) -> Any:
-    """Plain JSON types; non-finite floats become the strings 'inf' / '-inf' / 'nan' (JSON has none)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return "inf" if value > 0 else ("-inf" if value < 0 else "nan")
-    if isinstance(value, dict):
-        return {str(k): to_jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [to_jsonable(v) for v in value]
-    if hasattr(value, "item") and callable(value.item):
-        return to_jsonable(value.item())
-    return value
+
 
 
 def write_json(path: str | Path | None, payload: Any) -> None:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import math
 import os
 from pathlib import Path
 from typing import Any, Mapping
@@ -28,6 +27,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from protocols.errors import ConfigError
+from privfed.jsonable import to_jsonable
 
 __all__ = ["RunDir", "to_jsonable", "encode_vector", "decode_vector", "atomic_write_json", "config_digest"]
 
@@ -42,21 +42,7 @@ def decode_vector(text: str) -> np.ndarray:
     return np.frombuffer(base64.b64decode(text.encode("ascii"), validate=True), dtype="<f4").astype(np.float32)
 
 
-def to_jsonable(value: Any) -> Any:
-    """Plain JSON types; non-finite floats become the strings "inf" / "-inf" / "nan" (JSON has none)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return "inf" if value > 0 else ("-inf" if value < 0 else "nan")
-    if isinstance(value, Mapping):
-        return {str(k): to_jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [to_jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return to_jsonable(value.tolist())
-    if isinstance(value, np.generic):
-        return to_jsonable(value.item())
-    if value is None or isinstance(value, (str, int, float, bool)):
-        return value
-    return str(value)
+
 
 
 def _dumps(payload: Any, **kwargs: Any) -> str:
