@@ -176,7 +176,11 @@ def peek_header(data: bytes) -> tuple[str, str, int, int]:
     """(protocol, kind, round_id, sender) of a message, validating only the header."""
     if not isinstance(data, (bytes, bytearray)):
         raise MessageError("message must be bytes")
-    reader = _Reader(bytes(data))
+    return _read_header(_Reader(bytes(data)))
+
+
+def _read_header(reader: _Reader) -> tuple[str, str, int, int]:
+    """Magic and version checked; (protocol, kind, round_id, sender) returned."""
     if reader.take(4) != MAGIC:
         raise MessageError("not a privfed message (bad magic)")
     (version,) = reader.unpack("<B")
@@ -211,13 +215,7 @@ def decode(data: bytes, specs: Mapping[str, MessageSpec] | MessageSpec, *, proto
 
 def _decode(reader: _Reader, specs: Mapping[str, MessageSpec], protocol: str, round_id: int,
             sender: int | None) -> Message:
-    if reader.take(4) != MAGIC:
-        raise MessageError("not a privfed message (bad magic)")
-    (version,) = reader.unpack("<B")
-    if version != WIRE_VERSION:
-        raise MessageError(f"unsupported wire version {version}")
-    got_protocol, kind = reader.str8(), reader.str8()
-    got_round, got_sender = reader.unpack("<Qq")
+    got_protocol, kind, got_round, got_sender = _read_header(reader)
     if got_protocol != protocol:
         raise StaleMessageError(f"message for protocol {got_protocol!r}, expected {protocol!r}")
     if got_round != round_id:
@@ -324,13 +322,7 @@ def inspect(data: bytes) -> Message:
         raise MessageError("message must be bytes")
     reader = _Reader(bytes(data))
     try:
-        if reader.take(4) != MAGIC:
-            raise MessageError("not a privfed message (bad magic)")
-        (version,) = reader.unpack("<B")
-        if version != WIRE_VERSION:
-            raise MessageError(f"unsupported wire version {version}")
-        protocol, kind = reader.str8(), reader.str8()
-        round_id, sender = reader.unpack("<Qq")
+        protocol, kind, round_id, sender = _read_header(reader)
         (n_fields,) = reader.unpack("<H")
         values: dict[str, Any] = {}
         for _ in range(n_fields):
