@@ -207,3 +207,18 @@ def test_dp_epsilon_grows_and_survives_resume(tmp_path: Path) -> None:
     run_fedavg(config, tmp_path / "dp", stop_after=1)
     resumed = run_fedavg(config, tmp_path / "dp", resume=True)
     assert [r["epsilon"] for r in resumed.rounds] == pytest.approx(eps)
+
+
+def test_epsilon_target_sets_the_noise_multiplier_over_the_planned_rounds() -> None:
+    """Target mode: [threat] epsilon with no noise_multiplier configured -> the run ends at (just under) the target."""
+    from privfed.fl.config import load_config
+    from privfed.fl.fedavg import run_fedavg
+
+    config = load_config(None, ["fl.rounds=3", "fl.clients_per_round=3", "plan=dp", "threat.server=trusted",
+                                "threat.epsilon=6.0", "model.hidden=8", "model.embedding=4",
+                                "data.max_chars_per_client=800", "train.max_batches=1"])
+    result = run_fedavg(config)
+    z = result.summary["noise_multiplier_from_target"]["dp"]
+    assert z > 0.5
+    epsilon = result.rounds[-1]["epsilon"]
+    assert 5.5 < epsilon <= 6.0 + 1e-3

@@ -155,6 +155,32 @@ def _privacy(ledger: Any | None, dp_events: int, delta: float) -> tuple[Any, Any
                      "unprotected_release": math.isinf(epsilon)}
 
 
+#: user-level DP placements whose noise multiplier can be derived from an epsilon target over the planned rounds
+_USER_LEVEL_DP = ("dp", "local-dp", "secagg+dp", "ckks+dp")
+
+
+def _noise_for_target(config: ExperimentConfig, plan: list[PlannedRound]) -> dict[str, float]:
+    """Target mode: with an epsilon target in ``[threat]``, the noise multiplier of each user-level DP protection
+    the plan uses and whose options do not set one, so that the planned DP rounds together meet the target
+    (dp-accounting, the protection's accountant default PLD). An explicit ``noise_multiplier`` always wins."""
+    threat = dict(config.threat or {})
+    if threat.get("epsilon") is None:
+        return {}
+    from protocols.dp.accounting import noise_multiplier_for
+
+    dp_rounds = [p for p in plan if p.protection in _USER_LEVEL_DP]
+    names = [n for n in dict.fromkeys(p.protection for p in dp_rounds)
+             if "noise_multiplier" not in config.protection.options.get(n, {})]
+    if not names:
+        return {}
+    rate = config.fl.sample_rate if config.fl.sampling == "poisson" else 1.0
+    delta = float(threat.get("delta", config.protection.delta))
+    return {name: noise_multiplier_for(float(threat["epsilon"]),
+                                       float(config.protection.options.get(name, {}).get("sample_rate", rate)),
+                                       len(dp_rounds), delta)
+            for name in names}
+
+
 def _check_sample_rate(name: str, protocol: AggregationProtocol, config: ExperimentConfig) -> None:
     """Refuse a DP protection that claims more amplification by sampling than the loop provides."""
     described = dict(protocol.describe())
@@ -194,10 +220,18 @@ def run_fedavg(config: ExperimentConfig, out_dir: str | Path | None = None, *, r
                                             options={k: dict(v) for k, v in config.protection.options.items()})
     max_weight = float(data.max_weight)
 
+    targeted = _noise_for_target(config, plan)
+
+    def options_for(name: str) -> dict[str, Any]:
+        options = config.protection.for_protection(name, max_weight)
+        if name in targeted:
+            options.setdefault("noise_multiplier", targeted[name])
+        return options
+
     # validate every protection before round 1; keep each instance for its first run of rounds
     instances: dict[str, AggregationProtocol] = {}
     for name in dict.fromkeys(p.protection for p in plan):
-        instances[name] = registry.create(name, config.protection.for_protection(name, max_weight))
+        instances[name] = registry.create(name, options_for(name))
         if config.fl.drop_prob > 0:
             instances[name].resolve_drop_phase(config.fl.drop_point)
         _check_sample_rate(name, instances[name], config)
@@ -233,7 +267,8 @@ def run_fedavg(config: ExperimentConfig, out_dir: str | Path | None = None, *, r
         "data": data.describe(), "plan": [{"round": p.round, "protection": p.protection, "reason": p.reason}
                                           for p in plan],
         "model": {"cell": spec.cell, "task": spec.task, "parameters": layout.size, "dp_compatible": dp_compatible},
-        "max_weight": max_weight, "initial_metrics": initial_metrics, "resumed_from_round": first_round - 1,
+        "max_weight": max_weight, "initial_metrics": initial_metrics,
+        "noise_multiplier_from_target": targeted or None, "resumed_from_round": first_round - 1,
     }
     if rundir is not None:
         rundir.write_summary(summary)
@@ -247,7 +282,7 @@ def run_fedavg(config: ExperimentConfig, out_dir: str | Path | None = None, *, r
         round_started = time.perf_counter()
         if current is None or current[0] != name:
             protocol = instances.pop(name, None) or registry.create(
-                name, config.protection.for_protection(name, max_weight))
+                name, options_for(name))
             current = (name, protocol)
         protocol = current[1]
         states = client_states.setdefault(name, {})
