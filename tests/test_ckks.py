@@ -6,14 +6,15 @@ import math
 
 import numpy as np
 import pytest
-import tenseal as ts
 
-from protocols.base import ClientUpdate
-from protocols.ckks import PARAMETER_SETS, SECURITY_TABLE_128, CKKSAuthority, CKKSProtocol, public_context
-from protocols.errors import ConfigError, DecryptionError, HeadroomError, MessageError
-from protocols.he_round import RESULTS_SLOT
-from protocols.wire import FieldSpec, Message, MessageSpec, decode, encode, peek_header
-from privfed.runtime.local import run_round
+ts = pytest.importorskip("tenseal")  # the 'all' / 'he' extra; skipped when not installed
+
+from protocols.base import ClientUpdate  # noqa: E402
+from protocols.ckks import PARAMETER_SETS, SECURITY_TABLE_128, CKKSAuthority, CKKSProtocol, public_context  # noqa: E402
+from protocols.errors import ConfigError, DecryptionError, HeadroomError, MessageError  # noqa: E402
+from protocols.he_round import RESULTS_SLOT  # noqa: E402
+from protocols.wire import FieldSpec, Message, MessageSpec, decode, encode, peek_header  # noqa: E402
+from privfed.runtime.local import run_round  # noqa: E402
 
 MAX_WEIGHT = 10.0
 SLOTS = 2048

@@ -6,18 +6,19 @@ import json
 import math
 from pathlib import Path
 
-import gmpy2
 import numpy as np
 import pytest
-from phe import paillier as phe_paillier
 
-from protocols.base import ClientUpdate
-from protocols.errors import ConfigError, DecryptionError, HeadroomError, MessageError
-from protocols.he_round import RESULTS_SLOT
-from protocols.paillier import PackedPaillierProtocol, PerValuePaillierProtocol
-from protocols.paillier_keys import ClientKeys, PaillierAuthority, PublicKey
-from protocols.wire import Message, decode, encode, peek_header
-from privfed.runtime.local import run_round
+gmpy2 = pytest.importorskip("gmpy2")  # the 'all' / 'he' extra; skipped when not installed
+phe_paillier = pytest.importorskip("phe.paillier")
+
+from protocols.base import ClientUpdate  # noqa: E402
+from protocols.errors import ConfigError, DecryptionError, HeadroomError, MessageError  # noqa: E402
+from protocols.he_round import RESULTS_SLOT  # noqa: E402
+from protocols.paillier import PackedPaillierProtocol, PerValuePaillierProtocol  # noqa: E402
+from protocols.paillier_keys import ClientKeys, PaillierAuthority, PublicKey  # noqa: E402
+from protocols.wire import Message, decode, encode, peek_header  # noqa: E402
+from privfed.runtime.local import run_round  # noqa: E402
 
 KAT = json.loads((Path(__file__).parent / "vectors" / "paillier_kat.json").read_text())
 MAX_WEIGHT = 10.0
