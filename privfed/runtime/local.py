@@ -20,11 +20,11 @@ from typing import Any, Callable, Mapping, MutableMapping
 import numpy as np
 
 from protocols.base import (LEARNED_BY_KEY_HOLDERS, AggregateResult, AggregationProtocol, ClientStateMachine,
-                            ClientUpdate)
+                            ClientUpdate, Outgoing)
 from protocols.errors import MessageError, PrivfedError, ProtocolAbort
 from protocols.wire import peek_header
 
-__all__ = ["RoundReport", "TranscriptEntry", "run_round", "SERVER"]
+__all__ = ["RoundReport", "TranscriptEntry", "ServerSide", "run_round", "transcript_entry", "SERVER"]
 
 SERVER = "server"
 Tamper = Callable[[str, int, bytes], "bytes | None"]
@@ -136,12 +136,91 @@ def _by_phase(table: Mapping[int, Mapping[str, int]]) -> dict[str, int]:
     return dict(out)
 
 
-def _entry(phase: str, sender: str, recipient: str, payload: bytes) -> TranscriptEntry:
+def transcript_entry(phase: str, sender: str, recipient: str, payload: bytes) -> TranscriptEntry:
+    """What the transcript records of one delivered message: kind, size and digest, never the content."""
     try:
         kind = peek_header(payload)[1]
     except MessageError:
         kind = "<malformed>"
     return TranscriptEntry(phase, sender, recipient, kind, len(payload), hashlib.sha256(payload).hexdigest())
+
+
+class ServerSide:
+    """The server half of one round, shared by every runtime (in-process here, Flower in ``privfed.runtime.flower``):
+    it creates and drives the protocol's server machine with its clock, and keeps the report's books — which
+    clients are gone and why, the bytes each request and reply carried, the transcript and the server's view.
+    Runtimes only move the bytes between :meth:`deliverable` and :meth:`accept`."""
+
+    def __init__(self, protocol: AggregationProtocol, round_id: int, ids: tuple[int, ...], dim: int,
+                 report: RoundReport, drops: Mapping[int, str] | None, transcript: bool,
+                 record_server_view: bool) -> None:
+        self.report, self.transcript, self.record_server_view = report, transcript, record_server_view
+        self.ids = set(ids)
+        self.stop_at = {cid: protocol.resolve_drop_phase(point) for cid, point in (drops or {}).items()}
+        self.gone: dict[int, dict[str, str]] = {}
+        clock = time.perf_counter()
+        try:
+            self.server = protocol.server(round_id, ids, dim)
+            self.outgoing: Outgoing | None = self.server.start()
+        finally:
+            report.server_seconds += time.perf_counter() - clock
+
+    def deliverable(self) -> tuple[str, dict[int, bytes]]:
+        """The current phase and the requests to deliver (clients gone or dropping here get none)."""
+        assert self.outgoing is not None
+        phase = self.outgoing.phase
+        self.report.phases.append(phase)
+        sending: dict[int, bytes] = {}
+        for cid, payload in self.outgoing.messages.items():
+            if cid not in self.ids:
+                raise ProtocolAbort(f"server addressed unknown client {cid}")
+            if cid in self.gone:
+                continue
+            if self.stop_at.get(cid) == phase:
+                self.drop(cid, phase, "injected dropout")
+                continue
+            self.report.download_bytes[cid][phase] += len(payload)
+            if self.transcript:
+                self.report.transcript.append(transcript_entry(phase, SERVER, str(cid), payload))
+            sending[cid] = payload
+        return phase, sending
+
+    def drop(self, cid: int, phase: str, reason: str) -> None:
+        self.gone[cid] = self.report.dropped[cid] = {"phase": phase, "reason": reason}
+
+    def reject(self, cid: int, phase: str, reason: str) -> None:
+        self.gone[cid] = self.report.rejected[cid] = {"phase": phase, "reason": reason}
+
+    def accept(self, phase: str, cid: int, payload: bytes) -> None:
+        """Count, record and hand one reply to the server; a reply it refuses makes the client a rejected one."""
+        self.report.upload_bytes[cid][phase] += len(payload)
+        if self.transcript:
+            self.report.transcript.append(transcript_entry(phase, str(cid), SERVER, payload))
+        if self.record_server_view:
+            self.report.server_view.append((phase, cid, payload))
+        clock = time.perf_counter()
+        try:
+            self.server.receive(cid, payload)
+        except MessageError as exc:
+            self.reject(cid, phase, str(exc))
+        finally:
+            self.report.server_seconds += time.perf_counter() - clock
+
+    def advance(self) -> bool:
+        """Close the phase. True while the round goes on; False once it has a result or has aborted."""
+        clock = time.perf_counter()
+        try:
+            step = self.server.advance()
+        except ProtocolAbort as exc:
+            self.report.aborted, self.outgoing = str(exc), None
+            return False
+        finally:
+            self.report.server_seconds += time.perf_counter() - clock
+        if isinstance(step, AggregateResult):
+            self.report.result, self.outgoing = step, None
+            return False
+        self.outgoing = step
+        return True
 
 
 def run_round(protocol: AggregationProtocol, round_id: int, updates: Mapping[int, ClientUpdate], *,
@@ -164,32 +243,12 @@ def run_round(protocol: AggregationProtocol, round_id: int, updates: Mapping[int
         raise MessageError(f"clients hold vectors of different lengths {sorted(dims)}")
     (dim,) = dims
     report = RoundReport(protocol.name, round_id, ids)
-    stop_at = {cid: protocol.resolve_drop_phase(point) for cid, point in (drops or {}).items()}
     states = client_states if client_states is not None else {}
     machines: dict[int, ClientStateMachine] = {}
-    gone: dict[int, dict[str, str]] = {}
-
-    clock = time.perf_counter()
-    try:
-        server = protocol.server(round_id, ids, dim)
-        outgoing = server.start()
-    finally:
-        report.server_seconds += time.perf_counter() - clock
-
+    side = ServerSide(protocol, round_id, ids, dim, report, drops, transcript, record_server_view)
     while True:
-        phase = outgoing.phase
-        report.phases.append(phase)
-        for cid, payload in outgoing.messages.items():
-            if cid not in updates:
-                raise ProtocolAbort(f"server addressed unknown client {cid}")
-            if cid in gone:
-                continue
-            if stop_at.get(cid) == phase:
-                gone[cid] = report.dropped[cid] = {"phase": phase, "reason": "injected dropout"}
-                continue
-            report.download_bytes[cid][phase] += len(payload)
-            if transcript:
-                report.transcript.append(_entry(phase, SERVER, str(cid), payload))
+        phase, sending = side.deliverable()
+        for cid, payload in sending.items():
             clock = time.perf_counter()
             try:
                 if cid not in machines:
@@ -199,39 +258,16 @@ def run_round(protocol: AggregationProtocol, round_id: int, updates: Mapping[int
                     machines[cid] = machine
                 reply = machines[cid].handle(payload)
             except PrivfedError as exc:
-                gone[cid] = report.dropped[cid] = {"phase": phase, "reason": f"client stopped: {exc}"}
+                side.drop(cid, phase, f"client stopped: {exc}")
                 continue
             finally:
                 report.client_seconds[cid] += time.perf_counter() - clock
             if tamper is not None and reply is not None:
                 reply = tamper(phase, cid, reply)
-            if reply is None:
-                continue
-            report.upload_bytes[cid][phase] += len(reply)
-            if transcript:
-                report.transcript.append(_entry(phase, str(cid), SERVER, reply))
-            if record_server_view:
-                report.server_view.append((phase, cid, reply))
-            clock = time.perf_counter()
-            try:
-                server.receive(cid, reply)
-            except MessageError as exc:
-                reason = {"phase": phase, "reason": str(exc)}
-                gone[cid] = report.rejected[cid] = reason
-            finally:
-                report.server_seconds += time.perf_counter() - clock
-        clock = time.perf_counter()
-        try:
-            step = server.advance()
-        except ProtocolAbort as exc:
-            report.aborted = str(exc)
+            if reply is not None:
+                side.accept(phase, cid, reply)
+        if not side.advance():
             break
-        finally:
-            report.server_seconds += time.perf_counter() - clock
-        if isinstance(step, AggregateResult):
-            report.result = step
-            break
-        outgoing = step
     if report.result is not None and report.result.learned_by == LEARNED_BY_KEY_HOLDERS:
         report.key_holder_result = _key_holder_result(report.result, states, round_id)
     report.total_seconds = time.perf_counter() - started

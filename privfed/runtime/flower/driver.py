@@ -22,17 +22,15 @@ privfed's protocols provide that inside the payload, never relying on the channe
 
 from __future__ import annotations
 
-import hashlib
 import time
 from typing import Mapping
 
 from flwr.app import Message
 from flwr.serverapp import Grid
 
-from protocols.base import AggregateResult, AggregationProtocol
-from protocols.errors import MessageError, ProtocolAbort
-from protocols.wire import peek_header
-from privfed.runtime.local import SERVER, RoundReport, TranscriptEntry
+from protocols.base import AggregationProtocol
+from protocols.errors import MessageError
+from privfed.runtime.local import RoundReport, ServerSide
 
 from .envelope import STATUS_NONE, STATUS_REFUSED, Request, pack_request, unpack_reply
 
@@ -42,14 +40,6 @@ __all__ = ["run_round_on_grid", "collect", "PHASE_MESSAGE_TYPE", "POLL_SECONDS"]
 PHASE_MESSAGE_TYPE = "query"
 #: how often the server asks the SuperLink for replies (a loopback HTTP call; Flower's own loop waits 3 s)
 POLL_SECONDS = 0.5
-
-
-def _entry(phase: str, sender: str, recipient: str, payload: bytes) -> TranscriptEntry:
-    try:
-        kind = peek_header(payload)[1]
-    except MessageError:
-        kind = "<malformed>"
-    return TranscriptEntry(phase, sender, recipient, kind, len(payload), hashlib.sha256(payload).hexdigest())
 
 
 def collect(grid: Grid, messages: list[Message], timeout: float, grace: float = 0.0) -> list[Message]:
@@ -105,83 +95,37 @@ def run_round_on_grid(grid: Grid, protocol: AggregationProtocol, round_id: int, 
     started = time.perf_counter()
     ids = tuple(sorted(nodes))
     report = RoundReport(protocol.name, round_id, ids)
-    stop_at = {cid: protocol.resolve_drop_phase(point) for cid, point in (drops or {}).items()}
-    gone: dict[int, dict[str, str]] = {}
     exchange_seconds: list[tuple[str, float]] = []
     state_seconds: dict[int, float] = {}
-
-    clock = time.perf_counter()
-    try:
-        server = protocol.server(round_id, ids, dim)
-        outgoing = server.start()
-    finally:
-        report.server_seconds += time.perf_counter() - clock
-
+    side = ServerSide(protocol, round_id, ids, dim, report, drops, transcript, record_server_view)
     while True:
-        phase = outgoing.phase
-        report.phases.append(phase)
-        sending: dict[int, bytes] = {}
-        for cid, payload in outgoing.messages.items():
-            if cid not in nodes:
-                raise ProtocolAbort(f"server addressed unknown client {cid}")
-            if cid in gone:
-                continue
-            if stop_at.get(cid) == phase:
-                gone[cid] = report.dropped[cid] = {"phase": phase, "reason": "injected dropout"}
-                continue
-            report.download_bytes[cid][phase] += len(payload)
-            if transcript:
-                report.transcript.append(_entry(phase, SERVER, str(cid), payload))
-            sending[cid] = payload
+        phase, sending = side.deliverable()
         clock = time.perf_counter()
         replies = _exchange(grid, round_id, phase, sending, nodes, reply_timeout, straggler_grace)
         exchange_seconds.append((phase, time.perf_counter() - clock))
         for cid in sending:
             message = replies.get(cid)
             if message is None:
-                gone[cid] = report.dropped[cid] = {"phase": phase, "reason": "no reply in time"}
+                side.drop(cid, phase, "no reply in time")
                 continue
             if message.has_error():
-                gone[cid] = report.dropped[cid] = {"phase": phase,
-                                                   "reason": f"client failed: {message.error.reason[:200]}"}
+                side.drop(cid, phase, f"client failed: {message.error.reason[:200]}")
                 continue
             try:
                 reply = unpack_reply(message.content)
             except MessageError as exc:
-                gone[cid] = report.rejected[cid] = {"phase": phase, "reason": str(exc)}
+                side.reject(cid, phase, str(exc))
                 continue
             report.client_seconds[cid] += reply.client_seconds
             state_seconds[cid] = state_seconds.get(cid, 0.0) + reply.state_seconds
             if reply.status == STATUS_REFUSED:
-                gone[cid] = report.dropped[cid] = {"phase": phase, "reason": f"client stopped: {reply.reason}"}
+                side.drop(cid, phase, f"client stopped: {reply.reason}")
                 continue
             if reply.status == STATUS_NONE or reply.payload is None:
                 continue
-            payload = reply.payload
-            report.upload_bytes[cid][phase] += len(payload)
-            if transcript:
-                report.transcript.append(_entry(phase, str(cid), SERVER, payload))
-            if record_server_view:
-                report.server_view.append((phase, cid, payload))
-            clock = time.perf_counter()
-            try:
-                server.receive(cid, payload)
-            except MessageError as exc:
-                gone[cid] = report.rejected[cid] = {"phase": phase, "reason": str(exc)}
-            finally:
-                report.server_seconds += time.perf_counter() - clock
-        clock = time.perf_counter()
-        try:
-            step = server.advance()
-        except ProtocolAbort as exc:
-            report.aborted = str(exc)
+            side.accept(phase, cid, reply.payload)
+        if not side.advance():
             break
-        finally:
-            report.server_seconds += time.perf_counter() - clock
-        if isinstance(step, AggregateResult):
-            report.result = step
-            break
-        outgoing = step
     report.total_seconds = time.perf_counter() - started
     if overhead is not None:
         overhead.update(exchange_seconds=exchange_seconds, state_seconds=state_seconds)
