@@ -2,7 +2,7 @@
 
 Threat model: these functions bound what one contribution can change (clipping to an L2 or L1 norm) and hide it
 under noise drawn from :class:`~protocols.csprng.CSPRNG` (AES-CTR keyed from ``os.urandom``), never from the
-experiment seed, ``numpy.random`` or ``random``. They protect against anyone who sees the noised output (a curious
+experiment seed or any non-cryptographic generator. They protect against anyone who sees the noised output (a curious
 server, later users of the released model); they assume the noise is never revealed and that whoever adds it (the
 server for central DP, each client for local and distributed DP) runs this code honestly. Limits: the continuous
 samplers (``gaussian_noise``, ``laplace_noise``) are textbook float transforms and inherit the floating-point
