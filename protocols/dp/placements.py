@@ -173,7 +173,8 @@ class DPProtocol(AggregationProtocol):
         return self.inner.client(client_id, round_id, self.prepare(update), state)
 
     def server(self, round_id: int, client_ids: Sequence[int], dim: int) -> ServerStateMachine:
-        return _DPServer(self, self.inner.server(round_id, client_ids, dim), len(tuple(client_ids)))
+        invited = len(tuple(client_ids))
+        return _DPServer(self.inner.server(round_id, client_ids, dim), lambda r: self.finish(r, invited))
 
     def finish(self, result: AggregateResult, invited: int) -> AggregateResult:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -211,8 +212,10 @@ class DPProtocol(AggregationProtocol):
 
 
 class _DPServer(ServerStateMachine):
-    def __init__(self, protocol: DPProtocol, inner: ServerStateMachine, invited: int) -> None:
-        self.protocol, self.inner, self.invited = protocol, inner, invited
+    """The inner protocol's server, with the DP placement's last step applied to its result."""
+
+    def __init__(self, inner: ServerStateMachine, finish: Callable[[AggregateResult], AggregateResult]) -> None:
+        self.inner, self.finish = inner, finish
 
     def start(self) -> Outgoing:
         return self.inner.start()
@@ -222,9 +225,7 @@ class _DPServer(ServerStateMachine):
 
     def advance(self) -> Outgoing | AggregateResult:
         step = self.inner.advance()
-        if isinstance(step, AggregateResult):
-            return self.protocol.finish(step, self.invited)
-        return step
+        return self.finish(step) if isinstance(step, AggregateResult) else step
 
 
 class CentralDP(DPProtocol):
@@ -254,7 +255,8 @@ class CentralDP(DPProtocol):
 
     def server(self, round_id: int, client_ids: Sequence[int], dim: int) -> ServerStateMachine:
         extra = 1 if self.adaptive is not None else 0
-        return _DPServer(self, self.inner.server(round_id, client_ids, dim + extra), len(tuple(client_ids)))
+        invited = len(tuple(client_ids))
+        return _DPServer(self.inner.server(round_id, client_ids, dim + extra), lambda r: self.finish(r, invited))
 
     def finish(self, result: AggregateResult, invited: int) -> AggregateResult:
         z, s = self.options.noise_multiplier, self.options.clip_norm
@@ -345,7 +347,7 @@ class DPSGD(DPProtocol):
         return update  # record-level: the per-sample clipping and noise already happened in training
 
     def server(self, round_id: int, client_ids: Sequence[int], dim: int) -> ServerStateMachine:
-        return _DPSGDServer(self, self.inner.server(round_id, client_ids, dim), round_id)
+        return _DPServer(self.inner.server(round_id, client_ids, dim), lambda r: self.finish_round(r, round_id))
 
     def round_event(self, round_id: int, survivors: Sequence[int]) -> dict[str, Any]:
         reports = [self._reports.get((round_id, c)) for c in survivors]
@@ -360,30 +362,17 @@ class DPSGD(DPProtocol):
                 "note": "worst case over the round's clients (each client's own epsilon is at most this)"}
 
     def finish(self, result: AggregateResult, invited: int) -> AggregateResult:
-        raise NotImplementedError  # replaced by _DPSGDServer
+        raise NotImplementedError  # DP-SGD finishes per round: finish_round
+
+    def finish_round(self, step: AggregateResult, round_id: int) -> AggregateResult:
+        """Attach the round's record-level event (worst case over the surviving clients' reports)."""
+        event = self.round_event(round_id, step.survivors)
+        return AggregateResult(step.mean, step.total_weight, step.survivors, step.learned_by, step.error_bound,
+                               {**dict(step.info), "dp_event": event, "dp_placement": "dp-sgd",
+                                "dp_noise_std": 0.0})
 
     def describe(self) -> Mapping[str, Any]:
         return {**super().describe(), "client_training": "dp-sgd"}
-
-
-class _DPSGDServer(ServerStateMachine):
-    def __init__(self, protocol: DPSGD, inner: ServerStateMachine, round_id: int) -> None:
-        self.protocol, self.inner, self.round_id = protocol, inner, round_id
-
-    def start(self) -> Outgoing:
-        return self.inner.start()
-
-    def receive(self, sender: int, payload: bytes) -> None:
-        self.inner.receive(sender, payload)
-
-    def advance(self) -> Outgoing | AggregateResult:
-        step = self.inner.advance()
-        if isinstance(step, AggregateResult):
-            event = self.protocol.round_event(self.round_id, step.survivors)
-            return AggregateResult(step.mean, step.total_weight, step.survivors, step.learned_by, step.error_bound,
-                                   {**dict(step.info), "dp_event": event, "dp_placement": "dp-sgd",
-                                    "dp_noise_std": 0.0})
-        return step
 
 
 class DistributedDP(DPProtocol):
@@ -425,7 +414,7 @@ class DistributedDP(DPProtocol):
         ids = tuple(client_ids)
         m = self.options.expected_clients or len(ids)
         self._round_m[round_id] = m
-        return _DPServer(self, self.inner_for(m).server(round_id, ids, dim), len(ids))
+        return _DPServer(self.inner_for(m).server(round_id, ids, dim), lambda r: self.finish(r, len(ids)))
 
     def client(self, client_id: int, round_id: int, update: ClientUpdate,
                state: MutableMapping[str, Any]) -> ClientStateMachine:
