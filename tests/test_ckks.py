@@ -16,6 +16,8 @@ from protocols.he_round import RESULTS_SLOT  # noqa: E402
 from protocols.wire import FieldSpec, Message, MessageSpec, decode, encode, peek_header  # noqa: E402
 from privfed.runtime.local import run_round  # noqa: E402
 
+from contract.harness import exact_mean as exact, updates_for  # noqa: E402
+
 MAX_WEIGHT = 10.0
 SLOTS = 2048
 
@@ -30,13 +32,8 @@ def protocol(authority: CKKSAuthority, **options) -> CKKSProtocol:
 
 
 def updates(n: int, dim: int, seed: int = 0) -> dict[int, ClientUpdate]:
-    rng = np.random.default_rng(seed)  # test data only
-    return {c: ClientUpdate(rng.uniform(-1, 1, dim).astype(np.float32), float(rng.integers(1, 11))) for c in range(n)}
-
-
-def exact(ups: dict[int, ClientUpdate], survivors) -> np.ndarray:
-    w = np.array([ups[c].weight for c in survivors])
-    return w @ np.stack([ups[c].vector.astype(np.float64) for c in survivors]) / w.sum()
+    """Values uniform in [-1, 1], weights 1..10 (the contract suite's test data)."""
+    return updates_for(n, dim, seed, scale=1.0)
 
 
 def check(report, ups) -> float:

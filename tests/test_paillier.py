@@ -20,6 +20,8 @@ from protocols.paillier_keys import ClientKeys, PaillierAuthority, PublicKey  # 
 from protocols.wire import Message, decode, encode, peek_header  # noqa: E402
 from privfed.runtime.local import run_round  # noqa: E402
 
+from contract.harness import exact_mean as exact, updates_for  # noqa: E402
+
 KAT = json.loads((Path(__file__).parent / "vectors" / "paillier_kat.json").read_text())
 MAX_WEIGHT = 10.0
 
@@ -34,13 +36,8 @@ def protocol(authority: PaillierAuthority, **options) -> PackedPaillierProtocol:
 
 
 def updates(n: int, dim: int, seed: int = 0) -> dict[int, ClientUpdate]:
-    rng = np.random.default_rng(seed)  # test data only
-    return {c: ClientUpdate(rng.uniform(-1, 1, dim).astype(np.float32), float(rng.integers(1, 11))) for c in range(n)}
-
-
-def exact(ups: dict[int, ClientUpdate], survivors) -> np.ndarray:
-    w = np.array([ups[c].weight for c in survivors])
-    return w @ np.stack([ups[c].vector.astype(np.float64) for c in survivors]) / w.sum()
+    """Values uniform in [-1, 1], weights 1..10 (the contract suite's test data)."""
+    return updates_for(n, dim, seed, scale=1.0)
 
 
 def check(report, ups) -> None:
