@@ -20,7 +20,7 @@ from pathlib import Path
 
 from privfed.audit import build_report
 from privfed.fl.config import config_from_table
-from privfed.fl.fedavg import run_fedavg
+from privfed.experiment.fedavg import run_fedavg
 from privfed.threat import PlanRefused, ThreatModel, resolve_plan
 
 PLAN = "1-3:ckks,4-7:secagg+dp,8-10:paillier"

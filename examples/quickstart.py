@@ -15,7 +15,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from privfed.fl import load_config, run_fedavg
+from privfed.experiment import run_fedavg
+from privfed.fl import load_config
 
 
 def main() -> None:

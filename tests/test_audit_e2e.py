@@ -115,7 +115,7 @@ class SecretRecorder:
 def test_mixed_plan_run_audit_and_secret_scan(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("tenseal")
     pytest.importorskip("phe")
-    fedavg = pytest.importorskip("privfed.fl.fedavg")
+    fedavg = pytest.importorskip("privfed.experiment.fedavg")
     config_module = pytest.importorskip("privfed.fl.config")
     for name in ("ckks", "secagg+dp", "paillier"):
         _require(name)

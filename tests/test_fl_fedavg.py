@@ -14,9 +14,9 @@ import torch
 from protocols.errors import ConfigError
 from privfed.fl.config import load_config
 from privfed.fl.data import build_federated
-from privfed.fl.fedavg import StopRun, run_fedavg
+from privfed.experiment.fedavg import StopRun, run_fedavg
 from privfed.fl.models import build_model, flatten, load_flat, task_loss
-from privfed.fl.rundir import decode_vector
+from privfed.experiment.rundir import decode_vector
 
 torch.set_num_threads(1)
 
@@ -168,7 +168,7 @@ def test_plan_and_sampling_checks() -> None:
 
 
 def test_protocol_persists_while_the_protection_stays_and_is_recreated_on_switch(monkeypatch) -> None:
-    import privfed.fl.fedavg as fedavg
+    import privfed.experiment.fedavg as fedavg
 
     created: list[str] = []
     seen: list[tuple[int, str, int, int]] = []
@@ -212,7 +212,7 @@ def test_dp_epsilon_grows_and_survives_resume(tmp_path: Path) -> None:
 def test_epsilon_target_sets_the_noise_multiplier_over_the_planned_rounds() -> None:
     """Target mode: [threat] epsilon with no noise_multiplier configured -> the run ends at (just under) the target."""
     from privfed.fl.config import load_config
-    from privfed.fl.fedavg import run_fedavg
+    from privfed.experiment.fedavg import run_fedavg
 
     config = load_config(None, ["fl.rounds=3", "fl.clients_per_round=3", "plan=dp", "threat.server=trusted",
                                 "threat.epsilon=6.0", "model.hidden=8", "model.embedding=4",

@@ -56,3 +56,15 @@ def test_core_imports_without_gpl_phe() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_fl_is_machine_learning_only() -> None:
+    """privfed/fl/ imports none of the layers above it (threat, runtime, experiment, bench, audit, cli, apps)."""
+    pattern = re.compile(r"^\s*(from|import)\s+privfed\.(threat|runtime|experiment|bench|audit|cli|apps)\b", re.M)
+    offenders = [str(p) for p in (ROOT / "privfed" / "fl").rglob("*.py") if pattern.search(p.read_text())]
+    assert offenders == []
+    code = ("import sys, privfed.fl, privfed.fl.train, privfed.fl.dpsgd\n"
+            "bad = sorted(k for k in sys.modules if k.split('.')[:2] in (['privfed', 'threat'], ['privfed', 'runtime'],"
+            " ['privfed', 'experiment']))\nprint(bad); sys.exit(1 if bad else 0)\n")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr

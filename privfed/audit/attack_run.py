@@ -27,7 +27,7 @@ import torch
 
 from privfed.audit.attacks import EmbeddingRows, canary_exposure, membership_inference, token_presence_attack
 from privfed.fl.config import ExperimentConfig
-from privfed.fl.fedavg import FedAvgResult
+from privfed.experiment.fedavg import FedAvgResult
 from privfed.fl.models import task_loss
 from privfed.fl.sources import DEFAULT_MODULES, stdlib_docstrings
 

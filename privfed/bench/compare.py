@@ -23,7 +23,7 @@ from typing import Any, Callable, Sequence
 from protocols.errors import ConfigError
 from privfed.fl.config import ExperimentConfig
 from privfed.fl.data import build_federated
-from privfed.fl.fedavg import FedAvgResult, run_fedavg
+from privfed.experiment.fedavg import FedAvgResult, run_fedavg
 
 __all__ = ["DEFAULT_PROTECTIONS", "COMPARE_DEFAULTS", "compare_config", "run_compare", "row_from_run"]
 

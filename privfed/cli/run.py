@@ -64,7 +64,7 @@ def run(config_path: str | None, overrides: tuple[str, ...], seed: int | None, o
         torch.set_num_threads(threads)
     try:
         from privfed.fl.config import load_config
-        from privfed.fl.fedavg import run_fedavg
+        from privfed.experiment.fedavg import run_fedavg
         config = load_config(config_path, overrides, seed)
         out = Path(out_dir) if out_dir else Path("runs") / _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
         console.print(f"[bold]privfed run[/]: plan {config.plan!r}, {config.fl.rounds} rounds, "

@@ -21,7 +21,7 @@ Each round ``r``:
    compares the result with the exact float64 weighted mean of the survivors' updates (for DP protections the
    difference includes the noise); a ``dp_event`` in the result's ``info`` goes to the privacy ledger;
 6. the global model is evaluated on the global evaluation set; the round is appended to ``rounds.jsonl``, its
-   transcript written, and a checkpoint saved (:mod:`privfed.fl.rundir`).
+   transcript written, and a checkpoint saved (:mod:`privfed.experiment.rundir`).
 
 Randomness: the experiment seed drives data, partitions, model init, fixed client sampling, simulated dropouts and
 local batch order — never keys, masks or noise (those are the protocols' business and come from the OS).
@@ -49,11 +49,11 @@ from protocols.errors import ConfigError, MessageError, PrivfedError
 from privfed.runtime.local import RoundReport, run_round
 from privfed.threat import PlannedRound, resolve_plan
 
-from .config import ExperimentConfig
-from .data import FederatedDataset, build_federated
-from .models import ParamLayout, SequenceModel, build_model, flatten, load_flat
+from privfed.fl.config import ExperimentConfig
+from privfed.fl.data import FederatedDataset, build_federated
+from privfed.fl.models import ParamLayout, SequenceModel, build_model, flatten, load_flat
 from .rundir import RunDir, config_digest, decode_vector, encode_vector, to_jsonable
-from .train import evaluate, select_trainer
+from privfed.fl.train import evaluate, select_trainer
 
 __all__ = ["FedAvgResult", "run_fedavg", "RoundHook", "StopRun", "package_versions"]
 
