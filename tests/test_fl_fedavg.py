@@ -192,21 +192,22 @@ def test_protocol_persists_while_the_protection_stays_and_is_recreated_on_switch
     assert ids[0] == ids[1] and ids[3] == ids[4] and ids[1] != ids[3]  # same instance per stretch, new on switch
     states = [sid for _, _, _, sid in seen]
     assert states[0] == states[1] == states[3] == states[4] != states[2]  # one client_states dict per name
-    eps = [r["epsilon"] for r in result.rounds]
+    eps = [r["epsilon_model"] for r in result.rounds]
     assert eps[:2] == [None, None] and eps[2] == "inf"  # DP after un-noised releases: no finite claim
-    assert result.rounds[2]["dp_event"]["mechanism"] == "gaussian"
+    assert result.rounds[2]["dp_events"]["model"]["user"]["mechanism"] == "gaussian"
+    assert result.rounds[2]["dp_events"]["server"]["user"]["mechanism"] == "none"  # central DP: the server sees all
 
 
 def test_dp_epsilon_grows_and_survives_resume(tmp_path: Path) -> None:
     pytest.importorskip("dp_accounting")
     config = load_config(overrides=[*TINY, "fl.rounds=2", "plan=dp"])
     straight = run_fedavg(config)
-    eps = [r["epsilon"] for r in straight.rounds]
+    eps = [r["epsilon_model"] for r in straight.rounds]
     assert all(isinstance(e, float) for e in eps) and 0 < eps[0] < eps[1]
-    assert all(r["privacy"]["level"] == "user" for r in straight.rounds)
+    assert all(r["epsilon_unit"] == "user" and r["epsilon_server"] == "inf" for r in straight.rounds)
     run_fedavg(config, tmp_path / "dp", stop_after=1)
     resumed = run_fedavg(config, tmp_path / "dp", resume=True)
-    assert [r["epsilon"] for r in resumed.rounds] == pytest.approx(eps)
+    assert [r["epsilon_model"] for r in resumed.rounds] == pytest.approx(eps)
 
 
 def test_epsilon_target_sets_the_noise_multiplier_over_the_planned_rounds() -> None:
@@ -220,5 +221,5 @@ def test_epsilon_target_sets_the_noise_multiplier_over_the_planned_rounds() -> N
     result = run_fedavg(config)
     z = result.summary["noise_multiplier_from_target"]["dp"]
     assert z > 0.5
-    epsilon = result.rounds[-1]["epsilon"]
+    epsilon = result.rounds[-1]["epsilon_model"]
     assert 5.5 < epsilon <= 6.0 + 1e-3

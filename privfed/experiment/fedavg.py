@@ -47,7 +47,8 @@ from protocols import registry
 from protocols.base import AggregationProtocol, ClientStateMachine, ClientUpdate
 from protocols.errors import ConfigError, MessageError, PrivfedError
 from privfed.runtime.local import RoundReport, run_round
-from privfed.threat import PlannedRound, resolve_plan
+from privfed.threat import PlannedRound, ThreatModel, catalogue, resolve_plan
+from privfed.threat.budget import CALIBRATABLE, calibrate, runtime_options
 
 from privfed.fl.config import ExperimentConfig
 from privfed.fl.data import FederatedDataset, build_federated
@@ -142,43 +143,79 @@ def _drops(config: ExperimentConfig, sampled: list[int], round_id: int) -> dict[
     return {cid: config.fl.drop_point for cid, hit in zip(sampled, hits) if hit}
 
 
-def _privacy(ledger: Any | None, dp_events: int, delta: float) -> tuple[Any, Any]:
-    """(epsilon, ledger summary). None while no round carried a DP event (no DP claim is made); infinite once a
-    released model also depends on a round without DP noise (the ledger records those rounds as unprotected)."""
+def _privacy(ledger: Any | None, dp_events: int, delta: float, unit: str) -> dict[str, Any]:
+    """Epsilon per observer (``epsilon_model``: users of the released model; ``epsilon_server``: the server and the
+    declared colluders) at ``unit``, and the ledger's full table. None while no round carried DP noise (no claim is
+    made); infinite once a release gave that observer no bound."""
     if ledger is None or dp_events == 0:
-        return None, None
-    levels = tuple(ledger.levels()) if hasattr(ledger, "levels") else ()
-    if len(levels) > 1:  # user- and record-level DP mixed in one run: per-level figures only, never one number
-        return None, ledger.summary(delta)
-    epsilon = float(ledger.epsilon(delta))  # one accountant call per round (PLD takes seconds)
-    return epsilon, {"delta": delta, "level": levels[0] if levels else None, "epsilon": epsilon,
-                     "unprotected_release": math.isinf(epsilon)}
+        return {"epsilon_model": None, "epsilon_server": None, "epsilon_unit": None, "privacy": None}
+    summary = ledger.summary(delta)
+    table = summary["epsilon"]
+    return {"epsilon_model": table["model"][unit], "epsilon_server": table["server"][unit], "epsilon_unit": unit,
+            "privacy": summary}
 
 
-#: user-level DP placements whose noise multiplier can be derived from an epsilon target over the planned rounds
-_USER_LEVEL_DP = ("dp", "local-dp", "secagg+dp", "ckks+dp")
+def _threat(config: ExperimentConfig) -> ThreatModel:
+    """The declared ``[threat]`` (no table: a trusted server and no DP target)."""
+    table = {k: v for k, v in dict(config.threat or {}).items() if k != "clients"}
+    return ThreatModel.coerce(table or None)
 
 
-def _noise_for_target(config: ExperimentConfig, plan: list[PlannedRound]) -> dict[str, float]:
-    """Target mode: with an epsilon target in ``[threat]``, the noise multiplier of each user-level DP protection
-    the plan uses and whose options do not set one, so that the planned DP rounds together meet the target
-    (dp-accounting, the protection's accountant default PLD). An explicit ``noise_multiplier`` always wins."""
-    threat = dict(config.threat or {})
-    if threat.get("epsilon") is None:
+def _dp_unit(config: ExperimentConfig, plan: list[PlannedRound]) -> str:
+    """The unit epsilon is reported at: the declared one, else record-level when every DP round is DP-SGD."""
+    declared = (config.threat or {}).get("dp_unit")
+    if declared:
+        return str(declared)
+    dp = {catalogue.get(p.protection).dp_unit for p in plan if catalogue.get(p.protection).has_dp}
+    return "record" if dp == {"record"} else "user"
+
+
+def _dpsgd_schedule(config: ExperimentConfig, data: FederatedDataset) -> dict[str, Any]:
+    """DP-SGD's planned schedule from the data: the busiest client's steps per round and the largest record
+    sampling rate (the worst case the round's event takes)."""
+    sizes = [len(c.train) for c in data.clients if len(c.train) > 0]
+    if not sizes:
         return {}
-    from protocols.dp.accounting import noise_multiplier_for
+    batch = config.train.batch_size
+    per_epoch = [math.ceil(n / batch) for n in sizes]
+    if config.train.max_batches:
+        per_epoch = [min(p, config.train.max_batches) for p in per_epoch]
+    return {"local_steps": config.train.epochs * max(per_epoch), "record_sample_rate": min(1.0, batch / min(sizes))}
 
-    dp_rounds = [p for p in plan if p.protection in _USER_LEVEL_DP]
-    names = [n for n in dict.fromkeys(p.protection for p in dp_rounds)
-             if "noise_multiplier" not in config.protection.options.get(n, {})]
+
+def _plan_options(config: ExperimentConfig, data: FederatedDataset, names: list[str]) -> dict[str, dict[str, Any]]:
+    """Protocol options per protection as the plan check sees them (user options plus the derived DP-SGD schedule)."""
+    out = {k: dict(v) for k, v in config.protection.options.items()}
+    schedule = _dpsgd_schedule(config, data)
+    for name in names:
+        if catalogue.get(name).dp == "dp-sgd":
+            for key, value in schedule.items():
+                out.setdefault(name, {}).setdefault(key, value)
+    return out
+
+
+def _noise_for_target(config: ExperimentConfig, plan: list[PlannedRound], clients: int,
+                      options: Mapping[str, Mapping[str, Any]]) -> dict[str, float]:
+    """Target mode: with an epsilon target in ``[threat]``, one noise multiplier for the DP protections the plan uses
+    whose options do not set one, calibrated by :func:`privfed.threat.budget.calibrate` — the same planned events the
+    plan check composes, per distrusted observer. An explicit ``noise_multiplier`` always wins."""
+    threat = _threat(config)
+    if not threat.wants_dp:
+        return {}
+    names = [n for n in dict.fromkeys(p.protection for p in plan)
+             if n in CALIBRATABLE and "noise_multiplier" not in options.get(n, {})]
     if not names:
         return {}
-    rate = config.fl.sample_rate if config.fl.sampling == "poisson" else 1.0
-    delta = float(threat.get("delta", config.protection.delta))
-    return {name: noise_multiplier_for(float(threat["epsilon"]),
-                                       float(config.protection.options.get(name, {}).get("sample_rate", rate)),
-                                       len(dp_rounds), delta)
-            for name in names}
+    z = calibrate(names, [(p.round, p.protection) for p in plan], threat, clients, options)
+    return {name: z for name in names}
+
+
+def _recheck(name: str, threat: ThreatModel, clients: int, options: Mapping[str, Any]) -> str | None:
+    """The plan's threat check again, for the clients that actually reached the round (None: it still holds)."""
+    unmet = catalogue.unmet_requirements(name, threat, catalogue.RoundContext(clients, options))
+    if not unmet:
+        return None
+    return f"round re-check with {clients} clients: {name} no longer meets the threat model: " + "; ".join(unmet)
 
 
 def _check_sample_rate(name: str, protocol: AggregationProtocol, config: ExperimentConfig) -> None:
@@ -215,17 +252,30 @@ def run_fedavg(config: ExperimentConfig, out_dir: str | Path | None = None, *, r
     torch_threads = torch.get_num_threads()
     data = dataset if dataset is not None else build_federated(config.data, config.seed)
     n_clients = len(data.clients)
-    plan: list[PlannedRound] = resolve_plan(config.plan, config.fl.rounds, config.threat,
-                                            clients=_clients_per_round(config, n_clients),
-                                            options={k: dict(v) for k, v in config.protection.options.items()})
+    per_round = _clients_per_round(config, n_clients)
+    threat = _threat(config)
+    plan_options = _plan_options(config, data, [n for n in catalogue.names() if catalogue.get(n).dp == "dp-sgd"])
+    if threat.wants_dp:  # target mode: unconfigured noise is only advice to the first check, then calibrated
+        provisional = resolve_plan(config.plan, config.fl.rounds, threat, clients=per_round, options=plan_options)
+        targeted = _noise_for_target(config, provisional, per_round, plan_options)
+        for name, z in targeted.items():
+            plan_options.setdefault(name, {})["noise_multiplier"] = z
+    else:
+        targeted = {}
+    plan: list[PlannedRound] = resolve_plan(config.plan, config.fl.rounds, threat, clients=per_round,
+                                            options=plan_options)
     max_weight = float(data.max_weight)
-
-    targeted = _noise_for_target(config, plan)
+    guards = {p.protection: runtime_options(p.protection, plan_options.get(p.protection, {}), threat, per_round)
+              for p in plan}
 
     def options_for(name: str) -> dict[str, Any]:
         options = config.protection.for_protection(name, max_weight)
-        if name in targeted:
-            options.setdefault("noise_multiplier", targeted[name])
+        for key, value in plan_options.get(name, {}).items():
+            options.setdefault(key, value)
+        if catalogue.get(name).dp == "distributed":
+            options.setdefault("colluders", threat.collusion)
+            if threat.wants_dp:  # the plan promised an epsilon: never spend more in a round with fewer survivors
+                options.update({k: v for k, v in guards.get(name, {}).items() if k == "min_noise_survivors"})
         return options
 
     # validate every protection before round 1; keep each instance for its first run of rounds
@@ -273,6 +323,7 @@ def run_fedavg(config: ExperimentConfig, out_dir: str | Path | None = None, *, r
     if rundir is not None:
         rundir.write_summary(summary)
 
+    unit = _dp_unit(config, plan)
     records: list[dict[str, Any]] = []
     reports: list[RoundReport] = []
     client_states: dict[str, MutableMapping[int, MutableMapping[str, Any]]] = {}
@@ -325,10 +376,14 @@ def run_fedavg(config: ExperimentConfig, out_dir: str | Path | None = None, *, r
         train_seconds = time.perf_counter() - train_clock
 
         report: RoundReport | None = None
-        if updates:
-            report = run_round(protocol, r, updates, drops=_drops(config, sorted(updates), r), client_states=states,
-                               client_overrides=client_overrides, tamper=tamper, transcript=config.fl.transcripts,
-                               record_server_view=record_server_view)
+        recheck = _recheck(name, threat, len(updates), options_for(name)) if updates else None
+        if updates and recheck is None:
+            try:
+                report = run_round(protocol, r, updates, drops=_drops(config, sorted(updates), r),
+                                   client_states=states, client_overrides=client_overrides, tamper=tamper,
+                                   transcript=config.fl.transcripts, record_server_view=record_server_view)
+            except ConfigError as exc:  # parameters invalid for this round's actual clients: an aborted round
+                recheck = f"round re-check with {len(updates)} clients: {exc}"
         record: dict[str, Any] = {"round": r, "protection": name, "plan_reason": planned.reason,
                                   "protocol": dict(protocol.describe()), "sampled": sampled}
         if report is not None:
@@ -340,7 +395,7 @@ def run_fedavg(config: ExperimentConfig, out_dir: str | Path | None = None, *, r
         else:
             record.update(participants=0, survivors=0, dropped={}, rejected={}, upload_bytes_total=0,
                           download_bytes_total=0, client_protocol_seconds_total=0.0, server_seconds=0.0,
-                          aborted="no client produced an update" if sampled else "no client was sampled")
+                          aborted=recheck or ("no client produced an update" if sampled else "no client was sampled"))
         record["dropped"] = {**{str(k): v for k, v in failed.items()}, **record.get("dropped", {})}
         record["clients"] = client_info
         record["local_training_seconds_per_client"] = train_seconds / len(sampled) if sampled else 0.0
@@ -362,17 +417,17 @@ def run_fedavg(config: ExperimentConfig, out_dir: str | Path | None = None, *, r
             record["verifier_max_abs_error"] = float(np.max(np.abs(mean - exact)))
             record["error_bound"] = float(result.error_bound)
             vector = (vector.astype(np.float64) + config.fl.server_lr * mean).astype(np.float32)
-            event = result.info.get("dp_event")
+            events = result.info.get("dp_events")
             if ledger is not None:
-                if event is not None:
-                    ledger.record(r, dict(event))
+                if events is not None:
+                    ledger.record(r, events)
                     dp_events += 1
                 else:
                     ledger.record_unprotected(r, note=f"{name}: released without DP noise")
-            record["dp_event"] = event
+            record["dp_events"] = events
         else:
             totals["aborted_rounds"] += 1
-        record["epsilon"], record["privacy"] = _privacy(ledger, dp_events, config.protection.delta)
+        record.update(_privacy(ledger, dp_events, config.protection.delta, unit))
         load_flat(template, vector, layout)
         record["metrics"] = evaluate(template, data.eval)
         train_losses = [(c["samples"], c["train_loss"]) for c in client_info.values()
@@ -416,7 +471,8 @@ def run_fedavg(config: ExperimentConfig, out_dir: str | Path | None = None, *, r
         "rounds_completed": len(all_rounds),
         "totals": {**totals, "wall_seconds_this_process": time.perf_counter() - started},
         "final_metrics": all_rounds[-1]["metrics"] if all_rounds else initial_metrics,
-        "epsilon": all_rounds[-1]["epsilon"] if all_rounds else None,
+        **{k: (all_rounds[-1].get(k) if all_rounds else None)
+           for k in ("epsilon_model", "epsilon_server", "epsilon_unit")},
         "delta": config.protection.delta,
     })
     summary = to_jsonable(summary)

@@ -331,14 +331,15 @@ def unmet_requirements(name: str, threat: ThreatModel, context: RoundContext | N
 
 
 def _secagg_unmet(name: str, threat: ThreatModel, ctx: RoundContext) -> list[str]:
-    """SecAgg's threshold against the declared collusion and dropout.
+    """SecAgg's threshold against the declared collusion and dropout, from the round's actual parameters.
 
     Complete graph: the server plus t colluders reconstruct an honest client's secrets, so t > c; the round aborts
-    below t survivors, so n - t >= expected dropouts. Sparse (SecAgg+) graph: the same inequalities per
-    neighbourhood of k + 1 clients in the worst case (all colluders or dropouts in one neighbourhood), or the
-    probabilistic guarantee of Bell et al. when the graph was sized for at least the declared fractions.
+    below t survivors, so n - t >= expected dropouts. Sparse (SecAgg+) graph, whoever chose k and t: the exact
+    hypergeometric failure probabilities of :func:`protocols.secagg.graph.sparse_failure` for the declared c and d,
+    held to the same 2^-40 (privacy) / 2^-20 (dropouts) standard as the automatic choice.
     """
     from protocols.errors import ConfigError as _ConfigError
+    from protocols.secagg.graph import CORRECTNESS_BITS, SECURITY_BITS, sparse_failure
 
     assert ctx.clients is not None
     n = ctx.clients
@@ -347,21 +348,44 @@ def _secagg_unmet(name: str, threat: ThreatModel, ctx: RoundContext) -> list[str
     except _ConfigError as exc:
         return [f"its parameters are invalid for a round of {n} clients: {exc}"]
     t, d, c = sa.threshold, threat.expected_dropouts(n), threat.collusion
-    pool = n if sa.graph == "complete" else sa.k + 1
     unmet: list[str] = []
-    sparse_covers_c = sa.graph != "complete" and sa.corruption_fraction * n >= c
-    sparse_covers_d = sa.graph != "complete" and sa.dropout_fraction >= threat.dropout
-    low, high = max(c + 1, 2), pool - d
-    hint = (f" (a threshold in {low}..{high} meets both: e.g. {name}.threshold={low})" if low <= high else
-            f" (no threshold meets both collusion={c} and {d} dropouts with {pool} clients per neighbourhood)")
-    if t <= c and not sparse_covers_c:
-        unmet.append(f"its threshold t={t} (of n={n}) does not exceed the declared collusion={c}: the server plus t "
-                     f"colluders can unmask an honest client" + hint)
-    if pool - t < d and not sparse_covers_d:
-        scope = f"n - t = {n} - {t}" if sa.graph == "complete" else f"(k + 1) - t = {sa.k + 1} - {t}"
-        unmet.append(f"{scope} = {pool - t} does not cover the {d} expected dropouts (dropout={threat.dropout:g} "
-                     f"of {n}); the round would abort" + hint)
+    if sa.graph == "complete":
+        low, high = max(c + 1, 2), n - d
+        hint = (f" (a threshold in {low}..{high} meets both: e.g. {name}.threshold={low})" if low <= high else
+                f" (no threshold meets both collusion={c} and {d} dropouts with {n} clients)")
+        if t <= c:
+            unmet.append(f"its threshold t={t} (of n={n}) does not exceed the declared collusion={c}: the server plus "
+                         f"t colluders can unmask an honest client" + hint)
+        if n - t < d:
+            unmet.append(f"n - t = {n} - {t} = {n - t} does not cover the {d} expected dropouts "
+                         f"(dropout={threat.dropout:g} of {n}); the round would abort" + hint)
+        return unmet
+    privacy, correctness = sparse_failure(n, sa.k, t, c, d)
+    if privacy > 2.0 ** -SECURITY_BITS:
+        unmet.append(f"on its sparse graph (k={sa.k} neighbours, t={t}) an honest client has >= t colluding "
+                     f"neighbours with probability {privacy:.3g} for collusion={c} of n={n}, above 2^-{SECURITY_BITS}: "
+                     f"raise {name}.threshold or let privfed choose k and t (drop {name}.neighbours/threshold and "
+                     f"set corruption_fraction >= {c / n:.3g})")
+    if correctness > 2.0 ** -CORRECTNESS_BITS:
+        unmet.append(f"on its sparse graph (k={sa.k} neighbours, t={t}) some client keeps fewer than t surviving "
+                     f"neighbours with probability {correctness:.3g} for {d} expected dropouts of n={n}, above "
+                     f"2^-{CORRECTNESS_BITS}; the round would abort")
     return unmet
+
+
+def secagg_reason(name: str, threat: ThreatModel, n: int, options: Mapping[str, Any]) -> str:
+    """What was checked for an accepted SecAgg round of ``n`` clients, and nothing more."""
+    sa = secagg_round(name, n, options)
+    t, c, d = sa.threshold, threat.collusion, threat.expected_dropouts(n)
+    if sa.graph == "complete":
+        return (f"hides updates from the server + up to {t - 1} colluders (t={t} > collusion={c}) and tolerates up to "
+                f"{n - t} dropout(s) (>= {d} expected)")
+    from protocols.secagg.graph import sparse_failure
+
+    privacy, correctness = sparse_failure(n, sa.k, t, c, d)
+    return (f"sparse graph k={sa.k}, t={t}: P(an honest client has >= t of collusion={c} among its neighbours) = "
+            f"{privacy:.2g} <= 2^-40, P(a client keeps < t of its neighbours with {d} dropouts) = {correctness:.2g} "
+            f"<= 2^-20")
 
 
 def _keeps_aggregate(p: Protection, ctx: RoundContext) -> bool:
@@ -379,12 +403,7 @@ def explain(name: str, threat: ThreatModel, context: RoundContext | None = None)
         parts.append("trusted server")
     elif p.collusion_model == "threshold":
         if ctx.clients is not None:
-            sa = secagg_round(name, ctx.clients, ctx.options)
-            n, t = ctx.clients, sa.threshold
-            graph = "" if sa.graph == "complete" else f" per neighbourhood of k={sa.k}"
-            parts.append(f"hides updates from the server + up to {t - 1} colluders{graph} (t={t} > "
-                         f"collusion={threat.collusion}) and tolerates up to {(n if not graph else sa.k + 1) - t} "
-                         f"dropout(s){graph} (>= {threat.expected_dropouts(n)} expected)")
+            parts.append(secagg_reason(name, threat, ctx.clients, ctx.options))
         else:
             parts.append(f"hides updates from the server + fewer than t colluders (needs t > {threat.collusion} "
                          f"and n - t >= expected dropouts; checked when the client count is known)")

@@ -115,7 +115,8 @@ def available(name: str) -> bool:
 def resolve_plan(spec: PlanSpec, rounds: int, threat: ThreatModel | Mapping[str, Any] | str | None = None, *,
                  clients: int | None = None, options: Mapping[str, Mapping[str, Any]] | None = None,
                  costs: CostTable | None = None,
-                 is_available: Callable[[str], bool] | None = None) -> list[PlannedRound]:
+                 is_available: Callable[[str], bool] | None = None,
+                 model_size: int | None = None) -> list[PlannedRound]:
     """One checked protection per round, or :class:`PlanRefused`.
 
     ``threat`` is a ThreatModel, a ``[threat]`` mapping (an extra ``clients`` key there is the round's client
@@ -123,7 +124,8 @@ def resolve_plan(spec: PlanSpec, rounds: int, threat: ThreatModel | Mapping[str,
     server, no DP target). ``clients`` (clients per round) enables the numeric SecAgg and HE checks; ``options``
     maps a protection name to its protocol options (e.g. ``{"secagg": {"threshold": 7}}``). ``auto`` ranks by
     ``costs`` (default :func:`~privfed.threat.costs.load_costs`) among protections that pass ``is_available``
-    (default :func:`available`).
+    (default :func:`available`). ``model_size`` (parameters) sharpens secagg+dp's planned epsilon (its rounding
+    slack grows with it; default :data:`~privfed.threat.budget.DEFAULT_MODEL_SIZE`).
     """
     _check_rounds(rounds)
     if isinstance(threat, Mapping) and "clients" in threat:
@@ -181,7 +183,10 @@ def resolve_plan(spec: PlanSpec, rounds: int, threat: ThreatModel | Mapping[str,
     if failures:
         raise PlanRefused(_refusal(failures, model))
     if model.wants_dp:
-        budget = check_budget([(p.round, p.protection) for p in planned], model, clients, options)
+        try:
+            budget = check_budget([(p.round, p.protection) for p in planned], model, clients, options, model_size)
+        except ConfigError as exc:
+            raise PlanRefused(f"plan refused under the threat model ({model.describe()}):\n- {exc}.") from None
         if not budget.meets and budget.configured:
             first = budget.rounds[0] if budget.rounds else 1
             raise PlanRefused(f"plan refused under the threat model ({model.describe()}):\n- round {first} (and "

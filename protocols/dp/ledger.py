@@ -1,12 +1,14 @@
-"""The privacy ledger: frozen event records per round that compose into an epsilon and can be saved and re-checked.
+"""The privacy ledger: frozen event records per round, per observer and unit, that compose into epsilons and can be
+saved and re-checked.
 
-Threat model: the ledger hides nothing; it is the audit record of what each round's release cost in privacy. It
-states the unit protected (``level``: ``user`` for DP-FedAvg and distributed DP, ``record`` for DP-SGD inside
-clients, ``local`` for what the server sees under local DP) and never mixes them silently. A round whose released
-model carried no noise is recorded as mechanism ``none`` and makes epsilon infinite from then on: we report it,
-never hide it. Extra delta that an event carries (tail mass of truncated integer noise, rounding-norm failure
-probability) is added honestly: epsilon is computed at delta - margin with (1 + e^epsilon) * sum(delta_extra) <= margin.
-Events hold only public parameters (noise multiplier, rates, counts), never noise or data.
+Threat model: the ledger hides nothing; it is the audit record of what each round's releases cost in privacy, for
+each observer of :mod:`protocols.dp.events` (``server``: the server and the declared colluders; ``model``: users of
+the released model) and each unit (``user``, ``record``). It never reports one figure that is only true for one of
+them: :meth:`PrivacyLedger.epsilon` takes the observer and the unit. A round recorded as mechanism ``none`` for an
+(observer, unit) makes that epsilon infinite from then on: we report it, never hide it. Extra delta that an event
+carries (tail mass of truncated integer noise, rounding-norm failure probability) is added honestly: epsilon is
+computed at delta - margin with (1 + e^epsilon) * sum(delta_extra) <= margin. Events hold only public parameters
+(noise multiplier, rates, counts), never noise or data.
 """
 
 from __future__ import annotations
@@ -19,23 +21,52 @@ from typing import Any, Iterable, Mapping
 
 from ..errors import ConfigError
 from .accounting import ACCOUNTANTS, epsilon_of_events, make_event
+from .events import OBSERVERS, UNITS, RoundEvents, no_dp_events
 from .mechanisms import check_delta, check_positive, check_rate
 
-__all__ = ["PrivacyEvent", "PrivacyLedger", "LEVELS", "LEDGER_VERSION"]
+__all__ = ["PrivacyEvent", "PrivacyLedger", "LEVELS", "LEDGER_VERSION", "epsilon_of"]
 
-LEVELS = ("user", "record", "local")
+LEVELS = UNITS
 EVENT_MECHANISMS = ("gaussian", "laplace", "none")
-LEDGER_VERSION = 1
+LEDGER_VERSION = 2
+
+
+def epsilon_of(events: Iterable["PrivacyEvent"], delta: float, accountant: str = "pld") -> float:
+    """Epsilon at ``delta`` of the composition of ``events`` (one observer and unit): infinite once any is ``none``;
+    extra delta charged as described in the module docstring. The plan check and the ledger both call this."""
+    delta = check_delta(delta)
+    if accountant not in ACCOUNTANTS:
+        raise ConfigError(f"accountant must be one of {ACCOUNTANTS}, got {accountant!r}")
+    events = list(events)
+    if any(e.mechanism == "none" for e in events):
+        return math.inf
+    if not events:
+        return 0.0
+    grouped: Counter = Counter()
+    for e in events:
+        grouped[(e.mechanism, e.noise_multiplier, e.sample_rate)] += e.count
+    pairs = [(make_event(m, z, q), n) for (m, z, q), n in sorted(grouped.items())]
+    extra = sum(e.delta_extra for e in events)
+    if extra == 0:
+        return epsilon_of_events(pairs, delta, accountant)
+    for fraction in (1e-6, 1e-3, 0.1, 0.5):
+        margin = delta * fraction
+        eps = epsilon_of_events(pairs, delta - margin, accountant)
+        if (1.0 + math.exp(min(eps, 700.0))) * extra <= margin:
+            return eps
+    return math.inf
 
 
 @dataclass(frozen=True)
 class PrivacyEvent:
-    """One round's release: ``count`` compositions of a (Poisson rate ``sample_rate``) ``mechanism`` with
-    ``noise_multiplier`` (noise std / L2 sensitivity, or Laplace scale / L1 sensitivity) at ``level``."""
+    """One round's release as one ``observer`` sees it at one unit (``level``): ``count`` compositions of a (Poisson
+    rate ``sample_rate``) ``mechanism`` with ``noise_multiplier`` (noise std / L2 sensitivity, or Laplace scale / L1
+    sensitivity)."""
 
     round: int
     mechanism: str
     level: str
+    observer: str = "model"
     noise_multiplier: float = math.inf
     sample_rate: float = 1.0
     count: int = 1
@@ -50,11 +81,15 @@ class PrivacyEvent:
             raise ConfigError(f"mechanism must be one of {EVENT_MECHANISMS}, got {self.mechanism!r}")
         if self.level not in LEVELS:
             raise ConfigError(f"level must be one of {LEVELS}, got {self.level!r}")
+        if self.observer not in OBSERVERS:
+            raise ConfigError(f"observer must be one of {OBSERVERS}, got {self.observer!r}")
         if isinstance(self.count, bool) or not isinstance(self.count, int) or self.count < 1:
             raise ConfigError(f"count must be an integer >= 1, got {self.count!r}")
         check_positive("delta_extra", self.delta_extra, allow_zero=True)
         if self.mechanism != "none":
-            check_positive("noise_multiplier", self.noise_multiplier)
+            check_positive("noise_multiplier", self.noise_multiplier, allow_zero=False)
+            if not math.isfinite(self.noise_multiplier):
+                raise ConfigError("noise_multiplier must be finite for a noised event")
             check_rate("sample_rate", self.sample_rate)
 
     @classmethod
@@ -64,7 +99,9 @@ class PrivacyEvent:
         if unknown:
             raise ConfigError(f"unknown privacy event fields {sorted(unknown)}")
         values = dict(event)
-        if "noise_multiplier" in values:
+        if values.get("noise_multiplier") is None:
+            values.pop("noise_multiplier", None)
+        else:
             values["noise_multiplier"] = float(values["noise_multiplier"])
         return cls(round=int(round_id), **values)
 
@@ -75,8 +112,12 @@ class PrivacyEvent:
         return out
 
 
+def _round_events(value: RoundEvents | Mapping[str, Any]) -> RoundEvents:
+    return value if isinstance(value, RoundEvents) else RoundEvents.from_json(value)
+
+
 class PrivacyLedger:
-    """Events in round order; ``epsilon(delta)`` re-derives the run's epsilon from them alone."""
+    """Events in round order; ``epsilon(delta, observer=..., level=...)`` re-derives a figure from them alone."""
 
     def __init__(self, events: Iterable[PrivacyEvent] = ()) -> None:
         self._events: list[PrivacyEvent] = list(events)
@@ -85,68 +126,50 @@ class PrivacyLedger:
     def events(self) -> tuple[PrivacyEvent, ...]:
         return tuple(self._events)
 
-    def record(self, round_id: int, event: Mapping[str, Any] | PrivacyEvent) -> PrivacyEvent:
-        """Add one round's event (the ``dp_event`` dict a DP protection puts into ``AggregateResult.info``)."""
-        if not isinstance(event, PrivacyEvent):
-            event = PrivacyEvent.from_dict(round_id, event)
-        elif event.round != round_id:
-            raise ConfigError(f"event is for round {event.round}, recorded as round {round_id}")
-        self._events.append(event)
-        return event
+    def record(self, round_id: int, events: RoundEvents | Mapping[str, Any]) -> tuple[PrivacyEvent, ...]:
+        """Add one round's events (the ``dp_events`` a DP protection puts into ``AggregateResult.info``: a
+        :class:`~protocols.dp.events.RoundEvents` or its JSON form, observer -> unit -> event)."""
+        added = tuple(PrivacyEvent.from_dict(round_id, {**dict(e), "observer": o, "level": u})
+                      for o, u, e in _round_events(events))
+        self._events.extend(added)
+        return added
 
-    def record_unprotected(self, round_id: int, level: str = "user", note: str = "plaintext release") -> PrivacyEvent:
-        """A round whose released model carried no DP noise: epsilon is infinite from here on."""
-        return self.record(round_id, PrivacyEvent(round_id, "none", level, note=note))
+    def record_unprotected(self, round_id: int, note: str = "plaintext release") -> tuple[PrivacyEvent, ...]:
+        """A round whose released model carried no DP noise: every epsilon is infinite from here on."""
+        return self.record(round_id, no_dp_events("none", note))
 
-    def levels(self) -> tuple[str, ...]:
-        return tuple(sorted({e.level for e in self._events if e.mechanism != "none"}))
+    def rounds(self) -> tuple[int, ...]:
+        return tuple(sorted({e.round for e in self._events}))
 
-    def _select(self, level: str | None) -> tuple[str | None, list[PrivacyEvent]]:
-        levels = self.levels()
-        if level is None:
-            if len(levels) > 1:
-                raise ConfigError(f"the ledger mixes privacy levels {levels}; ask for one with level=")
-            level = levels[0] if levels else None
-        elif level not in LEVELS:
+    def epsilon(self, delta: float, accountant: str = "pld", level: str = "user", observer: str = "model") -> float:
+        """Epsilon at ``delta`` against ``observer`` at unit ``level`` over every recorded round (math.inf once any
+        round gave that observer no bound)."""
+        if level not in LEVELS:
             raise ConfigError(f"level must be one of {LEVELS}, got {level!r}")
-        return level, [e for e in self._events if e.mechanism == "none" or e.level == level]
+        if observer not in OBSERVERS:
+            raise ConfigError(f"observer must be one of {OBSERVERS}, got {observer!r}")
+        return epsilon_of((e for e in self._events if e.level == level and e.observer == observer), delta,
+                          accountant)
 
-    def epsilon(self, delta: float, accountant: str = "pld", level: str | None = None) -> float:
-        """Epsilon at ``delta`` over every recorded round (math.inf once any un-noised release was recorded)."""
-        delta = check_delta(delta)
-        if accountant not in ACCOUNTANTS:
-            raise ConfigError(f"accountant must be one of {ACCOUNTANTS}, got {accountant!r}")
-        _, events = self._select(level)
-        if any(e.mechanism == "none" for e in events):
-            return math.inf
-        if not events:
-            return 0.0
-        grouped: Counter = Counter()
-        for e in events:
-            grouped[(e.mechanism, e.noise_multiplier, e.sample_rate)] += e.count
-        pairs = [(make_event(m, z, q), n) for (m, z, q), n in sorted(grouped.items())]
-        extra = sum(e.delta_extra for e in events)
-        if extra == 0:
-            return epsilon_of_events(pairs, delta, accountant)
-        for fraction in (1e-6, 1e-3, 0.1, 0.5):
-            margin = delta * fraction
-            eps = epsilon_of_events(pairs, delta - margin, accountant)
-            if (1.0 + math.exp(min(eps, 700.0))) * extra <= margin:
-                return eps
-        return math.inf
+    def table(self, delta: float, accountant: str = "pld") -> dict[str, dict[str, float]]:
+        """Epsilon per observer and unit (identical event lists are accounted once)."""
+        cache: dict[tuple, float] = {}
+        out: dict[str, dict[str, float]] = {}
+        for observer in OBSERVERS:
+            for unit in UNITS:
+                chosen = [e for e in self._events if e.level == unit and e.observer == observer]
+                key = tuple((e.mechanism, e.noise_multiplier, e.sample_rate, e.count, e.delta_extra) for e in chosen)
+                if key not in cache:
+                    cache[key] = epsilon_of(chosen, delta, accountant)
+                out.setdefault(observer, {})[unit] = cache[key]
+        return out
 
     def summary(self, delta: float, accountant: str = "pld") -> dict[str, Any]:
-        """Plain-JSON figures for rounds.jsonl: epsilon per level at ``delta`` (None when not finite)."""
-        out: dict[str, Any] = {"delta": delta, "accountant": accountant, "rounds": len({e.round for e in self._events})}
-        levels = self.levels() or (("user",) if self._events else ())
-        for level in levels:
-            eps = self.epsilon(delta, accountant, level)
-            out[f"epsilon_{level}"] = eps if math.isfinite(eps) else None
-        if len(levels) == 1:
-            out["epsilon"] = out[f"epsilon_{levels[0]}"]
-            out["level"] = levels[0]
-        out["unprotected_release"] = any(e.mechanism == "none" for e in self._events)
-        return out
+        """Figures for rounds.jsonl: epsilon per observer and unit at ``delta`` (infinite where not bounded)."""
+        return {"delta": delta, "accountant": accountant, "rounds": len(self.rounds()),
+                "epsilon": self.table(delta, accountant),
+                "unprotected_release": any(e.mechanism == "none" and e.observer == "model" and e.level == "user"
+                                           for e in self._events)}
 
     def to_json(self) -> str:
         return json.dumps({"version": LEDGER_VERSION, "events": [e.to_dict() for e in self._events]}, indent=1)
@@ -162,11 +185,11 @@ class PrivacyLedger:
             raise ConfigError(f"not a privacy ledger of version {LEDGER_VERSION}")
         events = []
         for item in data["events"]:
+            if not isinstance(item, dict) or "round" not in item:
+                raise ConfigError("privacy ledger: every event needs a round")
             item = dict(item)
-            if item.get("noise_multiplier") is None:
-                item["noise_multiplier"] = math.inf
             events.append(PrivacyEvent.from_dict(item.pop("round"), item))
         return cls(events)
 
     def __len__(self) -> int:
-        return len(self._events)
+        return len(self.rounds())

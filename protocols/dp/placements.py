@@ -25,7 +25,12 @@ run the clipping and noising code honestly (a malicious client can always skip i
 (one user's data on one client). Weights are equalised (every client counts 1, user-level), and the mean divides by
 a fixed denominator (``expected_clients``, default the number of invited clients) so the released model does not
 depend on the exact count, or, with ``denominator="noised-count"``, by a count noised with the same multiplier
-(accounted as the composition of both Gaussians).
+(accounted as the composition of both Gaussians; central DP without adaptive clipping only — every other placement
+refuses it, since dividing by an exact count would release the participant count unaccounted).
+
+Every placement's privacy cost is computed by :mod:`protocols.dp.events` (one function per placement, per observer:
+the server with its colluders, and the users of the released model); a round's result carries it as
+``info["dp_events"]``. The plan check and target mode call the same functions before the run.
 """
 
 from __future__ import annotations
@@ -42,6 +47,8 @@ from ..csprng import CSPRNG
 from ..errors import ConfigError
 from .accounting import ACCOUNTANTS
 from .adaptive import AdaptiveClip, split_noise
+from .events import ROUNDING_FAILURE, DiscreteNoise, RoundFacts, central_events, distributed_events, dpsgd_events, \
+    local_events
 from .mechanisms import (DiscreteGaussianNoise, check_delta, check_positive, check_rate, clip_l1, clip_l2,
                          clip_per_layer, gaussian_noise, laplace_noise)
 
@@ -71,6 +78,16 @@ class DPOptions:
     target_quantile: float = 0.5
     clip_learning_rate: float = 0.2
     clip_count_std: float | None = None
+    #: declared number of clients colluding with the server (their noise shares are known to it): the server-side
+    #: epsilon of distributed DP counts only the honest survivors' noise
+    colluders: int = 0
+    #: distributed DP: abort the round (no release) when fewer clients' noise survives than the plan's epsilon
+    #: assumed (set by the plan from the declared dropout); None: release whatever survives, accounted as it is
+    min_noise_survivors: int | None = None
+    #: DP-SGD's planned schedule (the worst client's steps per round and record sampling rate), for the plan check;
+    #: the FedAvg loop derives it from the data, and the runtime accounts each client's own report
+    local_steps: int | None = None
+    record_sample_rate: float | None = None
 
     def __post_init__(self) -> None:
         check_positive("noise_multiplier", self.noise_multiplier, allow_zero=False)
@@ -92,6 +109,15 @@ class DPOptions:
             # under Poisson sampling the number invited depends on who is in the population: not a fixed denominator
             raise ConfigError("expected_clients (q x population) is required with sample_rate < 1 and the fixed "
                               "denominator")
+        if self.record_sample_rate is not None:
+            check_rate("record_sample_rate", self.record_sample_rate)
+        if self.local_steps is not None and (isinstance(self.local_steps, bool) or not isinstance(self.local_steps, int)
+                                             or self.local_steps < 1):
+            raise ConfigError(f"local_steps must be a whole number >= 1, got {self.local_steps!r}")
+        for name in ("colluders", "min_noise_survivors"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+                raise ConfigError(f"{name} must be a whole number >= 0, got {value!r}")
         if self.accountant not in ACCOUNTANTS:
             raise ConfigError(f"accountant must be one of {ACCOUNTANTS}, got {self.accountant!r}")
         if self.mechanism not in ("gaussian", "laplace"):
@@ -103,6 +129,9 @@ class DPOptions:
                 raise ConfigError("adaptive clipping tracks one flat clip norm: drop per_layer or adaptive")
             AdaptiveClip(self.clip_norm, self.target_quantile, self.clip_learning_rate,
                           self.clip_count_std if self.clip_count_std is not None else 1.0)
+            if self.denominator == "noised-count":
+                raise ConfigError("denominator='noised-count' is implemented for central DP without adaptive clipping "
+                                  "only: use the fixed denominator with adaptive clipping")
 
     def clip(self, vector: np.ndarray) -> np.ndarray:
         """The client-side clip: flat L2, per-layer L2, or L1 for the Laplace mechanism (float32, just inside S)."""
@@ -120,7 +149,8 @@ class DPOptions:
                 "per_layer": list(self.per_layer) if self.per_layer else None,
                 "expected_clients": self.expected_clients, "denominator": self.denominator,
                 "sample_rate": self.sample_rate, "delta": self.delta, "accountant": self.accountant,
-                "mechanism": self.mechanism, "adaptive": self.adaptive}
+                "mechanism": self.mechanism, "adaptive": self.adaptive, "colluders": self.colluders,
+                "min_noise_survivors": self.min_noise_survivors}
 
 
 _DP_KEYS = {f for f in DPOptions.__dataclass_fields__}
@@ -185,11 +215,6 @@ class DPProtocol(AggregationProtocol):
     def describe(self) -> Mapping[str, Any]:
         return {"protocol": self.name, "placement": self.placement, "level": self.level,
                 "inner": dict(self.inner.describe()), **self.options.public()}
-
-    def _event(self, noise_multiplier: float, **extra: Any) -> dict[str, Any]:
-        return {"mechanism": self.options.mechanism, "noise_multiplier": float(noise_multiplier),
-                "sample_rate": self.options.sample_rate, "count": 1, "level": self.level,
-                "placement": self.placement, **extra}
 
     def _rescale(self, result: AggregateResult, noise: np.ndarray | None, noise_std: float, invited: int,
                  info: Mapping[str, Any], count_noise_std: float = 0.0) -> AggregateResult:
@@ -271,17 +296,17 @@ class CentralDP(DPProtocol):
             std = self.update_multiplier * used
             noise = gaussian_noise(result.mean.size, std, rng)
             following = self.adaptive.update(bits, float(self.denominator(invited)))
-            info = {"dp_event": self._event(z, note=f"adaptive clipping: update multiplier "
-                                                    f"{self.update_multiplier:.4g}, bit std "
-                                                    f"{self.adaptive.clip_count_std:.4g}"),
-                    "clip_norm_used": used, "clip_norm_next": following}
+            events = central_events(z, self.options.sample_rate)  # update and bit noise compose to multiplier z
+            info = {"dp_events": events.to_json(), "clip_norm_used": used, "clip_norm_next": following,
+                    "dp_note": f"adaptive clipping: update multiplier {self.update_multiplier:.4g}, bit std "
+                               f"{self.adaptive.clip_count_std:.4g}"}
             return self._rescale(result, noise, std, invited, info)
         noise = gaussian_noise(result.mean.size, z * s, rng)
-        if self.options.denominator == "noised-count":
-            # the count (sensitivity 1) gets multiplier z too: two Gaussians of multiplier z compose to z / sqrt(2)
-            event = self._event(z / math.sqrt(2.0), note="sum and count each noised with multiplier z")
-            return self._rescale(result, noise, z * s, invited, {"dp_event": event}, count_noise_std=z)
-        return self._rescale(result, noise, z * s, invited, {"dp_event": self._event(z)})
+        noised_count = self.options.denominator == "noised-count"
+        events = central_events(z, self.options.sample_rate, noised_count)
+        # with a noised count the count (sensitivity 1) gets multiplier z too
+        return self._rescale(result, noise, z * s, invited, {"dp_events": events.to_json()},
+                             count_noise_std=z if noised_count else 0.0)
 
 
 class LocalDP(DPProtocol):
@@ -306,11 +331,8 @@ class LocalDP(DPProtocol):
         per_client = self.options.noise_multiplier * self.options.clip_norm
         if self.options.mechanism == "laplace":
             per_client *= math.sqrt(2.0)
-        # local DP: what the server sees is one release per client; no sampling amplification (the server knows who
-        # was sampled), so the event's sample rate is 1
-        event = {**self._event(self.options.noise_multiplier), "sample_rate": 1.0,
-                 "note": "per client, each round it takes part"}
-        return self._rescale(result, None, per_client * math.sqrt(n), invited, {"dp_event": event})
+        events = local_events(self.options.noise_multiplier, self.options.mechanism)
+        return self._rescale(result, None, per_client * math.sqrt(n), invited, {"dp_events": events.to_json()})
 
     def denominator(self, invited: int) -> int:
         return self.options.expected_clients or invited
@@ -349,26 +371,18 @@ class DPSGD(DPProtocol):
     def server(self, round_id: int, client_ids: Sequence[int], dim: int) -> ServerStateMachine:
         return _DPServer(self.inner.server(round_id, client_ids, dim), lambda r: self.finish_round(r, round_id))
 
-    def round_event(self, round_id: int, survivors: Sequence[int]) -> dict[str, Any]:
-        reports = [self._reports.get((round_id, c)) for c in survivors]
-        if not reports or any(r is None for r in reports):
-            missing = [c for c, r in zip(survivors, reports) if r is None]
-            return {"mechanism": "none", "level": "record", "placement": self.placement,
-                    "note": f"no DP-SGD report from clients {missing}: cannot bound epsilon"}
-        return {"mechanism": "gaussian", "level": "record", "placement": self.placement,
-                "noise_multiplier": min(r["noise_multiplier"] for r in reports),
-                "sample_rate": max(r["sample_rate"] for r in reports),
-                "count": max(r["count"] for r in reports),
-                "note": "worst case over the round's clients (each client's own epsilon is at most this)"}
+    def round_events(self, round_id: int, survivors: Sequence[int]) -> dict[str, Any]:
+        """The round's events (worst case over the surviving clients' reports; a missing report: no bound)."""
+        return dpsgd_events([self._reports.get((round_id, c)) for c in survivors]).to_json()
 
     def finish(self, result: AggregateResult, invited: int) -> AggregateResult:
         raise NotImplementedError  # DP-SGD finishes per round: finish_round
 
     def finish_round(self, step: AggregateResult, round_id: int) -> AggregateResult:
         """Attach the round's record-level event (worst case over the surviving clients' reports)."""
-        event = self.round_event(round_id, step.survivors)
+        events = self.round_events(round_id, step.survivors)
         return AggregateResult(step.mean, step.total_weight, step.survivors, step.learned_by, step.error_bound,
-                               {**dict(step.info), "dp_event": event, "dp_placement": "dp-sgd",
+                               {**dict(step.info), "dp_events": events, "dp_placement": "dp-sgd",
                                 "dp_noise_std": 0.0})
 
     def describe(self) -> Mapping[str, Any]:
@@ -380,16 +394,25 @@ class DistributedDP(DPProtocol):
 
     Each client adds noise of std ``z * S / sqrt(m)`` (``m`` = ``expected_clients``, default the number of clients
     the server invited to the round — in-process runtimes only; set it explicitly when clients run elsewhere), so
-    when all ``m`` survive the total equals central DP's ``z * S``. The ledger event uses the clients whose noise is
-    in the sum (``noise_survivors``): fewer survivors, less noise, a larger epsilon — said in the event's note.
+    when all ``m`` survive the total equals central DP's ``z * S``. The events (:func:`~protocols.dp.events.
+    distributed_events`) use the clients whose noise is in the sum (``noise_survivors``): fewer survivors, less
+    noise, a larger epsilon; against the server only the honest survivors' noise counts (``colluders``). With
+    ``min_noise_survivors`` a round with fewer noise survivors aborts instead of spending more than the plan said.
+
+    ``make_inner(std)`` builds the inner protocol for a per-client noise std: with ``inner_adds_noise`` (secagg+dp)
+    the inner protocol adds integer noise after quantisation; otherwise (ckks+dp) the noise is added here and the
+    inner protocol's input range is widened to ``range + NOISE_RANGE_SIGMAS * std`` so that the Gaussian share is
+    never clipped (the tail beyond it is charged to delta).
     """
 
     placement: ClassVar[str] = "distributed"
 
     def __init__(self, inner: AggregationProtocol, options: DPOptions, max_weight: float = 1.0, clip: float = 1.0,
-                 make_inner: Callable[[float], AggregationProtocol] | None = None) -> None:
+                 make_inner: Callable[[float], AggregationProtocol] | None = None,
+                 inner_adds_noise: bool = True) -> None:
         super().__init__(inner, options, max_weight, clip)
         self._make_inner = make_inner
+        self.inner_adds_noise = inner_adds_noise
         self._inners: dict[int, AggregationProtocol] = {}
         self._round_m: dict[int, int] = {}
 
@@ -422,49 +445,44 @@ class DistributedDP(DPProtocol):
         return self.inner_for(m).client(client_id, round_id, self.noised(update, m), state)
 
     def noised(self, update: ClientUpdate, m: int) -> ClientUpdate:
-        """Clip (and, without an integer hook in the inner protocol, add this client's Gaussian share)."""
+        """Clip (and, unless the inner protocol adds integer noise after quantisation, add this client's Gaussian
+        share)."""
         clipped = self.options.clip(update.vector)
-        if self._make_inner is not None:
-            return ClientUpdate(clipped, 1.0)  # the inner protocol adds integer noise after quantisation
+        if self._make_inner is not None and self.inner_adds_noise:
+            return ClientUpdate(clipped, 1.0)
         noise = gaussian_noise(clipped.size, self.per_client_std(m), CSPRNG.from_os())
         return ClientUpdate((clipped.astype(np.float64) + noise).astype(np.float32), 1.0)
 
     def finish(self, result: AggregateResult, invited: int) -> AggregateResult:
+        from ..errors import ProtocolAbort
+
         m = self.denominator(invited)
         std = self.per_client_std(m)
         dim = int(result.mean.size)
         survivors = int(result.info.get("noise_survivors", len(result.survivors))) or len(result.survivors)
-        s = self.options.clip_norm
-        extra = 0.0
-        note = f"noise of {survivors} surviving clients of {m} expected"
-        if self._make_inner is not None:
-            scale = float(result.info["scale"])
-            # stochastic rounding can lengthen the clipped vector: ||err||^2 <= d/4 + sqrt(d ln(1/beta) / 2) except
-            # with probability beta (Hoeffding), beta into delta
-            beta = ROUNDING_FAILURE
-            slack = math.sqrt(dim / 4 + math.sqrt(dim * math.log(1 / beta) / 2)) / scale
-            sensitivity = s + slack
-            sigma_q = std * scale
-            # Kairouz, Liu, Steinke 2021: a sum of n discrete Gaussians is 1/2 eps^2-zCDP with
-            # eps^2 = Delta^2 / (n sigma^2) + tau d / 2, tau = 10 sum_{k<n} exp(-2 pi^2 sigma^2 k / (k + 1))
-            tau = 10 * sum(math.exp(-2 * math.pi ** 2 * sigma_q ** 2 * k / (k + 1)) for k in range(1, survivors))
-            inverse_sq = sensitivity ** 2 / (survivors * std ** 2) + tau * dim / 2
-            z_eff = 1 / math.sqrt(inverse_sq)
-            extra = beta + survivors * dim * DiscreteGaussianNoise(std).tail_mass
-            note += (f"; discrete Gaussian sum accounted as a Gaussian of multiplier {z_eff:.6g} (rounding slack "
-                     f"{slack:.3g}, tau {tau:.3g}); truncation and rounding tails in delta_extra")
-        else:
-            z_eff = math.sqrt(survivors) * std / s
-        event = self._event(z_eff, delta_extra=extra, note=note)
+        floor = self.options.min_noise_survivors
+        if floor is not None and survivors < floor:
+            raise ProtocolAbort(f"only {survivors} clients' noise is in the sum and the plan's epsilon assumed at "
+                                f"least {floor}: the round releases nothing rather than spend more than promised")
+        discrete, extra = None, 0.0
+        if self._make_inner is not None and self.inner_adds_noise:
+            tail = DiscreteGaussianNoise(std).tail_mass
+            discrete = DiscreteNoise(float(result.info["scale"]), dim, tail)
+        elif self._make_inner is not None:
+            extra = m * dim * gaussian_tail(NOISE_RANGE_SIGMAS)  # a share beyond the widened range is clipped
+        facts = RoundFacts(m, survivors, self.options.colluders, self.options.sample_rate)
+        events = distributed_events(self.options.noise_multiplier, self.options.clip_norm, facts, discrete, extra)
         return self._rescale(result, None, math.sqrt(survivors) * std, invited,
-                             {"dp_event": event, "dp_noise_survivors": survivors})
+                             {"dp_events": events.to_json(), "dp_noise_survivors": survivors})
 
 
-#: probability that stochastic rounding lengthens a clipped vector beyond the Hoeffding bound (added to delta).
-#: The ledger charges (1 + e^eps) * sum of these against delta (a total-variation coupling), so it must stay far
-#: below delta / e^eps over a whole run: 1e-24 keeps that negligible up to eps ~ 36 over 100 rounds, and costs
-#: nothing measurable (the slack grows with sqrt(ln(1 / beta)) and d / 4 dominates it).
-ROUNDING_FAILURE = 1e-24
+#: ckks+dp widens the inner input range by this many per-client noise stds: P(|N(0,1)| > 12) ~ 3.6e-33
+NOISE_RANGE_SIGMAS = 12.0
+
+
+def gaussian_tail(sigmas: float) -> float:
+    """P(|N(0, 1)| > sigmas)."""
+    return math.erfc(sigmas / math.sqrt(2.0))
 
 
 def _standard(options: dict[str, Any]) -> dict[str, Any]:
@@ -485,6 +503,9 @@ def central_dp(**options: Any) -> CentralDP:
 def _no_adaptive(dp: DPOptions, name: str) -> None:
     if dp.adaptive:
         raise ConfigError(f"adaptive clipping is implemented for central DP ('dp') only, not {name!r}")
+    if dp.denominator == "noised-count":
+        raise ConfigError(f"denominator='noised-count' is implemented for central DP ('dp') only, not {name!r}: "
+                          "dividing by the exact count would release the participant count unaccounted")
 
 
 def local_dp(**options: Any) -> LocalDP:
@@ -531,12 +552,18 @@ def secagg_dp(**options: Any) -> DistributedDP:
 
 
 def ckks_dp(**options: Any) -> DistributedDP:
-    """``ckks+dp``: each client adds its Gaussian share of the noise before CKKS encryption."""
+    """``ckks+dp``: each client adds its Gaussian share of the noise before CKKS encryption (never clipped: the
+    inner input range is widened for it)."""
     from .. import registry
     standard = _standard(options)
     dp, rest = _split(options)
     _no_adaptive(dp, "ckks+dp")
     if dp.mechanism != "gaussian":
         raise ConfigError("mechanism: distributed DP uses the Gaussian mechanism")
+    base_range = max(float(standard["clip"]), 1.0)
     inner = registry.create("ckks", {"max_weight": 1.0, "clip": standard["clip"], **rest})
-    return DistributedDP.wrap("ckks+dp", inner, dp, **standard)
+
+    def make_inner(std: float) -> AggregationProtocol:
+        return registry.create("ckks", {"max_weight": 1.0, "clip": base_range + NOISE_RANGE_SIGMAS * std, **rest})
+
+    return DistributedDP.wrap("ckks+dp", inner, dp, make_inner=make_inner, inner_adds_noise=False, **standard)

@@ -27,7 +27,10 @@ from ..errors import ConfigError
 
 MAX_AUTO_K = 512  # beyond this the sparse graph saves little; the complete graph is used
 
-__all__ = ["MAX_AUTO_K", "Graph", "complete_graph", "harary_graph", "choose_neighbours", "random_permutation"]
+__all__ = ["MAX_AUTO_K", "Graph", "complete_graph", "harary_graph", "choose_neighbours", "random_permutation",
+           "sparse_failure", "SECURITY_BITS", "CORRECTNESS_BITS"]
+
+SECURITY_BITS, CORRECTNESS_BITS = 40, 20
 
 
 @dataclass(frozen=True)
@@ -112,3 +115,35 @@ def choose_neighbours(n: int, dropout_fraction: float, corruption_fraction: floa
         if t_max is not None and t_min <= t_max:
             return k, (t_min + t_max + 1) // 2
     return None
+
+
+def _log_choose(n: int, k: int) -> float:
+    return math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1)
+
+
+def _hypergeometric_at_least(population: int, marked: int, draws: int, at_least: int) -> float:
+    """P[X >= at_least] for X the marked items among ``draws`` drawn without replacement from ``population``."""
+    low, high = max(at_least, 0, draws - (population - marked)), min(draws, marked)
+    if low > high:
+        return 0.0
+    total = _log_choose(population, draws)
+    return min(1.0, sum(math.exp(_log_choose(marked, i) + _log_choose(population - marked, draws - i) - total)
+                        for i in range(low, high + 1)))
+
+
+def sparse_failure(n: int, k: int, t: int, colluders: int, dropouts: int) -> tuple[float, float]:
+    """(privacy failure, correctness failure) of one SecAgg+ round on a randomly labelled Harary graph H(k, n) with
+    threshold t among each client's k neighbours, against ``colluders`` corrupt clients and ``dropouts`` dropped
+    clients fixed before the labelling is drawn.
+
+    Each neighbourhood is a uniformly random k-subset of the other n - 1 clients, so the corrupt (dropped) clients in
+    it are hypergeometric — exact, no binomial approximation. Privacy fails when some honest client has >= t corrupt
+    neighbours (union bound over the n - colluders honest clients); correctness when some client keeps fewer than t
+    surviving neighbours (more than k - t dropped; union bound over all n). Compare with 2^-SECURITY_BITS and
+    2^-CORRECTNESS_BITS, the standard :func:`choose_neighbours` holds itself to.
+    """
+    if not 1 < t <= k <= n - 1:
+        raise ConfigError(f"sparse SecAgg needs 1 < t <= k <= n - 1, got n={n}, k={k}, t={t}")
+    privacy = min(1.0, max(n - colluders, 0) * _hypergeometric_at_least(n - 1, min(colluders, n - 1), k, t))
+    correctness = min(1.0, n * _hypergeometric_at_least(n - 1, min(dropouts, n - 1), k, k - t + 1))
+    return privacy, correctness
