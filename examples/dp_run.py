@@ -2,7 +2,7 @@
 
 1. plan: the noise multiplier that keeps epsilon <= 8 at delta 1e-5 over 20 rounds with client sampling rate 0.1;
 2. run 20 rounds of central DP-FedAvg (``dp``) and distributed DP under secure aggregation (``secagg+dp``, one
-   client dropping out in round 3) on synthetic updates, recording each round's ``dp_event`` in a ledger;
+   client dropping out in round 3) on synthetic updates, recording each round's ``dp_events`` in a ledger;
 3. save the ledger as JSON, load it back and re-derive the same epsilon (PLD and RDP).
 
 Run: ``python examples/dp_run.py`` (needs the ``dp`` extra: dp-accounting). For training runs use
@@ -40,13 +40,14 @@ def main() -> None:
             updates = synthetic(r)
             drops = {0: "before-upload"} if (name == "secagg+dp" and r == 3) else {}
             result = run_round(protocol, r, updates, drops=drops, transcript=False).result
-            ledger.record(r, result.info["dp_event"])
+            ledger.record(r, result.info["dp_events"])
             exact = np.mean([u.vector for u in updates.values()], axis=0)
             errors.append(float(np.std(result.mean - exact)))
         saved = ledger.to_json()
         again = PrivacyLedger.from_json(saved)
         print(f"{name:10s} noise std on the mean {result.info['dp_noise_std']:.4f} (measured {np.mean(errors):.4f}); "
-              f"epsilon after {ROUNDS} rounds: PLD {again.epsilon(DELTA):.3f}, RDP {again.epsilon(DELTA, 'rdp'):.3f}"
+              f"epsilon after {ROUNDS} rounds against model users: PLD {again.epsilon(DELTA):.3f}, RDP "
+              f"{again.epsilon(DELTA, 'rdp'):.3f}; against the server: {again.epsilon(DELTA, observer='server'):.3f}"
               f" (re-derived from {len(saved)} bytes of ledger JSON)")
     print(f"for comparison, {ROUNDS} rounds at z = {z:.3f}, q = {RATE}: PLD epsilon "
           f"{epsilon_for(z, RATE, ROUNDS, DELTA):.3f}")

@@ -19,7 +19,7 @@ def _round(r: int, protection: str, epsilon: Any, **extra: Any) -> dict[str, Any
             "rejected": {"3": {"phase": "masked-input", "reason": "vector of the wrong length"}} if r == 2 else {},
             "upload_bytes_per_client": 1000.0 * r, "download_bytes_per_client": 50.0, "client_seconds": 0.01,
             "server_seconds": 0.02, "error_bound": 1e-6, "learned_by": "server",
-            "verifier_max_abs_error": 5e-7, "epsilon": epsilon, "metrics": {"loss": 2.0}, "contributors": 4, **extra}
+            "verifier_max_abs_error": 5e-7, "epsilon_model": epsilon, "epsilon_server": epsilon, "metrics": {"loss": 2.0}, "contributors": 4, **extra}
 
 
 def _transcript(r: int) -> dict[str, Any]:
@@ -47,7 +47,7 @@ def make_run(tmp_path: Path, threat: dict[str, Any] | None, protections: list[st
     for i in range(len(protections)):
         (run / "transcripts" / f"round_{i + 1:03d}.json").write_text(json.dumps(_transcript(i + 1)))
     (run / "summary.json").write_text(json.dumps({"status": "complete", "config": config, "delta": 1e-5,
-                                                  "epsilon": eps[-1]}))
+                                                  "epsilon_model": eps[-1], "epsilon_server": eps[-1]}))
     return run
 
 

@@ -14,8 +14,11 @@ from protocols.dp.accounting import epsilon_for  # noqa: E402
 from protocols.dp.ledger import PrivacyEvent, PrivacyLedger  # noqa: E402
 from protocols.errors import ConfigError  # noqa: E402
 
+from protocols.dp.events import central_events, dpsgd_events, local_events, no_dp_events  # noqa: E402
+
 USER = {"mechanism": "gaussian", "noise_multiplier": 2.0, "sample_rate": 1.0, "count": 1, "level": "user",
         "placement": "central"}
+ROUND = central_events(2.0, 1.0)  # model users: Gaussian z=2; the server: no bound
 
 
 def test_events_are_frozen_and_validated() -> None:
@@ -24,7 +27,8 @@ def test_events_are_frozen_and_validated() -> None:
         event.noise_multiplier = 9.0  # type: ignore[misc]
     for bad, name in (({"level": "row"}, "level"), ({"noise_multiplier": -1.0}, "noise_multiplier"),
                       ({"sample_rate": 2.0}, "sample_rate"), ({"count": 0}, "count"),
-                      ({"mechanism": "exponential"}, "mechanism"), ({"colour": 1}, "unknown")):
+                      ({"mechanism": "exponential"}, "mechanism"), ({"colour": 1}, "unknown"),
+                      ({"observer": "everyone"}, "observer"), ({"noise_multiplier": None}, "finite")):
         with pytest.raises(ConfigError, match=name):
             PrivacyEvent.from_dict(1, {**USER, **bad})
 
@@ -32,7 +36,7 @@ def test_events_are_frozen_and_validated() -> None:
 def test_ledger_composes_rounds_and_round_trips_through_json() -> None:
     ledger = PrivacyLedger()
     for r in range(1, 6):
-        ledger.record(r, USER)
+        ledger.record(r, ROUND)
     eps = ledger.epsilon(1e-5, "pld")
     assert eps == pytest.approx(epsilon_for(2.0, 1.0, 5, 1e-5, "pld"))
     again = PrivacyLedger.from_json(ledger.to_json())
@@ -40,36 +44,48 @@ def test_ledger_composes_rounds_and_round_trips_through_json() -> None:
     assert again.epsilon(1e-5, "pld") == eps
     assert again.epsilon(1e-5, "rdp") >= eps
     summary = ledger.summary(1e-5)
-    assert summary["epsilon"] == eps and summary["level"] == "user" and not summary["unprotected_release"]
+    assert summary["epsilon"]["model"]["user"] == eps and not summary["unprotected_release"]
+    assert summary["epsilon"]["server"]["user"] == math.inf  # central DP: never one figure for both observers
+    assert eps < summary["epsilon"]["model"]["record"] < math.inf  # user level bounds record level (z / 2)
     json.dumps(summary)
 
 
 def test_unprotected_round_makes_epsilon_infinite_and_survives_saving() -> None:
     ledger = PrivacyLedger()
-    ledger.record(1, USER)
+    ledger.record(1, ROUND)
     ledger.record_unprotected(2)
     assert ledger.epsilon(1e-5) == math.inf
     again = PrivacyLedger.from_json(ledger.to_json())
     assert again.epsilon(1e-5) == math.inf
     assert again.summary(1e-5)["unprotected_release"] is True
-    assert again.summary(1e-5)["epsilon"] is None  # JSON has no infinity; the flag says why
 
 
-def test_levels_are_never_mixed_silently() -> None:
+def test_user_and_record_levels_compose_honestly() -> None:
+    """Two dp rounds and two dp-sgd rounds: no user-level bound (DP-SGD gives none), and the record level counts
+    the user-level rounds too (they bound it)."""
     ledger = PrivacyLedger()
-    ledger.record(1, USER)
-    ledger.record(1, {**USER, "level": "record", "sample_rate": 0.1, "count": 20})
-    with pytest.raises(ConfigError, match="mixes privacy levels"):
-        ledger.epsilon(1e-5)
-    user = ledger.epsilon(1e-5, level="user")
-    record = ledger.epsilon(1e-5, level="record")
-    assert user != record
-    summary = ledger.summary(1e-5)
-    assert "epsilon" not in summary and summary["epsilon_user"] == user and summary["epsilon_record"] == record
+    ledger.record(1, ROUND)
+    ledger.record(2, ROUND)
+    sgd = dpsgd_events([{"noise_multiplier": 1.0, "sample_rate": 0.1, "count": 20}])
+    ledger.record(3, sgd)
+    ledger.record(4, sgd)
+    assert ledger.epsilon(1e-5, level="user") == math.inf
+    only_sgd = PrivacyLedger()
+    only_sgd.record(3, sgd)
+    only_sgd.record(4, sgd)
+    assert ledger.epsilon(1e-5, level="record") > only_sgd.epsilon(1e-5, level="record")
+    assert ledger.epsilon(1e-5, level="record", observer="server") == math.inf  # dp rounds: server saw updates
+    local = PrivacyLedger()
+    local.record(1, local_events(2.0))
+    assert local.epsilon(1e-5, observer="server") == local.epsilon(1e-5, observer="model") < math.inf
+    nothing = PrivacyLedger()
+    nothing.record(1, no_dp_events("plaintext"))
+    assert all(e == math.inf for row in nothing.table(1e-5).values() for e in row.values())
 
 
 def test_delta_extra_is_charged() -> None:
     base = PrivacyLedger([PrivacyEvent.from_dict(1, USER)])
+    assert base.epsilon(1e-5) == pytest.approx(epsilon_for(2.0, 1.0, 1, 1e-5))
     charged = PrivacyLedger([PrivacyEvent.from_dict(1, {**USER, "delta_extra": 1e-12})])
     assert charged.epsilon(1e-5) >= base.epsilon(1e-5)
     hopeless = PrivacyLedger([PrivacyEvent.from_dict(1, {**USER, "delta_extra": 1e-3})])
@@ -96,9 +112,9 @@ def test_distributed_dp_tails_do_not_exhaust_delta_over_many_rounds() -> None:
 
     protocol = registry.create("secagg+dp", {"max_weight": 1.0, "clip": 1.0, "noise_multiplier": 1.0})
     updates = {c: ClientUpdate(np.full(2000, 0.001, dtype=np.float32), 1.0) for c in range(10)}
-    event = run_round(protocol, 1, updates).result.info["dp_event"]
+    events = run_round(protocol, 1, updates).result.info["dp_events"]
     ledger = PrivacyLedger()
     for r in range(1, 21):
-        ledger.record(r, dict(event))
+        ledger.record(r, events)
     epsilon = ledger.epsilon(1e-5)
     assert np.isfinite(epsilon) and 15 < epsilon < 40

@@ -63,29 +63,58 @@ def test_central_dp_event_is_recorded_by_the_ledger() -> None:
     ledger = PrivacyLedger()
     for r in (1, 2, 3):
         result = run_round(protocol, r, _updates(4)).result
-        event = result.info["dp_event"]
-        assert event == {"mechanism": "gaussian", "noise_multiplier": 1.1, "sample_rate": 0.5, "count": 1,
-                         "level": "user", "placement": "central"}
+        events = result.info["dp_events"]
+        assert events["model"]["user"] == {"mechanism": "gaussian", "noise_multiplier": 1.1, "sample_rate": 0.5,
+                                           "count": 1, "delta_extra": 0.0, "placement": "central", "note": ""}
+        assert events["server"]["user"]["mechanism"] == "none"  # the server saw every clipped update
+        assert events["model"]["record"]["noise_multiplier"] == pytest.approx(0.55)  # sensitivity 2S at record level
         assert result.info["dp_denominator"] == 4.0
-        ledger.record(r, event)
+        ledger.record(r, events)
     from protocols.dp.accounting import epsilon_for
     assert ledger.epsilon(1e-5, "rdp") == pytest.approx(epsilon_for(1.1, 0.5, 3, 1e-5, "rdp"))
+    assert ledger.epsilon(1e-5, observer="server") == math.inf
 
 
 def test_noised_count_is_accounted_as_two_gaussians() -> None:
     protocol = registry.create("dp", {**STANDARD, "denominator": "noised-count", "noise_multiplier": 2.0})
     result = run_round(protocol, 1, _updates(5)).result
-    assert result.info["dp_event"]["noise_multiplier"] == pytest.approx(2.0 / math.sqrt(2))
+    assert result.info["dp_events"]["model"]["user"]["noise_multiplier"] == pytest.approx(2.0 / math.sqrt(2))
     assert result.info["dp_denominator"] >= 1.0
+
+
+@pytest.mark.parametrize("name,extra", [("local-dp", {}), ("secagg+dp", {}), ("ckks+dp", {}), ("dp-sgd", {}),
+                                        ("dp", {"adaptive": True})])
+def test_noised_count_is_refused_where_it_is_not_implemented(name: str, extra: dict) -> None:
+    """Dividing by the exact count would release the participant count unaccounted (issue: silent exact count)."""
+    if name == "ckks+dp":
+        pytest.importorskip("tenseal")
+    with pytest.raises(ConfigError, match="noised-count"):
+        registry.create(name, {**STANDARD, "denominator": "noised-count", **extra})
+
+
+def test_ckks_dp_never_clips_the_noise_shares() -> None:
+    """The Gaussian share must reach the sum unclipped: the inner CKKS range is widened by 12 sigma."""
+    pytest.importorskip("tenseal")
+    protocol = registry.create("ckks+dp", {**STANDARD, "noise_multiplier": 1.0, "clip_norm": 1.0})
+    inner = protocol.inner_for(3)
+    sigma = protocol.per_client_std(3)
+    assert inner.coded_range >= 1.0 + 12 * sigma
+    noised = np.concatenate([protocol.noised(ClientUpdate(np.zeros(4000, np.float32), 1.0), 3).vector
+                             for _ in range(3)])
+    assert np.max(np.abs(noised)) < inner.coded_range  # none of 12,000 draws would have been clipped
+    assert np.max(np.abs(noised)) > 1.0  # at the old range max(clip, 1) = 1 some of them would have been
+    result = run_round(protocol, 1, _updates(3)).result
+    assert 0 < result.info["dp_events"]["model"]["user"]["delta_extra"] < 1e-20
 
 
 def test_local_dp_laplace_event_and_level() -> None:
     protocol = registry.create("local-dp", {**STANDARD, "mechanism": "laplace", "noise_multiplier": 4.0})
     result = run_round(protocol, 1, _updates(3)).result
-    event = result.info["dp_event"]
-    assert event["mechanism"] == "laplace" and event["level"] == "local" and event["sample_rate"] == 1.0
+    events = result.info["dp_events"]
+    event = events["server"]["user"]
+    assert event["mechanism"] == "laplace" and event["sample_rate"] == 1.0 and events["model"]["user"] == event
     ledger = PrivacyLedger()
-    ledger.record(1, event)
+    ledger.record(1, events)
     # Laplace with scale / L1 sensitivity 4 is pure 0.25-DP per release
     assert ledger.epsilon(1e-5) <= 0.25 + 1e-3
 
@@ -95,17 +124,35 @@ def test_secagg_dp_accounts_for_survivors_only() -> None:
     full = run_round(protocol, 1, _updates(5)).result
     dropped = run_round(protocol, 2, _updates(5), drops={0: "before-upload"}).result
     assert full.info["dp_noise_survivors"] == 5 and dropped.info["dp_noise_survivors"] == 4
-    z_full = full.info["dp_event"]["noise_multiplier"]
-    z_drop = dropped.info["dp_event"]["noise_multiplier"]
+    z_full = full.info["dp_events"]["model"]["user"]["noise_multiplier"]
+    z_drop = dropped.info["dp_events"]["model"]["user"]["noise_multiplier"]
     assert z_full == pytest.approx(1.0, rel=1e-4) and z_full <= 1.0  # rounding slack only lowers it
     assert z_drop == pytest.approx(math.sqrt(4 / 5), rel=1e-4)
-    assert "4 surviving clients of 5" in dropped.info["dp_event"]["note"]
-    assert 0 < dropped.info["dp_event"]["delta_extra"] < 1e-11
+    assert "noise of 4  survivors of 5" in dropped.info["dp_events"]["model"]["user"]["note"]
+    assert 0 < dropped.info["dp_events"]["model"]["user"]["delta_extra"] < 1e-11
     ledger = PrivacyLedger()
-    ledger.record(1, full.info["dp_event"])
+    ledger.record(1, full.info["dp_events"])
     one = ledger.epsilon(1e-5)
-    ledger.record(2, dropped.info["dp_event"])
+    ledger.record(2, dropped.info["dp_events"])
     assert ledger.epsilon(1e-5) > one
+
+
+def test_distributed_dp_counts_only_honest_noise_against_the_server_and_no_amplification() -> None:
+    protocol = registry.create("secagg+dp", {**STANDARD, "noise_multiplier": 1.0, "expected_clients": 5,
+                                             "colluders": 2, "sample_rate": 0.05})
+    events = run_round(protocol, 1, _updates(5)).result.info["dp_events"]
+    server, model = events["server"]["user"], events["model"]["user"]
+    assert server["sample_rate"] == 1.0 and model["sample_rate"] == 0.05  # the server knows who took part
+    assert server["noise_multiplier"] == pytest.approx(math.sqrt(3 / 5), rel=1e-4)  # 3 honest of 5 shares
+
+
+def test_distributed_dp_aborts_rather_than_spend_more_than_promised() -> None:
+    from protocols.errors import ProtocolAbort
+
+    protocol = registry.create("secagg+dp", {**STANDARD, "noise_multiplier": 1.0, "expected_clients": 5,
+                                             "min_noise_survivors": 5})
+    report = run_round(protocol, 1, _updates(5), drops={0: "before-upload"})
+    assert report.result is None and "plan's epsilon assumed at least 5" in str(report.aborted)
 
 
 def test_dp_sgd_round_event_is_the_worst_client_or_none() -> None:
@@ -113,13 +160,15 @@ def test_dp_sgd_round_event_is_the_worst_client_or_none() -> None:
     protocol.report_training(1, 0, 1.0, 0.1, 30)
     protocol.report_training(1, 1, 1.0, 0.25, 12)
     result = run_round(protocol, 1, _updates(2)).result
-    event = result.info["dp_event"]
-    assert event["level"] == "record" and event["sample_rate"] == 0.25 and event["count"] == 30
-    missing = run_round(protocol, 2, _updates(2)).result.info["dp_event"]
-    assert missing["mechanism"] == "none"  # no report: epsilon infinite, never silent
+    events = result.info["dp_events"]
+    event = events["model"]["record"]
+    assert event["sample_rate"] == 0.25 and event["count"] == 30 and events["server"]["record"] == event
+    assert events["model"]["user"]["mechanism"] == "none"  # record-level DP gives no user-level bound
+    missing = run_round(protocol, 2, _updates(2)).result.info["dp_events"]
+    assert missing["model"]["record"]["mechanism"] == "none"  # no report: epsilon infinite, never silent
     ledger = PrivacyLedger()
     ledger.record(2, missing)
-    assert ledger.epsilon(1e-5) == math.inf
+    assert ledger.epsilon(1e-5, level="record") == math.inf
 
 
 def test_dp_protections_run_under_bench() -> None:
@@ -128,7 +177,7 @@ def test_dp_protections_run_under_bench() -> None:
     for name in ("dp", "local-dp", "secagg+dp"):
         record = bench_aggregation(BenchSpec(name, 5, 200))
         info = record["result"]["info"]
-        assert info["dp_noise_std"] > 0 and "dp_event" in info
+        assert info["dp_noise_std"] > 0 and "dp_events" in info
         assert record["error_bound"] < info["dp_noise_std"]  # the non-DP bound, noise reported apart
 
 
@@ -145,7 +194,7 @@ def test_adaptive_clipping_tracks_the_median_norm_and_splits_the_budget() -> Non
         result = run_round(protocol, r + 1, updates, transcript=False).result
     assert result.mean.shape == (16,)
     assert 2.0 < result.info["clip_norm_next"] < 4.0
-    assert result.info["dp_event"]["noise_multiplier"] == 1.0
+    assert result.info["dp_events"]["model"]["user"]["noise_multiplier"] == 1.0
     with pytest.raises(ConfigError, match="clip_count_std"):
         registry.create("dp", {**STANDARD, "adaptive": True, "clip_count_std": 0.1})
     with pytest.raises(ConfigError, match="central DP"):

@@ -40,10 +40,10 @@ def test_dpsgd_update_is_over_named_parameters_and_reported(cell: str) -> None:
     assert np.any(update != 0)
     result = run_round(protocol, 1, {0: ClientUpdate(update, float(n)),
                                      1: ClientUpdate(np.zeros_like(update), 5.0)}).result
-    event = result.info["dp_event"]
+    event = result.info["dp_events"]["model"]["record"]
     assert event["mechanism"] == "none"  # client 1 never reported DP-SGD training: no bound, said so
     protocol.report_training(1, 1, 1.0, 0.5, 2)
-    event = protocol.round_event(1, (0, 1))
+    event = protocol.round_events(1, (0, 1))["model"]["record"]
     assert event["sample_rate"] == 0.5 and event["count"] == 3 and event["noise_multiplier"] == 1.0
 
 

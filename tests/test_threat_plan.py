@@ -187,7 +187,7 @@ def test_security_table_has_one_row_per_protection() -> None:
 def test_configured_noise_that_misses_the_epsilon_target_is_refused_with_a_fix() -> None:
     pytest.importorskip("dp_accounting")
     threat = "server=trusted,epsilon=8"
-    with pytest.raises(PlanRefused, match=r"round 1.*epsilon=.* > target 8.*dp\.noise_multiplier="):
+    with pytest.raises(PlanRefused, match=r"round 1.*epsilon [0-9.]+ against model users.* > target 8.*dp\.noise_multiplier="):
         resolve_plan("dp", 20, threat, options={"dp": {"noise_multiplier": 2.0}})
     plan = resolve_plan("dp", 20, threat, options={"dp": {"noise_multiplier": 5.0}})
     assert "<= 8" in plan[0].reason
@@ -204,8 +204,10 @@ def test_distributed_noise_is_discounted_for_colluders_and_dropouts() -> None:
     options = {"secagg+dp": {"noise_multiplier": 4.0, "expected_clients": 10}}
     alone = check_budget(rounds, ThreatModel.parse("server=hbc,epsilon=50"), 10, options)
     colluded = check_budget(rounds, ThreatModel.parse("server=hbc,epsilon=50,collusion=3,dropout=0.2"), 10, options)
-    assert alone.epsilon is not None and colluded.epsilon is not None and colluded.epsilon > alone.epsilon
-    assert "noise of 5 of 10 clients" in colluded.detail
+    assert alone.epsilon is not None and colluded.epsilon is not None
+    assert colluded.epsilon["server"] > colluded.epsilon["model"] > alone.epsilon["model"]
+    assert alone.epsilon["server"] == alone.epsilon["model"]  # no colluders, no dropouts: the same noise
+    assert "against the server (+ colluders)" in colluded.detail
 
 
 def test_exact_ckks_release_to_a_curious_server_is_refused() -> None:

@@ -74,6 +74,8 @@ class RoundAudit:
     #: clients whose input is in the result (may exceed ``survivors``: SecAgg keeps a client that dropped after
     #: uploading its masked input)
     contributors: int | None = None
+    #: cumulative epsilon against the server and the declared colluders (``epsilon`` is against model users)
+    epsilon_server: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         out = {k: v for k, v in self.__dict__.items() if k != "received"}
@@ -97,13 +99,18 @@ class AuditReport:
     secret_findings: tuple[SecretFinding, ...]
     scanned: bool = True
     epsilon_target: float | None = None
+    #: final epsilon against the server and its colluders, and whether the threat model distrusts the server
+    final_epsilon_server: float | None = None
+    server_distrusted: bool = False
 
     @property
     def epsilon_ok(self) -> bool | None:
-        """Whether the final epsilon meets the declared target (None: no target)."""
+        """Whether the final epsilon meets the declared target against every observer the threat model distrusts
+        (model users always; the server and its colluders unless it is trusted). None: no target."""
         if self.epsilon_target is None:
             return None
-        return self.final_epsilon is not None and self.final_epsilon <= self.epsilon_target
+        figures = [self.final_epsilon] + ([self.final_epsilon_server] if self.server_distrusted else [])
+        return all(e is not None and e <= self.epsilon_target for e in figures)
 
     @property
     def ok(self) -> bool:
@@ -114,6 +121,7 @@ class AuditReport:
         return {
             "run_dir": self.run_dir, "threat": self.threat, "threat_declared": self.threat_declared,
             "status": self.status, "ok": self.ok, "final_epsilon": _json_eps(self.final_epsilon),
+            "final_epsilon_server": _json_eps(self.final_epsilon_server),
             "epsilon_target": self.epsilon_target, "epsilon_ok": self.epsilon_ok,
             "delta": self.delta, "rounds": [_jsonable(r.as_dict()) for r in self.rounds],
             "secret_scan": self.scanned, "secret_findings": [f.__dict__ for f in self.secret_findings],
@@ -124,7 +132,8 @@ class AuditReport:
         lines = [f"# privfed audit: {self.run_dir}", "",
                  f"- threat model: {self.threat}" + ("" if self.threat_declared else " (none declared)"),
                  f"- status: {self.status}; rounds audited: {len(self.rounds)}",
-                 f"- final cumulative epsilon: {_fmt_eps(self.final_epsilon)}"
+                 f"- final cumulative epsilon: model users {_fmt_eps(self.final_epsilon)}; server (+ colluders) "
+                 f"{_fmt_eps(self.final_epsilon_server)}"
                  + (f" at delta={self.delta:g}" if self.delta else "")
                  + ("" if self.epsilon_target is None else
                     f" (target {self.epsilon_target:g}: {'met' if self.epsilon_ok else 'EXCEEDED'})"),
@@ -191,7 +200,8 @@ def build_report(run_dir: str | Path, *, scan: bool = True) -> AuditReport:
     findings = tuple(scan_for_secrets(root)) if scan else ()
     delta = summary.get("delta", (config.get("protection") or {}).get("delta"))
     return AuditReport(str(root), threat.describe(), bool(threat_table), audits, str(summary.get("status", "?")),
-                       audits[-1].epsilon if audits else None, delta, findings, scan, threat.epsilon)
+                       audits[-1].epsilon if audits else None, delta, findings, scan, threat.epsilon,
+                       audits[-1].epsilon_server if audits else None, threat.distrusts_server)
 
 
 def _audit_round(record: Mapping[str, Any], threat: ThreatModel, declared: bool, options: Mapping[str, Any],
@@ -220,8 +230,8 @@ def _audit_round(record: Mapping[str, Any], threat: ThreatModel, declared: bool,
         upload_bytes_total=record.get("upload_bytes_total"), download_bytes_total=record.get("download_bytes_total"),
         client_seconds=_num(record.get("client_seconds")), server_seconds=_num(record.get("server_seconds")),
         verifier_max_abs_error=_num(record.get("verifier_max_abs_error")), error_bound=_num(record.get("error_bound")),
-        error_includes_dp_noise=has_dp or record.get("dp_event") is not None,
-        epsilon=_num(record.get("epsilon")), received=_views(transcript), metrics=record.get("metrics") or {},
+        error_includes_dp_noise=has_dp or record.get("dp_events") is not None,
+        epsilon=_num(record.get("epsilon_model")), epsilon_server=_num(record.get("epsilon_server")), received=_views(transcript), metrics=record.get("metrics") or {},
         contributors=record.get("contributors"))
 
 

@@ -82,6 +82,7 @@ def row_from_run(protection: str, result: FedAvgResult, wall_seconds: float) -> 
         "final_metric_name": "eval loss",
         "final_accuracy": final.get("accuracy"),
         "epsilon": _epsilon(records, entry if hides != "?" else None),
+        "epsilon_server": _epsilon(records, entry if hides != "?" else None, "server"),
         "max_verifier_error": max((r["verifier_max_abs_error"] for r in finished
                                    if r.get("verifier_max_abs_error") is not None), default=None),
         "wall_seconds": wall_seconds,
@@ -104,10 +105,10 @@ def _short_hides_from(entry: Any) -> str:
     return who
 
 
-def _epsilon(records: list[dict[str, Any]], entry: Any) -> float | str | None:
-    """The run's final epsilon; infinite when the protection adds no DP noise (the released model carries no DP
-    guarantee: reported, never hidden)."""
-    epsilon = records[-1].get("epsilon") if records else None
+def _epsilon(records: list[dict[str, Any]], entry: Any, observer: str = "model") -> float | str | None:
+    """The run's final epsilon against ``observer`` (``model`` users, or the ``server`` with its colluders);
+    infinite when the protection adds no DP noise (no DP guarantee: reported, never hidden)."""
+    epsilon = records[-1].get(f"epsilon_{observer}") if records else None
     if epsilon is None and entry is not None and not entry.has_dp:
         return float("inf")
     return epsilon

@@ -16,7 +16,7 @@ __all__ = ["comparison_table", "write_outputs", "CSV_COLUMNS"]
 CSV_COLUMNS = ("protection", "hides_from", "client_seconds_per_round", "client_protocol_seconds_per_round",
                "local_training_seconds_per_round", "server_seconds_per_round", "upload_bytes_per_client_per_round",
                "upload_bytes_x_plaintext", "download_bytes_per_client_per_round", "download_bytes_x_plaintext",
-               "final_metric", "final_metric_change", "final_accuracy", "epsilon", "dropouts_tolerated",
+               "final_metric", "final_metric_change", "final_accuracy", "epsilon", "epsilon_server", "dropouts_tolerated",
                "max_verifier_error", "token_recovery_precision", "token_recovery_recall", "token_recovery_chance",
                "canary_exposure", "mia_auc", "mia_tpr_at_1pct_fpr", "wall_seconds")
 
@@ -47,7 +47,7 @@ def _short_dropouts(text: str) -> str:
 def comparison_table(rows: list[dict[str, Any]], attacks: bool = False) -> Table:
     table = Table(title="privfed compare: one task, every protection (per round; bytes per client)")
     columns = ["protection", "hides from", "client s", "server s", "upload", "x", "down", "x",
-               "eval loss", "Δ vs plain", "epsilon", "dropouts tolerated"]
+               "eval loss", "Δ vs plain", "ε model users", "ε server", "dropouts tolerated"]
     if attacks:
         columns += ["token prec / chance", "canary exp.", "MIA AUC"]
     widths = {"protection": 10, "hides from": 24, "dropouts tolerated": 14}
@@ -59,7 +59,8 @@ def comparison_table(rows: list[dict[str, Any]], attacks: bool = False) -> Table
                  _fmt(r["server_seconds_per_round"]), _bytes(r["upload_bytes_per_client_per_round"]),
                  _fmt(r.get("upload_bytes_x_plaintext"), ".2f"), _bytes(r["download_bytes_per_client_per_round"]),
                  _fmt(r.get("download_bytes_x_plaintext"), ".2f"), _fmt(r["final_metric"], ".4f"),
-                 _fmt(r.get("final_metric_change"), "+.4f"), _fmt(r["epsilon"], ".3g"), _short_dropouts(r["dropouts_tolerated"])]
+                 _fmt(r.get("final_metric_change"), "+.4f"), _fmt(r["epsilon"], ".3g"),
+                 _fmt(r.get("epsilon_server"), ".3g"), _short_dropouts(r["dropouts_tolerated"])]
         if attacks:
             cells += [f"{_fmt(r.get('token_recovery_precision'), '.2f')} / "
                       f"{_fmt(r.get('token_recovery_chance'), '.2f')}",

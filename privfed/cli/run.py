@@ -21,22 +21,25 @@ def _fmt(value: Any, spec: str) -> str:
     return "-" if value is None or isinstance(value, str) else format(value, spec)
 
 
+def _eps(value: Any) -> str:
+    return value if isinstance(value, str) else _fmt(value, ".3g")
+
+
 def _table(rounds: list[dict[str, Any]]) -> Table:
     table = Table(title="privfed run: rounds")
     for column in ("round", "protection", "survivors", "eval loss", "accuracy", "upload B/client", "server s",
-                   "round s", "epsilon", "note"):
+                   "round s", "ε model users", "ε server", "note"):
         table.add_column(column, justify="left" if column in ("protection", "note") else "right")
     for r in rounds:
         metrics = r.get("metrics", {})
         note = r.get("aborted") or ""
         if not note and (r.get("dropped") or r.get("rejected")):
             note = f"{len(r.get('dropped', {}))} dropped, {len(r.get('rejected', {}))} rejected"
-        epsilon = r.get("epsilon")
         table.add_row(str(r["round"]), r["protection"], f"{r.get('survivors', 0)}/{len(r.get('sampled', []))}",
                       _fmt(metrics.get("loss"), ".4f"), _fmt(metrics.get("accuracy"), ".3f"),
                       _fmt(r.get("upload_bytes_per_client"), ",.0f"), _fmt(r.get("server_seconds"), ".3f"),
                       _fmt(r.get("round_seconds"), ".2f"),
-                      epsilon if isinstance(epsilon, str) else _fmt(epsilon, ".3g"), note)
+                      _eps(r.get("epsilon_model")), _eps(r.get("epsilon_server")), note)
     return table
 
 

@@ -189,6 +189,8 @@ def check_budget(rounds: Sequence[tuple[int, str]], threat: ThreatModel, clients
             epsilon, accountant = planned_epsilon(rounds, threat, clients, options, "pld", model_size), "pld"
     except ImportError as exc:  # pragma: no cover - depends on the install
         return BudgetCheck(None, False, f"epsilon cannot be checked here ({exc})", configured=True)
+    except ConfigError as exc:  # e.g. distributed DP with no client count: advice until the run knows it
+        return BudgetCheck(None, False, str(exc), tuple(r for r, _ in dp_rounds), configured)
     planned = tuple(r for r, _ in dp_rounds)
     extras = {n: runtime_options(n, options.get(n, {}), threat, clients) for n in names}
     unit = f"{threat.dp_unit}-level"
@@ -209,7 +211,7 @@ def check_budget(rounds: Sequence[tuple[int, str]], threat: ThreatModel, clients
         hint = "meet it with " + ", ".join(f"{n}.noise_multiplier={need:.3g}" for n in tunable)
     text = (f"the planned noise gives {unit} epsilon {_fmt(epsilon)} ({accountant}) > target {threat.epsilon:g} at "
             f"delta={threat.delta:g} against {' and '.join(worst)} over {len(rounds)} rounds; {hint}")
-    if not configured and not math.isinf(max(epsilon.values())):
+    if not configured:
         return BudgetCheck(epsilon, False, "noise multiplier not configured: " + text, planned, False, extras)
     return BudgetCheck(epsilon, False, text, planned, True, extras)
 
