@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -11,6 +10,9 @@ from click.testing import CliRunner
 
 from privfed.audit import build_report
 from privfed.cli import main
+from privfed.runtime.transcript import TranscriptKey
+
+KEY = TranscriptKey()  # the run's key: digests in the transcript are keyed, as the FedAvg loop writes them
 
 
 def _round(r: int, protection: str, epsilon: Any, **extra: Any) -> dict[str, Any]:
@@ -27,9 +29,9 @@ def _transcript(r: int) -> dict[str, Any]:
     for cid in range(4):
         body = f"{r}-{cid}".encode()
         messages.append({"phase": "upload", "sender": "server", "recipient": str(cid), "kind": "upload-request",
-                         "size": 61, "sha256": hashlib.sha256(body).hexdigest()})
+                         "size": 61, "hmac_sha256": KEY.digest(body)})
         messages.append({"phase": "upload", "sender": str(cid), "recipient": "server", "kind": "update",
-                         "size": 1000, "sha256": hashlib.sha256(body + b"!").hexdigest()})
+                         "size": 1000, "hmac_sha256": KEY.digest(body + b"!")})
     return {"round": r, "messages": messages}
 
 
@@ -66,7 +68,8 @@ def test_report_per_round_fields(tmp_path: Path) -> None:
     assert "| 2 | secagg+dp | ok | 3/4 (4 in sum) |" in markdown and "inputs in the aggregate: 4" in markdown
     assert "rejected: client 3 at phase masked-input: vector of the wrong length" in markdown
     assert "dropped: client 2 at phase masked-input: injected dropout" in markdown
-    assert "no secret keys, seeds or shares found" in markdown
+    assert "no secret keys, seeds, shares, plain message digests or hidden per-client figures found" in markdown
+    assert "keyed digest (HMAC-SHA256" in markdown and KEY.digest(b"1-0!")[:16] in markdown
     payload = report.as_dict()
     assert payload["rounds"][1]["epsilon"] == 3.0 and payload["ok"] is True
     json.dumps(payload)

@@ -14,7 +14,7 @@ from privfed.audit import scan_for_secrets
 
 def test_clean_directory_has_no_findings(tmp_path: Path) -> None:
     (tmp_path / "summary.json").write_text(json.dumps({"seed": 0, "config": {"seed": 7}, "shares_per_client": 9,
-                                                       "sha256": "ab" * 32}))
+                                                       "hmac_sha256": "ab" * 32, "config_digest": "cd" * 32}))
     (tmp_path / "rounds.jsonl").write_text(json.dumps({"round": 1, "survivors": 3}) + "\n")
     (tmp_path / "blob.bin").write_bytes(os.urandom(4096))
     assert scan_for_secrets(tmp_path, [os.urandom(32) for _ in range(50)]) == []

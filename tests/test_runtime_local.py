@@ -23,7 +23,8 @@ def test_byte_counts_are_the_real_message_sizes_and_transcript_digests_match() -
     for phase, cid, payload in report.server_view:
         assert report.upload_bytes[cid][phase] == len(payload)
         entry = next(e for e in report.transcript if e.sender == str(cid) and e.phase == phase)
-        assert entry.size == len(payload) and entry.sha256 == hashlib.sha256(payload).hexdigest()
+        assert entry.size == len(payload) and entry.hmac_sha256 != hashlib.sha256(payload).hexdigest()
+        assert len(entry.hmac_sha256) == 64  # keyed (privfed.runtime.transcript): never the plain hash
         assert entry.kind == "update"
     assert all(report.download_total(c) > 0 for c in range(4))
     assert set(report.client_seconds) == {0, 1, 2, 3} and report.server_seconds > 0

@@ -1,11 +1,13 @@
 """``privfed audit RUN_DIR``: what each round protected, against whom, what every party received, and what it cost.
 
 Threat model: the report is built only from the run directory the FedAvg loop wrote (``config.json``,
-``rounds.jsonl``, ``transcripts/round_NNN.json``, ``summary.json``), which holds byte counts, digests, metrics and
-public protocol parameters — never secrets (:func:`scan_for_secrets` checks that claim on every file). For every
+``rounds.jsonl``, ``transcripts/round_NNN.json``, ``summary.json``), which holds byte counts, keyed digests, metrics
+and public protocol parameters — never secrets, never a plain hash of a message, never a per-client figure that the
+round's protection hides (:func:`scan_for_secrets` checks those claims on every file). For every
 round it re-runs the threat check of :mod:`privfed.threat.catalogue` against the run's declared ``[threat]`` (so a
 run directory edited or produced without the check is still judged), lists what each party received (message kinds,
-counts, byte totals, SHA-256 digests), dropouts and rejected messages with their reasons, the cumulative epsilon, and
+counts, byte totals, and each message's HMAC-SHA256 under the run's unwritten key: equal within the run, so a
+message can be matched across parties, and shared with no other run), dropouts and rejected messages with their reasons, the cumulative epsilon, and
 the out-of-band verifier's error against the plaintext aggregate beside the protocol's declared bound (for DP
 protections the error includes the DP noise, which the bound excludes).
 """
@@ -21,6 +23,7 @@ from typing import Any, Mapping
 
 from protocols.errors import ConfigError
 from privfed.audit.secret_scan import SecretFinding, scan_for_secrets
+from privfed.runtime.transcript import DIGEST_FIELD
 from privfed.threat import catalogue
 from privfed.threat.model import ThreatModel
 from privfed.jsonable import to_jsonable as _jsonable
@@ -32,7 +35,9 @@ SERVER = "server"
 
 @dataclass(frozen=True)
 class PartyView:
-    """What one party received in a round: message count and bytes per kind, and each message's digest."""
+    """What one party received in a round: message count and bytes per kind, and each message's keyed digest
+    (HMAC-SHA256 under the run's key; a legacy run directory's plain ``sha256`` is shown too, and flagged by the
+    secret scan)."""
 
     party: str
     messages: int
@@ -42,7 +47,7 @@ class PartyView:
 
     def as_dict(self) -> dict[str, Any]:
         return {"party": self.party, "messages": self.messages, "bytes": self.bytes, "kinds": dict(self.kinds),
-                "sha256": list(self.digests)}
+                DIGEST_FIELD: list(self.digests)}
 
 
 @dataclass(frozen=True)
@@ -131,7 +136,8 @@ class AuditReport:
                  "- threat check: " + ("every round meets the threat model" if all_meet
                                        else "SOME ROUNDS FALL SHORT (see below)"),
                  "- secret scan of every file: " + ("not run" if not self.scanned else
-                                                    "no secret keys, seeds or shares found" if not self.secret_findings
+                                                    "no secret keys, seeds, shares, plain message digests or hidden "
+                                                    "per-client figures found" if not self.secret_findings
                                                     else f"{len(self.secret_findings)} FINDING(S)"),
                  "", "## Summary", "",
                  "| round | protection | threat check | survivors | upload B/client | download B/client | "
@@ -161,7 +167,8 @@ class AuditReport:
                 for cid, why in sorted(table.items(), key=lambda kv: str(kv[0])):
                     lines.append(f"- {label}: client {cid} at phase {why.get('phase', '?')}: {why.get('reason', '?')}")
             if r.received:
-                lines += ["", "| party | messages | bytes | kinds received | sha256 (first 16 hex of each) |",
+                lines += ["", "| party | messages | bytes | kinds received | keyed digest (HMAC-SHA256, first 16 hex of "
+                          "each) |",
                           "|---|---:|---:|---|---|"]
                 for view in r.received:
                     kinds = ", ".join(f"{k} x{n}" for k, n in sorted(view.kinds.items()))
@@ -235,7 +242,7 @@ def _views(transcript: Mapping[str, Any] | None) -> tuple[PartyView, ...]:
         party = str(message.get("recipient", "?"))
         kinds[party][f"{message.get('phase', '?')}/{message.get('kind', '?')}"] += 1
         sizes[party] += int(message.get("size") or 0)
-        digests[party].append(str(message.get("sha256", "")))
+        digests[party].append(str(message.get(DIGEST_FIELD, message.get("sha256", ""))))
     order = sorted(kinds, key=lambda p: (p != SERVER, int(p) if p.isdigit() else math.inf, p))
     return tuple(PartyView(p, sum(kinds[p].values()), sizes[p], dict(kinds[p]), tuple(digests[p])) for p in order)
 
