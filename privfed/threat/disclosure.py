@@ -20,7 +20,8 @@ each update to the server):
 
 What counts as a per-client figure is found structurally, so a new trainer metric is covered without a list to
 update: every number inside a table keyed by client ids (``{"3": {"samples": 40, "train_loss": 2.1}}``), except
-transport tables the server observes whatever the protection (byte counts, Flower node ids), plus the summary's
+transport tables the runtime observes whatever the protection (byte counts, Flower node ids, protocol compute
+seconds), plus the summary's
 per-client data description (``data.train_samples``, keyed by client name).
 """
 
@@ -40,8 +41,10 @@ __all__ = ["reveals_client_figures", "withholds_client_aggregates", "withheld_ro
 CLIENT_DATA_AGGREGATES: tuple[str, ...] = ("metrics.train_loss", "clipped_fraction")
 #: summary paths of per-client tables keyed by client name (not by id, so not found structurally)
 SUMMARY_CLIENT_TABLES: tuple[str, ...] = ("data.train_samples",)
-#: tables keyed by client id that hold what the server observes on the wire whatever the protection
-_TRANSPORT_TABLE = re.compile(r"(?i)(bytes|^nodes$|node_id)")
+#: tables keyed by client id that hold what the runtime observes whatever the protection, none a function of client
+#: data for privfed's fixed-size messages: bytes on the wire, Flower node ids, the protocol's compute and state-saving
+#: seconds (local training time, which grows with the client's data, is not among them)
+_TRANSPORT_TABLE = re.compile(r"(?i)(bytes|^nodes$|node_id|^client_seconds_by_client$|^state_seconds$)")
 _CLIENT_ID = re.compile(r"^\d+$")
 
 
