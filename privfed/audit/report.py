@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from protocols.errors import ConfigError
-from privfed.audit.secret_scan import SecretFinding, scan_for_secrets
+from privfed.audit.secret_scan import SecretFinding, repeated_digests, scan_for_secrets
 from privfed.runtime.transcript import DIGEST_FIELD
 from privfed.threat import catalogue
 from privfed.threat.model import ThreatModel
@@ -182,8 +182,10 @@ class AuditReport:
         return "\n".join(lines) + "\n"
 
 
-def build_report(run_dir: str | Path, *, scan: bool = True) -> AuditReport:
-    """Audit the run directory ``run_dir`` (see the module docstring)."""
+def build_report(run_dir: str | Path, *, scan: bool = True, against: str | Path | None = None) -> AuditReport:
+    """Audit the run directory ``run_dir`` (see the module docstring). With ``against`` (another run directory, e.g.
+    a rerun of the same configuration and seed), every digest the two share but the configuration's is a finding:
+    a digest that survives across runs fingerprints what it hashes."""
     root = Path(run_dir)
     rounds_path = root / "rounds.jsonl"
     if not rounds_path.is_file():
@@ -196,6 +198,10 @@ def build_report(run_dir: str | Path, *, scan: bool = True) -> AuditReport:
     options = (config.get("protection") or {}).get("options") or {}
     audits = tuple(_audit_round(record, threat, bool(threat_table), options, root) for record in records)
     findings = tuple(scan_for_secrets(root)) if scan else ()
+    if against is not None:
+        if not Path(against).is_dir():
+            raise ConfigError(f"--against: {against} is not a directory")
+        findings += tuple(repeated_digests(root, against))
     delta = summary.get("delta", (config.get("protection") or {}).get("delta"))
     return AuditReport(str(root), threat.describe(), bool(threat_table), audits, str(summary.get("status", "?")),
                        audits[-1].epsilon if audits else None, delta, findings, scan, threat.epsilon)
