@@ -9,8 +9,9 @@ of 32 bytes from :mod:`secrets`, created per run (or per round when no run key i
 serialisation, no ``repr`` of its bytes and refuses pickling. Within the run that holds the key, equal messages have
 equal digests (so what was sent can be matched with what was received); two runs share none.
 
-Known limits: the kind and size of each message stay visible (they are fixed by the protocol, not by the data, for
-every privfed protocol: vectors have the model's length); who took part and who dropped out is recorded (the server
+Known limits: the kind and size of each message stay visible (fixed by the protocol, not by the data: vectors have
+the model's length; SEAL's compression makes CKKS ciphertexts vary by a few bytes, which under RLWE reveals nothing
+about the plaintext); who took part and who dropped out is recorded (the server
 observes it anyway). A key lives only in the process: a resumed run gets a new one, so digests of rounds before and
 after a resume are not comparable (each round's are).
 """
