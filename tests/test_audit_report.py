@@ -65,6 +65,7 @@ def test_report_per_round_fields(tmp_path: Path) -> None:
     server = next(v for v in first.received if v.party == "server")
     assert (server.messages, server.bytes, dict(server.kinds)) == (4, 4000, {"upload/update": 4})
     assert len(server.digests[0]) == 64
+    assert first.requests == {"upload": (4, 4)}  # each client's request differs (bodies "1-0" .. "1-3")
     markdown = report.to_markdown()
     assert "| 2 | secagg+dp | ok | 3/4 (4 in sum) |" in markdown and "inputs in the aggregate: 4" in markdown
     assert "rejected: client 3 at phase masked-input: vector of the wrong length" in markdown
@@ -130,3 +131,20 @@ def test_against_another_run_flags_only_shared_digests(tmp_path: Path) -> None:
                                                                    "digest repeated across runs")]
     result = CliRunner().invoke(main, ["audit", str(first), "--against", str(second)])
     assert result.exit_code == 1 and "digest repeated across runs" in result.output
+
+
+def test_equal_requests_show_as_one_distinct_and_an_equivocation_as_two(tmp_path: Path) -> None:
+    run = make_run(tmp_path, {"server": "honest-but-curious"}, ["secagg"])
+    path = run / "transcripts" / "round_001.json"
+    data = json.loads(path.read_text())
+    for message in data["messages"]:
+        if message["sender"] == "server":
+            message["hmac_sha256"] = KEY.digest(b"alive=0,1,2,3")
+    path.write_text(json.dumps(data))
+    assert build_report(run, scan=False).rounds[0].requests == {"upload": (1, 4)}
+    data["messages"][0]["hmac_sha256"] = KEY.digest(b"alive=0,1,3")  # one client told a different story
+    path.write_text(json.dumps(data))
+    report = build_report(run, scan=False)
+    assert report.rounds[0].requests == {"upload": (2, 4)}
+    assert "upload 2/4" in report.to_markdown()
+    assert report.as_dict()["rounds"][0]["requests"] == {"upload": {"distinct": 2, "clients": 4}}

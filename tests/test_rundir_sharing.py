@@ -137,6 +137,10 @@ def test_audit_still_reports_what_each_party_received(two_runs: Any) -> None:
         # within the run the digests identify messages: the server's list is the runtime's transcript, in order
         assert list(server.digests) == [e.hmac_sha256 for e in runtime.transcript if e.recipient == "server"]
         assert not {hashlib.sha256(p).hexdigest() for p in uploads} & set(server.digests)
+    # keyed digests still compare within the run: a broadcast is one distinct request; per-client requests differ
+    plaintext, secagg = report.rounds[0], report.rounds[1]
+    assert plaintext.requests["upload"] == (1, CLIENTS) and secagg.requests["unmask"] == (1, CLIENTS)
+    assert "unmask 1/4 (identical)" in report.to_markdown()
     payload = report.as_dict()
     assert all("hmac_sha256" in view and "sha256" not in view
                for r in payload["rounds"] for view in r["received"])

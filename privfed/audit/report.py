@@ -79,12 +79,16 @@ class RoundAudit:
     #: clients whose input is in the result (may exceed ``survivors``: SecAgg keeps a client that dropped after
     #: uploading its masked input)
     contributors: int | None = None
+    #: per phase, how many distinct requests the server sent and to how many clients (from the keyed digests: equal
+    #: within the run iff the bytes are equal), e.g. {"unmask": (1, 4)}: every client got the same unmask request
+    requests: Mapping[str, tuple[int, int]] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         out = {k: v for k, v in self.__dict__.items() if k != "received"}
         out["received"] = [view.as_dict() for view in self.received]
         out["dropped"], out["rejected"] = dict(self.dropped), dict(self.rejected)
         out["metrics"] = dict(self.metrics)
+        out["requests"] = {phase: {"distinct": d, "clients": n} for phase, (d, n) in self.requests.items()}
         return out
 
 
@@ -163,6 +167,10 @@ class AuditReport:
                       f"bound {_fmt(r.error_bound, '.3e')}"
                       + (", excluding DP noise)" if r.error_includes_dp_noise else ")"),
                       f"- cumulative epsilon: {_fmt_eps(r.epsilon)}"]
+            if r.requests:
+                lines.append("- server requests per phase (distinct / clients, by keyed digest): " + ", ".join(
+                    f"{phase} {d}/{n}" + (" (identical)" if d == 1 and n > 1 else "")
+                    for phase, (d, n) in r.requests.items()))
             for label, table in (("dropped", r.dropped), ("rejected", r.rejected)):
                 for cid, why in sorted(table.items(), key=lambda kv: str(kv[0])):
                     lines.append(f"- {label}: client {cid} at phase {why.get('phase', '?')}: {why.get('reason', '?')}")
@@ -235,7 +243,7 @@ def _audit_round(record: Mapping[str, Any], threat: ThreatModel, declared: bool,
         verifier_max_abs_error=_num(record.get("verifier_max_abs_error")), error_bound=_num(record.get("error_bound")),
         error_includes_dp_noise=has_dp or record.get("dp_event") is not None,
         epsilon=_num(record.get("epsilon")), received=_views(transcript), metrics=record.get("metrics") or {},
-        contributors=record.get("contributors"))
+        contributors=record.get("contributors"), requests=_requests(transcript))
 
 
 def _views(transcript: Mapping[str, Any] | None) -> tuple[PartyView, ...]:
@@ -251,6 +259,17 @@ def _views(transcript: Mapping[str, Any] | None) -> tuple[PartyView, ...]:
         digests[party].append(str(message.get(DIGEST_FIELD, message.get("sha256", ""))))
     order = sorted(kinds, key=lambda p: (p != SERVER, int(p) if p.isdigit() else math.inf, p))
     return tuple(PartyView(p, sum(kinds[p].values()), sizes[p], dict(kinds[p]), tuple(digests[p])) for p in order)
+
+
+def _requests(transcript: Mapping[str, Any] | None) -> dict[str, tuple[int, int]]:
+    """Per phase, (distinct digests, recipients) of the server's requests to clients: with keyed digests, equal
+    within one run exactly when the bytes are equal, so a broadcast the server sent differently to some clients
+    (e.g. unequal alive/dropped lists in SecAgg's unmask phase) shows as more than one distinct request."""
+    digests: dict[str, list[str]] = defaultdict(list)
+    for message in (transcript or {}).get("messages", []):
+        if message.get("sender") == SERVER:
+            digests[str(message.get("phase", "?"))].append(str(message.get(DIGEST_FIELD, message.get("sha256", ""))))
+    return {phase: (len(set(found)), len(found)) for phase, found in digests.items()}
 
 
 def _read_json(path: Path) -> Any:
