@@ -93,7 +93,9 @@ def tenseal_contexts():  # type: ignore[no-untyped-def]
     lambda b: base64.urlsafe_b64encode(b).decode().rstrip("="),
     lambda b: base64.b64encode(b).decode(),
     lambda b: b.hex(),
-], ids=["urlsafe", "urlsafe-unpadded", "standard", "hex"])
+    lambda b: "runs/ctx/" + base64.urlsafe_b64encode(b).decode(),  # glued to characters of the other alphabet
+    lambda b: "a_b-" + base64.b64encode(b).decode(),
+], ids=["urlsafe", "urlsafe-unpadded", "standard", "hex", "urlsafe-after-slash", "standard-after-dash"])
 def test_private_tenseal_context_found_in_every_encoding(tmp_path: Path, tenseal_contexts, encode) -> None:  # type: ignore[no-untyped-def]
     private, public = tenseal_contexts
     (tmp_path / "leak.json").write_text(json.dumps({"context": encode(private)}))

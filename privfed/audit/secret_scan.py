@@ -152,7 +152,17 @@ def _find_needles(data: bytes, needles: list[tuple[bytes, str]]) -> list[tuple[i
 def _blobs(data: bytes) -> Iterator[tuple[int, bytes, str]]:
     """Decoded base64 and hex runs inside ``data`` (offset, decoded bytes, encoding)."""
     for match in _B64_RUN.finditer(data):
-        decoded = _decode_base64(match.group())
+        text = match.group()
+        if any(c in text for c in b"-_") and any(c in text for c in b"+/"):
+            # both alphabets: a blob of one glued to characters of the other (e.g. a path "/" before URL-safe
+            # text): decode the pieces between the other alphabet's characters
+            for other_alphabet in (rb"[^+/]+", rb"[^_-]+"):
+                for piece in re.finditer(other_alphabet, text):
+                    decoded = _decode_base64(piece.group()) if len(piece.group()) >= 44 else None
+                    if decoded is not None:
+                        yield match.start() + piece.start(), decoded[0], decoded[1]
+            continue
+        decoded = _decode_base64(text)
         if decoded is not None:
             yield match.start(), decoded[0], decoded[1]
     for match in _HEX_RUN.finditer(data):
@@ -182,7 +192,7 @@ def _decode_base64(text: bytes) -> tuple[bytes, str] | None:
 
 
 def _der_private_key(blob: bytes) -> bool:
-    """Whether ``blob`` starts a DER-encoded private key (PKCS#8, PKCS#1 or SEC1) that ``cryptography`` loads."""
+    """Whether ``blob`` is a DER-encoded private key (PKCS#8, PKCS#1 or SEC1) that ``cryptography`` loads."""
     if len(blob) < 32 or blob[0] != 0x30:
         return False
     try:
