@@ -145,3 +145,18 @@ def test_audit_still_reports_what_each_party_received(two_runs: Any) -> None:
     assert all("hmac_sha256" in view and "sha256" not in view
                for r in payload["rounds"] for view in r["received"])
     assert "keyed digest (HMAC-SHA256" in report.to_markdown()
+
+
+def test_dp_sgd_round_keeps_no_per_client_figure(tmp_path: Path) -> None:
+    """DP-SGD clients report steps, sample rates and their own DP events: none of it is written per client."""
+    pytest.importorskip("opacus")
+    config = load_config(overrides=[*TINY, "plan='1:dp-sgd'", "fl.rounds=1"])
+    result = run_fedavg(config, tmp_path / "run")
+    (line,) = (tmp_path / "run" / "rounds.jsonl").read_text().splitlines()
+    record = json.loads(line)
+    assert record == result.rounds[0] and record["dp_event"]["placement"] == "dp-sgd"  # the round's event stays
+    for client in record["clients"].values():
+        assert set(client) <= {"name", "dp_event"}
+        assert not [v for v in client.get("dp_event", {}).values() if isinstance(v, (int, float))]
+    assert "train_loss" not in record["metrics"] and "clipped_fraction" not in record
+    assert scan_for_secrets(tmp_path / "run") == []
