@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -11,6 +10,9 @@ from click.testing import CliRunner
 
 from privfed.audit import build_report
 from privfed.cli import main
+from privfed.runtime.transcript import TranscriptKey
+
+KEY = TranscriptKey()  # the run's key: digests in the transcript are keyed, as the FedAvg loop writes them
 
 
 def _round(r: int, protection: str, epsilon: Any, **extra: Any) -> dict[str, Any]:
@@ -22,18 +24,19 @@ def _round(r: int, protection: str, epsilon: Any, **extra: Any) -> dict[str, Any
             "verifier_max_abs_error": 5e-7, "epsilon_model": epsilon, "epsilon_server": epsilon, "metrics": {"loss": 2.0}, "contributors": 4, **extra}
 
 
-def _transcript(r: int) -> dict[str, Any]:
+def _transcript(r: int, key: TranscriptKey = KEY) -> dict[str, Any]:
     messages = []
     for cid in range(4):
         body = f"{r}-{cid}".encode()
         messages.append({"phase": "upload", "sender": "server", "recipient": str(cid), "kind": "upload-request",
-                         "size": 61, "sha256": hashlib.sha256(body).hexdigest()})
+                         "size": 61, "hmac_sha256": key.digest(body)})
         messages.append({"phase": "upload", "sender": str(cid), "recipient": "server", "kind": "update",
-                         "size": 1000, "sha256": hashlib.sha256(body + b"!").hexdigest()})
+                         "size": 1000, "hmac_sha256": key.digest(body + b"!")})
     return {"round": r, "messages": messages}
 
 
-def make_run(tmp_path: Path, threat: dict[str, Any] | None, protections: list[str]) -> Path:
+def make_run(tmp_path: Path, threat: dict[str, Any] | None, protections: list[str],
+             key: TranscriptKey = KEY) -> Path:
     run = tmp_path / "run"
     (run / "transcripts").mkdir(parents=True)
     config: dict[str, Any] = {"seed": 0, "plan": ",".join(f"{i + 1}:{p}" for i, p in enumerate(protections)),
@@ -45,7 +48,7 @@ def make_run(tmp_path: Path, threat: dict[str, Any] | None, protections: list[st
     (run / "rounds.jsonl").write_text("".join(json.dumps(_round(i + 1, p, e)) + "\n"
                                               for i, (p, e) in enumerate(zip(protections, eps))))
     for i in range(len(protections)):
-        (run / "transcripts" / f"round_{i + 1:03d}.json").write_text(json.dumps(_transcript(i + 1)))
+        (run / "transcripts" / f"round_{i + 1:03d}.json").write_text(json.dumps(_transcript(i + 1, key)))
     (run / "summary.json").write_text(json.dumps({"status": "complete", "config": config, "delta": 1e-5,
                                                   "epsilon_model": eps[-1], "epsilon_server": eps[-1]}))
     return run
@@ -62,11 +65,13 @@ def test_report_per_round_fields(tmp_path: Path) -> None:
     server = next(v for v in first.received if v.party == "server")
     assert (server.messages, server.bytes, dict(server.kinds)) == (4, 4000, {"upload/update": 4})
     assert len(server.digests[0]) == 64
+    assert first.requests == {"upload": (4, 4)}  # each client's request differs (bodies "1-0" .. "1-3")
     markdown = report.to_markdown()
     assert "| 2 | secagg+dp | ok | 3/4 (4 in sum) |" in markdown and "inputs in the aggregate: 4" in markdown
     assert "rejected: client 3 at phase masked-input: vector of the wrong length" in markdown
     assert "dropped: client 2 at phase masked-input: injected dropout" in markdown
-    assert "no secret keys, seeds or shares found" in markdown
+    assert "no secret keys, seeds, shares, plain message digests or hidden per-client figures found" in markdown
+    assert "keyed digest (HMAC-SHA256" in markdown and KEY.digest(b"1-0!")[:16] in markdown
     payload = report.as_dict()
     assert payload["rounds"][1]["epsilon"] == 3.0 and payload["ok"] is True
     json.dumps(payload)
@@ -104,3 +109,42 @@ def test_final_epsilon_checked_against_the_target(tmp_path: Path) -> None:
     missed = build_report(make_run(tmp_path / "b", {"server": "honest-but-curious", "epsilon": 2},
                                    ["secagg+dp", "secagg+dp"]), scan=False)
     assert missed.epsilon_ok is False and not missed.ok and "EXCEEDED" in missed.to_markdown()
+
+
+def test_against_another_run_flags_only_shared_digests(tmp_path: Path) -> None:
+    """Two runs written with their own keys share no digest; a plain digest planted in both is a finding."""
+    first = make_run(tmp_path / "a", {"server": "honest-but-curious"}, ["secagg"])
+    # the second run has its own key, as every run does
+    second = make_run(tmp_path / "b", {"server": "honest-but-curious"}, ["secagg"], key=TranscriptKey())
+    for run in (first, second):  # the configuration digest is equal by design and exempt
+        (run / "checkpoint.json").write_text(json.dumps({"config_digest": "ab" * 32}))
+    assert build_report(first, against=second).ok
+    result = CliRunner().invoke(main, ["audit", str(first), "--against", str(second)])
+    assert result.exit_code == 0, result.output
+    for run in (first, second):
+        path = run / "transcripts" / "round_001.json"
+        data = json.loads(path.read_text())
+        data["messages"][1]["note"] = "0123456789abcdef" * 4  # e.g. a plain hash of a seeded update
+        path.write_text(json.dumps(data))
+    report = build_report(first, against=second, scan=False)
+    assert [(f.path, f.kind) for f in report.secret_findings] == [("transcripts/round_001.json",
+                                                                   "digest repeated across runs")]
+    result = CliRunner().invoke(main, ["audit", str(first), "--against", str(second)])
+    assert result.exit_code == 1 and "digest repeated across runs" in result.output
+
+
+def test_equal_requests_show_as_one_distinct_and_an_equivocation_as_two(tmp_path: Path) -> None:
+    run = make_run(tmp_path, {"server": "honest-but-curious"}, ["secagg"])
+    path = run / "transcripts" / "round_001.json"
+    data = json.loads(path.read_text())
+    for message in data["messages"]:
+        if message["sender"] == "server":
+            message["hmac_sha256"] = KEY.digest(b"alive=0,1,2,3")
+    path.write_text(json.dumps(data))
+    assert build_report(run, scan=False).rounds[0].requests == {"upload": (1, 4)}
+    data["messages"][0]["hmac_sha256"] = KEY.digest(b"alive=0,1,3")  # one client told a different story
+    path.write_text(json.dumps(data))
+    report = build_report(run, scan=False)
+    assert report.rounds[0].requests == {"upload": (2, 4)}
+    assert "upload 2/4" in report.to_markdown()
+    assert report.as_dict()["rounds"][0]["requests"] == {"upload": {"distinct": 2, "clients": 4}}

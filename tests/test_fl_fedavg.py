@@ -97,7 +97,7 @@ def test_dropouts_rejections_and_aborts_are_recorded(tmp_path: Path) -> None:
         assert r["verifier_max_abs_error"] == 0.0
     transcript = json.loads((tmp_path / "run" / "transcripts" / "round_001.json").read_text())
     entry = transcript["messages"][0]
-    assert set(entry) == {"phase", "sender", "recipient", "kind", "size", "sha256"}
+    assert set(entry) == {"phase", "sender", "recipient", "kind", "size", "hmac_sha256"}
 
     aborted = run_fedavg(load_config(overrides=[*TINY, "fl.rounds=2",
                                                 "protection.options.plaintext.min_clients=99"]))

@@ -10,7 +10,7 @@ import pytest
 from protocols import create
 from protocols.base import ClientStateMachine, ClientUpdate
 from protocols.errors import ConfigError, MessageError
-from privfed.runtime.local import run_round
+from privfed.runtime.local import TranscriptKey, run_round
 
 
 def _updates(n: int = 4, dim: int = 10) -> dict[int, ClientUpdate]:
@@ -19,11 +19,14 @@ def _updates(n: int = 4, dim: int = 10) -> dict[int, ClientUpdate]:
 
 
 def test_byte_counts_are_the_real_message_sizes_and_transcript_digests_match() -> None:
-    report = run_round(create("plaintext"), 3, _updates(), record_server_view=True)
+    key = TranscriptKey()
+    report = run_round(create("plaintext"), 3, _updates(), record_server_view=True, transcript_key=key)
     for phase, cid, payload in report.server_view:
         assert report.upload_bytes[cid][phase] == len(payload)
         entry = next(e for e in report.transcript if e.sender == str(cid) and e.phase == phase)
-        assert entry.size == len(payload) and entry.sha256 == hashlib.sha256(payload).hexdigest()
+        # keyed with the run's key (privfed.runtime.transcript), never the plain hash
+        assert entry.size == len(payload) and key.matches(payload, entry.hmac_sha256)
+        assert entry.hmac_sha256 != hashlib.sha256(payload).hexdigest()
         assert entry.kind == "update"
     assert all(report.download_total(c) > 0 for c in range(4))
     assert set(report.client_seconds) == {0, 1, 2, 3} and report.server_seconds > 0

@@ -1,11 +1,13 @@
 """``privfed audit RUN_DIR``: what each round protected, against whom, what every party received, and what it cost.
 
 Threat model: the report is built only from the run directory the FedAvg loop wrote (``config.json``,
-``rounds.jsonl``, ``transcripts/round_NNN.json``, ``summary.json``), which holds byte counts, digests, metrics and
-public protocol parameters — never secrets (:func:`scan_for_secrets` checks that claim on every file). For every
+``rounds.jsonl``, ``transcripts/round_NNN.json``, ``summary.json``), which holds byte counts, keyed digests, metrics
+and public protocol parameters — never secrets, never a plain hash of a message, never a per-client figure that the
+round's protection hides (:func:`scan_for_secrets` checks those claims on every file). For every
 round it re-runs the threat check of :mod:`privfed.threat.catalogue` against the run's declared ``[threat]`` (so a
 run directory edited or produced without the check is still judged), lists what each party received (message kinds,
-counts, byte totals, SHA-256 digests), dropouts and rejected messages with their reasons, the cumulative epsilon, and
+counts, byte totals, and each message's HMAC-SHA256 under the run's unwritten key: equal within the run, so a
+message can be matched across parties, and shared with no other run), dropouts and rejected messages with their reasons, the cumulative epsilon, and
 the out-of-band verifier's error against the plaintext aggregate beside the protocol's declared bound (for DP
 protections the error includes the DP noise, which the bound excludes).
 """
@@ -20,7 +22,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from protocols.errors import ConfigError
-from privfed.audit.secret_scan import SecretFinding, scan_for_secrets
+from privfed.audit.secret_scan import SecretFinding, repeated_digests, scan_for_secrets
+from privfed.runtime.transcript import DIGEST_FIELD
 from privfed.threat import catalogue
 from privfed.threat.model import ThreatModel
 from privfed.jsonable import to_jsonable as _jsonable
@@ -32,7 +35,9 @@ SERVER = "server"
 
 @dataclass(frozen=True)
 class PartyView:
-    """What one party received in a round: message count and bytes per kind, and each message's digest."""
+    """What one party received in a round: message count and bytes per kind, and each message's keyed digest
+    (HMAC-SHA256 under the run's key; a legacy run directory's plain ``sha256`` is shown too, and flagged by the
+    secret scan)."""
 
     party: str
     messages: int
@@ -42,7 +47,7 @@ class PartyView:
 
     def as_dict(self) -> dict[str, Any]:
         return {"party": self.party, "messages": self.messages, "bytes": self.bytes, "kinds": dict(self.kinds),
-                "sha256": list(self.digests)}
+                DIGEST_FIELD: list(self.digests)}
 
 
 @dataclass(frozen=True)
@@ -76,12 +81,16 @@ class RoundAudit:
     contributors: int | None = None
     #: cumulative epsilon against the server and the declared colluders (``epsilon`` is against model users)
     epsilon_server: float | None = None
+    #: per phase, how many distinct requests the server sent and to how many clients (from the keyed digests: equal
+    #: within the run iff the bytes are equal), e.g. {"unmask": (1, 4)}: every client got the same unmask request
+    requests: Mapping[str, tuple[int, int]] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         out = {k: v for k, v in self.__dict__.items() if k != "received"}
         out["received"] = [view.as_dict() for view in self.received]
         out["dropped"], out["rejected"] = dict(self.dropped), dict(self.rejected)
         out["metrics"] = dict(self.metrics)
+        out["requests"] = {phase: {"distinct": d, "clients": n} for phase, (d, n) in self.requests.items()}
         return out
 
 
@@ -140,7 +149,8 @@ class AuditReport:
                  "- threat check: " + ("every round meets the threat model" if all_meet
                                        else "SOME ROUNDS FALL SHORT (see below)"),
                  "- secret scan of every file: " + ("not run" if not self.scanned else
-                                                    "no secret keys, seeds or shares found" if not self.secret_findings
+                                                    "no secret keys, seeds, shares, plain message digests or hidden "
+                                                    "per-client figures found" if not self.secret_findings
                                                     else f"{len(self.secret_findings)} FINDING(S)"),
                  "", "## Summary", "",
                  "| round | protection | threat check | survivors | upload B/client | download B/client | "
@@ -166,11 +176,16 @@ class AuditReport:
                       f"bound {_fmt(r.error_bound, '.3e')}"
                       + (", excluding DP noise)" if r.error_includes_dp_noise else ")"),
                       f"- cumulative epsilon: {_fmt_eps(r.epsilon)}"]
+            if r.requests:
+                lines.append("- server requests per phase (distinct / clients, by keyed digest): " + ", ".join(
+                    f"{phase} {d}/{n}" + (" (identical)" if d == 1 and n > 1 else "")
+                    for phase, (d, n) in r.requests.items()))
             for label, table in (("dropped", r.dropped), ("rejected", r.rejected)):
                 for cid, why in sorted(table.items(), key=lambda kv: str(kv[0])):
                     lines.append(f"- {label}: client {cid} at phase {why.get('phase', '?')}: {why.get('reason', '?')}")
             if r.received:
-                lines += ["", "| party | messages | bytes | kinds received | sha256 (first 16 hex of each) |",
+                lines += ["", "| party | messages | bytes | kinds received | keyed digest (HMAC-SHA256, first 16 hex of "
+                          "each) |",
                           "|---|---:|---:|---|---|"]
                 for view in r.received:
                     kinds = ", ".join(f"{k} x{n}" for k, n in sorted(view.kinds.items()))
@@ -184,8 +199,10 @@ class AuditReport:
         return "\n".join(lines) + "\n"
 
 
-def build_report(run_dir: str | Path, *, scan: bool = True) -> AuditReport:
-    """Audit the run directory ``run_dir`` (see the module docstring)."""
+def build_report(run_dir: str | Path, *, scan: bool = True, against: str | Path | None = None) -> AuditReport:
+    """Audit the run directory ``run_dir`` (see the module docstring). With ``against`` (another run directory, e.g.
+    a rerun of the same configuration and seed), every digest the two share but the configuration's is a finding:
+    a digest that survives across runs fingerprints what it hashes."""
     root = Path(run_dir)
     rounds_path = root / "rounds.jsonl"
     if not rounds_path.is_file():
@@ -198,6 +215,10 @@ def build_report(run_dir: str | Path, *, scan: bool = True) -> AuditReport:
     options = (config.get("protection") or {}).get("options") or {}
     audits = tuple(_audit_round(record, threat, bool(threat_table), options, root) for record in records)
     findings = tuple(scan_for_secrets(root)) if scan else ()
+    if against is not None:
+        if not Path(against).is_dir():
+            raise ConfigError(f"--against: {against} is not a directory")
+        findings += tuple(repeated_digests(root, against))
     delta = summary.get("delta", (config.get("protection") or {}).get("delta"))
     return AuditReport(str(root), threat.describe(), bool(threat_table), audits, str(summary.get("status", "?")),
                        audits[-1].epsilon if audits else None, delta, findings, scan, threat.epsilon,
@@ -231,8 +252,9 @@ def _audit_round(record: Mapping[str, Any], threat: ThreatModel, declared: bool,
         client_seconds=_num(record.get("client_seconds")), server_seconds=_num(record.get("server_seconds")),
         verifier_max_abs_error=_num(record.get("verifier_max_abs_error")), error_bound=_num(record.get("error_bound")),
         error_includes_dp_noise=has_dp or record.get("dp_events") is not None,
-        epsilon=_num(record.get("epsilon_model")), epsilon_server=_num(record.get("epsilon_server")), received=_views(transcript), metrics=record.get("metrics") or {},
-        contributors=record.get("contributors"))
+        epsilon=_num(record.get("epsilon_model")), epsilon_server=_num(record.get("epsilon_server")),
+        received=_views(transcript), metrics=record.get("metrics") or {},
+        contributors=record.get("contributors"), requests=_requests(transcript))
 
 
 def _views(transcript: Mapping[str, Any] | None) -> tuple[PartyView, ...]:
@@ -245,9 +267,20 @@ def _views(transcript: Mapping[str, Any] | None) -> tuple[PartyView, ...]:
         party = str(message.get("recipient", "?"))
         kinds[party][f"{message.get('phase', '?')}/{message.get('kind', '?')}"] += 1
         sizes[party] += int(message.get("size") or 0)
-        digests[party].append(str(message.get("sha256", "")))
+        digests[party].append(str(message.get(DIGEST_FIELD, message.get("sha256", ""))))
     order = sorted(kinds, key=lambda p: (p != SERVER, int(p) if p.isdigit() else math.inf, p))
     return tuple(PartyView(p, sum(kinds[p].values()), sizes[p], dict(kinds[p]), tuple(digests[p])) for p in order)
+
+
+def _requests(transcript: Mapping[str, Any] | None) -> dict[str, tuple[int, int]]:
+    """Per phase, (distinct digests, recipients) of the server's requests to clients: with keyed digests, equal
+    within one run exactly when the bytes are equal, so a broadcast the server sent differently to some clients
+    (e.g. unequal alive/dropped lists in SecAgg's unmask phase) shows as more than one distinct request."""
+    digests: dict[str, list[str]] = defaultdict(list)
+    for message in (transcript or {}).get("messages", []):
+        if message.get("sender") == SERVER:
+            digests[str(message.get("phase", "?"))].append(str(message.get(DIGEST_FIELD, message.get("sha256", ""))))
+    return {phase: (len(set(found)), len(found)) for phase, found in digests.items()}
 
 
 def _read_json(path: Path) -> Any:

@@ -17,14 +17,19 @@ __all__ = ["audit"]
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the report as JSON.")
 @click.option("--markdown", "markdown_path", type=click.Path(dir_okay=False),
               help="Write the report as Markdown (default: print it).")
-@click.option("--no-scan", is_flag=True, help="Skip the scan of every file for secret keys, seeds and shares.")
-def audit(run_dir: str, json_path: str | None, markdown_path: str | None, no_scan: bool) -> None:
+@click.option("--no-scan", is_flag=True, help="Skip the scan of every file for secret keys, seeds, shares, plain "
+              "message digests and per-client figures the protections hide.")
+@click.option("--against", "against", type=click.Path(exists=True, file_okay=False),
+              help="Another run directory (e.g. a rerun with the same config and seed): any digest both hold, "
+                   "the configuration digest aside, is a finding.")
+def audit(run_dir: str, json_path: str | None, markdown_path: str | None, no_scan: bool,
+          against: str | None) -> None:
     """Audit a run directory written by ``privfed run``. Exits 1 if a round falls short of the run's declared
     threat model or the secret scan finds anything."""
     from privfed.audit.report import build_report
 
     try:
-        report = build_report(run_dir, scan=not no_scan)
+        report = build_report(run_dir, scan=not no_scan, against=against)
     except PrivfedError as exc:
         fail(exc)
         return

@@ -47,8 +47,10 @@ from protocols import registry
 from protocols.base import AggregationProtocol, ClientStateMachine, ClientUpdate
 from protocols.errors import ConfigError, MessageError, PrivfedError
 from privfed.runtime.local import RoundReport, run_round
+from privfed.runtime.transcript import TranscriptKey
 from privfed.threat import PlannedRound, ThreatModel, catalogue, resolve_plan
 from privfed.threat.budget import CALIBRATABLE, calibrate, runtime_options
+from privfed.threat.disclosure import redact_round, redact_summary
 
 from privfed.fl.config import ExperimentConfig
 from privfed.fl.data import FederatedDataset, build_federated
@@ -328,6 +330,7 @@ def run_fedavg(config: ExperimentConfig, out_dir: str | Path | None = None, *, r
     reports: list[RoundReport] = []
     client_states: dict[str, MutableMapping[int, MutableMapping[str, Any]]] = {}
     current: tuple[str, AggregationProtocol] | None = None
+    transcript_key = TranscriptKey()  # keys this run's transcript digests; never written (run-directory sharing)
     for planned in plan[first_round - 1:]:
         r, name = planned.round, planned.protection
         round_started = time.perf_counter()
@@ -381,7 +384,8 @@ def run_fedavg(config: ExperimentConfig, out_dir: str | Path | None = None, *, r
             try:
                 report = run_round(protocol, r, updates, drops=_drops(config, sorted(updates), r),
                                    client_states=states, client_overrides=client_overrides, tamper=tamper,
-                                   transcript=config.fl.transcripts, record_server_view=record_server_view)
+                                   transcript=config.fl.transcripts, record_server_view=record_server_view,
+                                   transcript_key=transcript_key)
             except ConfigError as exc:  # parameters invalid for this round's actual clients: an aborted round
                 recheck = f"round re-check with {len(updates)} clients: {exc}"
         record: dict[str, Any] = {"round": r, "protection": name, "plan_reason": planned.reason,
@@ -440,14 +444,14 @@ def run_fedavg(config: ExperimentConfig, out_dir: str | Path | None = None, *, r
         totals["client_protocol_seconds"] += record["client_protocol_seconds_total"]
         totals["server_seconds"] += record["server_seconds"]
         totals["local_training_seconds"] += train_seconds
-        record = to_jsonable(record)
+        record = redact_round(to_jsonable(record))  # what the round's protection hides stays out (disclosure)
         records.append(record)
         if keep_reports and report is not None:
             reports.append(report)
 
         if rundir is not None:
             if report is not None and config.fl.transcripts:
-                rundir.write_transcript(r, [dict(e.__dict__) for e in report.transcript])
+                rundir.write_transcript(r, report.transcript)
             offset = rundir.append_round(record)
             rundir.save_checkpoint({
                 "round": r, "rounds_offset": offset, "config_digest": config_digest(table),
@@ -475,7 +479,7 @@ def run_fedavg(config: ExperimentConfig, out_dir: str | Path | None = None, *, r
            for k in ("epsilon_model", "epsilon_server", "epsilon_unit")},
         "delta": config.protection.delta,
     })
-    summary = to_jsonable(summary)
+    summary = redact_summary(to_jsonable(summary))
     if rundir is not None:
         rundir.write_summary(summary)
     return FedAvgResult(config, vector, layout, all_rounds, summary, rundir.path if rundir else None, data, reports)

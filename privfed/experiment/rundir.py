@@ -4,7 +4,7 @@ Layout::
 
     <out>/config.json            the validated configuration of the run (resume checks it is unchanged)
     <out>/rounds.jsonl           one JSON object per completed or aborted round, in round order
-    <out>/transcripts/round_NNN.json   what each party received: phase, sender, recipient, kind, size, sha256
+    <out>/transcripts/round_NNN.json   what each party received: phase, sender, recipient, kind, size, hmac_sha256
     <out>/checkpoint.json        model vector (base64 float32), layout, round, privacy ledger, totals
     <out>/summary.json           config, seed, package versions, data, totals, final metrics, status
 
@@ -13,6 +13,12 @@ the byte length of ``rounds.jsonl`` it covers) is written to a temporary file an
 ``os.replace``. On resume the file is truncated to that length, so a line written after the last checkpoint (or a
 half-written one) is dropped and its round re-run: every round appears exactly once. The checkpoint is JSON, not
 pickle, so loading one never executes code.
+
+What the directory reveals (it is meant to be shared; see SECURITY.md, "What a run directory reveals"): message
+digests are keyed (HMAC-SHA256 under a per-run key that is never written, :mod:`privfed.runtime.transcript`), so two
+runs of the same configuration and seed share no digest but the configuration's own (:func:`config_digest`, a hash
+of public settings); round records and the summary go through :mod:`privfed.threat.disclosure` on every write, so
+a protection that hides individual updates also keeps each client's sample count, loss and trainer metrics out.
 """
 
 from __future__ import annotations
@@ -22,16 +28,19 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 import numpy as np
 
 from protocols.errors import ConfigError
 from privfed.jsonable import to_jsonable
+from privfed.runtime.transcript import DIGEST_FIELD, TranscriptEntry
+from privfed.threat.disclosure import redact_round, redact_summary
 
 __all__ = ["RunDir", "to_jsonable", "encode_vector", "decode_vector", "atomic_write_json", "config_digest"]
 
 CHECKPOINT_FORMAT = "privfed-checkpoint/1"
+_TRANSCRIPT_FIELDS = frozenset({"phase", "sender", "recipient", "kind", "size", DIGEST_FIELD})
 
 
 def encode_vector(vector: np.ndarray) -> str:
@@ -40,9 +49,6 @@ def encode_vector(vector: np.ndarray) -> str:
 
 def decode_vector(text: str) -> np.ndarray:
     return np.frombuffer(base64.b64decode(text.encode("ascii"), validate=True), dtype="<f4").astype(np.float32)
-
-
-
 
 
 def _dumps(payload: Any, **kwargs: Any) -> str:
@@ -60,6 +66,8 @@ def atomic_write_json(path: Path, payload: Any) -> None:
 
 
 def config_digest(table: Mapping[str, Any]) -> str:
+    """SHA-256 of the configuration (public settings only, no client data): the one unkeyed digest a run directory
+    holds, the same across runs of one configuration by design (``--resume`` compares it)."""
     return hashlib.sha256(json.dumps(table, sort_keys=True).encode()).hexdigest()
 
 
@@ -99,8 +107,9 @@ class RunDir:
             os.fsync(handle.fileno())
 
     def append_round(self, record: Mapping[str, Any]) -> int:
-        """Append one line, fsync, and return the file's new length (stored in the next checkpoint)."""
-        line = (_dumps(record) + "\n").encode("utf-8")
+        """Append one line (without the per-client figures its protection hides), fsync, and return the file's new
+        length (stored in the next checkpoint)."""
+        line = (_dumps(redact_round(to_jsonable(record))) + "\n").encode("utf-8")
         with self.rounds_path.open("ab") as handle:
             handle.write(line)
             handle.flush()
@@ -112,8 +121,17 @@ class RunDir:
             return []
         return [json.loads(line) for line in self.rounds_path.read_text(encoding="utf-8").splitlines() if line]
 
-    def write_transcript(self, round_id: int, entries: list[dict[str, Any]]) -> None:
-        atomic_write_json(self.transcripts / f"round_{round_id:03d}.json", {"round": round_id, "messages": entries})
+    def write_transcript(self, round_id: int, entries: Iterable[TranscriptEntry | Mapping[str, Any]]) -> None:
+        """Write what each party received in round ``round_id``. Every entry must carry a keyed digest
+        (``hmac_sha256``) and no other: a plain hash of a message would fingerprint the client data it carries."""
+        messages = []
+        for entry in entries:
+            item = entry.as_dict() if isinstance(entry, TranscriptEntry) else dict(entry)
+            if set(item) != _TRANSCRIPT_FIELDS:
+                raise ConfigError(f"transcript entry of round {round_id} has fields {sorted(item)}; expected "
+                                  f"{sorted(_TRANSCRIPT_FIELDS)} (a keyed digest, never a plain hash)")
+            messages.append(item)
+        atomic_write_json(self.transcripts / f"round_{round_id:03d}.json", {"round": round_id, "messages": messages})
 
     def save_checkpoint(self, state: Mapping[str, Any]) -> None:
         atomic_write_json(self.checkpoint_path, {"format": CHECKPOINT_FORMAT, **state})
@@ -131,4 +149,5 @@ class RunDir:
         return state
 
     def write_summary(self, summary: Mapping[str, Any]) -> None:
-        atomic_write_json(self.summary_path, summary)
+        """Write the summary without the per-client figures the plan's protections hide."""
+        atomic_write_json(self.summary_path, redact_summary(to_jsonable(summary)))

@@ -6,12 +6,12 @@ and per direction. Client compute (creating the client machine and every ``handl
 named point (``before-upload``, ``after-upload`` or one of the protocol's phases): from that phase on the client
 receives nothing and answers nothing. A reply the server rejects (``MessageError``) or a client that refuses
 (any ``PrivfedError``) makes that client a dropout with the reason recorded. The transcript is simply what each
-party received: kind, size and SHA-256 digest of every delivered message (never the content).
+party received: kind, size and keyed digest (HMAC-SHA256 under a per-run key that is never written, see
+:mod:`privfed.runtime.transcript`) of every delivered message, never the content.
 """
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -22,24 +22,13 @@ import numpy as np
 from protocols.base import (LEARNED_BY_KEY_HOLDERS, AggregateResult, AggregationProtocol, ClientStateMachine,
                             ClientUpdate, Outgoing)
 from protocols.errors import MessageError, PrivfedError, ProtocolAbort
-from protocols.wire import peek_header
 
-__all__ = ["RoundReport", "TranscriptEntry", "ServerSide", "run_round", "transcript_entry", "SERVER"]
+from .transcript import TranscriptEntry, TranscriptKey, transcript_entry
+
+__all__ = ["RoundReport", "TranscriptEntry", "TranscriptKey", "ServerSide", "run_round", "transcript_entry", "SERVER"]
 
 SERVER = "server"
 Tamper = Callable[[str, int, bytes], "bytes | None"]
-
-
-@dataclass(frozen=True)
-class TranscriptEntry:
-    """One delivered message: who received it, in which phase, its kind, size and digest."""
-
-    phase: str
-    sender: str
-    recipient: str
-    kind: str
-    size: int
-    sha256: str
 
 
 @dataclass
@@ -136,15 +125,6 @@ def _by_phase(table: Mapping[int, Mapping[str, int]]) -> dict[str, int]:
     return dict(out)
 
 
-def transcript_entry(phase: str, sender: str, recipient: str, payload: bytes) -> TranscriptEntry:
-    """What the transcript records of one delivered message: kind, size and digest, never the content."""
-    try:
-        kind = peek_header(payload)[1]
-    except MessageError:
-        kind = "<malformed>"
-    return TranscriptEntry(phase, sender, recipient, kind, len(payload), hashlib.sha256(payload).hexdigest())
-
-
 class ServerSide:
     """The server half of one round, shared by every runtime (in-process here, Flower in ``privfed.runtime.flower``):
     it creates and drives the protocol's server machine with its clock, and keeps the report's books — which
@@ -153,8 +133,10 @@ class ServerSide:
 
     def __init__(self, protocol: AggregationProtocol, round_id: int, ids: tuple[int, ...], dim: int,
                  report: RoundReport, drops: Mapping[int, str] | None, transcript: bool,
-                 record_server_view: bool) -> None:
+                 record_server_view: bool, transcript_key: TranscriptKey | None = None) -> None:
         self.report, self.transcript, self.record_server_view = report, transcript, record_server_view
+        # keyed digests only: the run's key, or a fresh one for this round (never written either way)
+        self.key = transcript_key if transcript_key is not None else TranscriptKey()
         self.ids = set(ids)
         self.stop_at = {cid: protocol.resolve_drop_phase(point) for cid, point in (drops or {}).items()}
         self.gone: dict[int, dict[str, str]] = {}
@@ -181,7 +163,7 @@ class ServerSide:
                 continue
             self.report.download_bytes[cid][phase] += len(payload)
             if self.transcript:
-                self.report.transcript.append(transcript_entry(phase, SERVER, str(cid), payload))
+                self.report.transcript.append(transcript_entry(phase, SERVER, str(cid), payload, self.key))
             sending[cid] = payload
         return phase, sending
 
@@ -195,7 +177,7 @@ class ServerSide:
         """Count, record and hand one reply to the server; a reply it refuses makes the client a rejected one."""
         self.report.upload_bytes[cid][phase] += len(payload)
         if self.transcript:
-            self.report.transcript.append(transcript_entry(phase, str(cid), SERVER, payload))
+            self.report.transcript.append(transcript_entry(phase, str(cid), SERVER, payload, self.key))
         if self.record_server_view:
             self.report.server_view.append((phase, cid, payload))
         clock = time.perf_counter()
@@ -229,7 +211,8 @@ def run_round(protocol: AggregationProtocol, round_id: int, updates: Mapping[int
               client_overrides: Mapping[int, Callable[[ClientStateMachine], ClientStateMachine]] | None = None,
               tamper: Tamper | None = None,
               transcript: bool = True,
-              record_server_view: bool = False) -> RoundReport:
+              record_server_view: bool = False,
+              transcript_key: TranscriptKey | None = None) -> RoundReport:
     """Run one round in-process and report it. Never raises for a peer's misbehaviour: an abort is reported in
     ``RoundReport.aborted`` with ``result`` None.
 
@@ -245,7 +228,7 @@ def run_round(protocol: AggregationProtocol, round_id: int, updates: Mapping[int
     report = RoundReport(protocol.name, round_id, ids)
     states = client_states if client_states is not None else {}
     machines: dict[int, ClientStateMachine] = {}
-    side = ServerSide(protocol, round_id, ids, dim, report, drops, transcript, record_server_view)
+    side = ServerSide(protocol, round_id, ids, dim, report, drops, transcript, record_server_view, transcript_key)
     while True:
         phase, sending = side.deliverable()
         for cid, payload in sending.items():

@@ -11,7 +11,9 @@ byte tables, the transport overhead, and the aggregate itself.
 
 Threat model: see :mod:`privfed.runtime.flower.driver` (the SuperLink sees what the server sees) and
 :mod:`privfed.runtime.flower.client_app` (nodes pin the protections they accept). The report holds only what the
-server learned anyway (the aggregate, when the protocol delivers it to the server) and public figures.
+server learned anyway (the aggregate, when the protocol delivers it to the server) and public figures; per-client
+figures that a round's protection hides (the nodes' training seconds) are left out by
+:func:`privfed.threat.disclosure.redact_round`, the rule every run record follows.
 """
 
 from __future__ import annotations
@@ -149,7 +151,9 @@ def main(grid: Grid, context: Context) -> None:
         output["error"] = f"{type(exc).__name__}: {exc}"
         log.error("privfed run failed: %s", exc)
     finally:
-        if config.report:
+        if config.report:  # the report is shareable: per-client figures a round's protection hides stay out
+            from privfed.threat.disclosure import redact_round  # the app layer (DESIGN: privfed/apps)
+            output["rounds"] = [redact_round(record) for record in output["rounds"]]
             _write_json(config.report, output)
     if "error" in output:
         raise RuntimeError(output["error"])
