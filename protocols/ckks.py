@@ -227,10 +227,10 @@ class CKKSServerCodec(ServerCodec):
         self.params = (f"ckks;set={parameters.name};N={parameters.poly_modulus_degree};"
                        f"q={'-'.join(map(str, parameters.coeff_mod_bit_sizes))};scale={parameters.scale_bits};"
                        f"count={count};chunks={len(self.sizes)};flood_std={protocol.flood_std!r}")
-        self.ciphertext_field = FieldSpec("list", length=len(self.sizes))
-        self.plaintext_field = FieldSpec("array", dtype="float64", length=count)
-        self.max_message_bytes = len(self.sizes) * (_ciphertext_limit(parameters) + 16) + 4096
         self._chunk_limit = _ciphertext_limit(parameters)
+        self.ciphertext_field = FieldSpec("list", length=len(self.sizes), item_max_length=self._chunk_limit)
+        self.plaintext_field = FieldSpec("array", dtype="float64", length=count)  # 1-D, exactly count values
+        self.max_message_bytes = len(self.sizes) * (self._chunk_limit + 16) + 4096
         self._acc: list | None = None
 
     def parse(self, ciphertexts: list[bytes]) -> list:

@@ -349,7 +349,7 @@ def _decode_array(reader: _Reader, name: str, spec: FieldSpec, *, any_shape: boo
         raise MessageError(f"field {name!r}: bad ndim {ndim}")
     shape = reader.unpack(f"<{ndim}Q")
     if not any_shape:
-        wanted = spec.shape if spec.shape is not None else (spec.length,)
+        wanted = spec.shape if spec.shape is not None else (None,)  # one axis; its size is the length below
         if ndim != len(wanted) or any(w is not None and d != w for d, w in zip(shape, wanted)):
             got = f"({shape[0]},)" if ndim == 1 else f"({', '.join(map(str, shape))})"
             raise MessageError(f"field {name!r}: shape {got}, expected {spec.expected_shape()}")
