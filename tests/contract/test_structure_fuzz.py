@@ -1,0 +1,205 @@
+"""Structure-aware fuzz of every message kind of every protection (issue 12, case 10).
+
+The byte-level fuzz in ``test_contract.py`` mostly produces messages that fail to parse. These mutants parse: they
+keep the wire format and break the schema (an array reshaped to (1, n) or (n, 1), a dtype swapped, a length off by
+one, a field dropped or repeated, a reply of another phase, a replay from an earlier round, a changed round id or
+sender, NaN/inf, a field 64 times too long). The properties:
+
+* the server refuses every mutated reply with a privfed error *before touching its state*: after all the
+  mutants of a phase were refused, the honest replies complete the round with the exact aggregate of everyone;
+* through :func:`privfed.runtime.local.run_round`, nothing escapes: a mutated reply makes its sender a rejected
+  client, a mutated request makes its recipient a dropout, each with the reason recorded (never the runtime's
+  last-resort ``internal error``), and the round's result, when there is one, is the exact aggregate of the
+  remaining clients within the declared bound.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+import pytest
+
+from protocols.base import AggregateResult, LEARNED_BY_KEY_HOLDERS, ClientStateMachine
+from protocols.errors import PrivfedError
+from privfed.runtime.local import INTERNAL_ERROR, run_round
+
+from .harness import available_protections, drive_to_phase, exact_mean, make_protocol, tolerance, updates_for
+from .mutations import STRUCTURAL_KINDS, one_per_kind, structural_mutants
+
+ALL = available_protections()
+N = 5
+DIM = 12
+VICTIM = 2
+
+
+def _updates(name: str):
+    return updates_for(N, DIM, seed=11, equal_weights="dp" in name, scale=0.01 if "dp" in name else 0.5)
+
+
+class _Recorder(ClientStateMachine):
+    """Passes requests through, keeping every request and reply by phase order."""
+
+    def __init__(self, inner: ClientStateMachine, log: list[tuple[bytes, bytes | None]]) -> None:
+        self.inner, self.log = inner, log
+
+    def handle(self, payload: bytes) -> bytes | None:
+        reply = self.inner.handle(payload)
+        self.log.append((payload, reply))
+        return reply
+
+
+def _capture(protocol, round_id: int, updates) -> dict[int, list[tuple[bytes, bytes | None]]]:
+    """Every client's (request, reply) pairs of one honest round, in phase order."""
+    logs: dict[int, list] = {cid: [] for cid in updates}
+    overrides = {cid: (lambda machine, log=logs[cid]: _Recorder(machine, log)) for cid in updates}
+    report = run_round(protocol, round_id, updates, client_overrides=overrides)
+    assert report.aborted is None, report.aborted
+    return logs
+
+
+def _finish(state) -> AggregateResult:
+    """Deliver the honest replies of the current phase and run the round to its end."""
+    server, clients = state.server, state.clients
+    for cid, reply in state.replies.items():
+        server.receive(cid, reply)
+    while True:
+        step = server.advance()
+        if isinstance(step, AggregateResult):
+            return step
+        for cid, payload in step.messages.items():
+            reply = clients[cid].handle(payload)
+            if reply is not None:
+                server.receive(cid, reply)
+
+
+def _assert_exact(result: AggregateResult, updates) -> None:
+    if result.learned_by == LEARNED_BY_KEY_HOLDERS:
+        return  # the server holds no mean; the key holders' copy is checked by the runtime tests below
+    error = float(np.max(np.abs(result.mean - exact_mean(updates, result.survivors))))
+    assert error <= tolerance(result), f"error {error} above the declared bound {tolerance(result)}"
+
+
+def _phases(protocol, updates) -> list[int]:
+    n_phases = len(protocol.phases) + 2
+    return [i for i in range(n_phases) if drive_to_phase(protocol, updates, i, with_replies=False) is not None]
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_server_refuses_every_structural_mutant_without_changing_state(name: str) -> None:
+    protocol = make_protocol(name)
+    updates = _updates(name)
+    current = _capture(protocol, 1, updates)   # same round id: other phases' replies are valid but misplaced
+    earlier = _capture(protocol, 0, updates)   # an earlier round: replays
+    kinds_seen: set[str] = set()
+    for index in _phases(protocol, updates):
+        state = drive_to_phase(protocol, updates, index)
+        assert state.replies, f"{name}: phase {index} has no replies"
+        for cid, reply in state.replies.items():
+            mutants = structural_mutants(reply)
+            mutants += [(f"reply of phase {j} sent at phase {index}", r)
+                        for j, (_, r) in enumerate(current[cid]) if j != index and r is not None]
+            mutants += [(f"request of phase {j} reflected", q) for j, (q, _) in enumerate(current[cid])]
+            mutants += [("replay of round 0", r) for j, (_, r) in enumerate(earlier[cid]) if j == index and r]
+            for label, payload in mutants:
+                kinds_seen.add(label.split(": ")[-1])
+                try:
+                    state.server.receive(cid, payload)
+                except PrivfedError:
+                    continue
+                except Exception as exc:  # noqa: BLE001 - the point of the test
+                    pytest.fail(f"{name}, phase {index}, client {cid}, {label}: foreign {type(exc).__name__}: {exc}")
+                pytest.fail(f"{name}, phase {index}, client {cid}: mutant {label!r} was accepted")
+        result = _finish(state)
+        _assert_exact(result, updates)
+        assert len(result.survivors) == N, f"{name}: a refused mutant cost a client its place"
+    assert {"type swap", "length +1", "oversized", "dropped", "duplicated", "round +1", "sender +1",
+            "replay of round 0"} <= kinds_seen
+    if name != "paillier":  # packed Paillier sends bytes only; every other protection has array fields
+        assert {"reshape (1,n)", "reshape (n,1)", "dtype swap"} <= kinds_seen
+
+
+def _victim_override(phase_index: int, mutant: bytes, *, on: str) -> Callable[[ClientStateMachine],
+                                                                               ClientStateMachine]:
+    """Wrap the victim's machine: its ``phase_index``-th request (``on="request"``) or reply (``on="reply"``)
+    is replaced by ``mutant`` — on the wire, as a hostile network or a hostile peer would."""
+    class Mutating(ClientStateMachine):
+        def __init__(self, inner: ClientStateMachine) -> None:
+            self.inner, self.seen = inner, 0
+
+        def handle(self, payload: bytes) -> bytes | None:
+            index, self.seen = self.seen, self.seen + 1
+            if on == "request":
+                return self.inner.handle(mutant if index == phase_index else payload)
+            reply = self.inner.handle(payload)
+            return mutant if index == phase_index else reply
+
+    return Mutating
+
+
+def _check_report(name: str, label: str, report, updates, *, victim_in: str) -> None:
+    where = getattr(report, victim_in)
+    assert VICTIM in where, f"{name}, {label}: client {VICTIM} not {victim_in} ({report.dropped}, {report.rejected})"
+    reason = where[VICTIM]["reason"]
+    assert reason and INTERNAL_ERROR not in reason, f"{name}, {label}: reason {reason!r}"
+    if report.aborted is not None:
+        assert INTERNAL_ERROR not in report.aborted, f"{name}, {label}: {report.aborted}"
+        return
+    assert VICTIM not in report.completed
+    if report.result.learned_by == LEARNED_BY_KEY_HOLDERS:
+        mean = report.aggregate
+        assert mean is not None
+        error = float(np.max(np.abs(mean - exact_mean(updates, report.survivors))))
+        assert error <= 1e-4, f"{name}, {label}: key holders' mean off by {error}"
+        return
+    _assert_exact(report.result, updates)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_run_round_turns_every_mutated_reply_into_a_recorded_rejection(name: str) -> None:
+    """One mutant of every kind for every reply kind, each in its own round: never an exception out of run_round."""
+    protocol = make_protocol(name)
+    updates = _updates(name)
+    pairs = _capture(protocol, 1, updates)[VICTIM]
+    earlier = _capture(protocol, 0, updates)[VICTIM]
+    for index, (_, reply) in enumerate(pairs):
+        if reply is None:
+            continue
+        mutants = one_per_kind(structural_mutants(reply))
+        mutants.append(("replay of round 0", earlier[index][1]))
+        others = [r for j, (_, r) in enumerate(pairs) if j != index and r is not None]
+        if others:
+            mutants.append(("reply of another phase", others[0]))
+        for label, mutant in mutants:
+            override = _victim_override(index, mutant, on="reply")
+            report = run_round(protocol, 1, updates, client_overrides={VICTIM: override})
+            _check_report(name, f"reply {index} {label}", report, updates, victim_in="rejected")
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_run_round_turns_every_mutated_request_into_a_recorded_dropout(name: str) -> None:
+    """The clients' decoders: one mutant of every kind for every request kind, each in its own round."""
+    protocol = make_protocol(name)
+    updates = _updates(name)
+    pairs = _capture(protocol, 1, updates)[VICTIM]
+    earlier = _capture(protocol, 0, updates)[VICTIM]
+    for index, (request, _) in enumerate(pairs):
+        mutants = one_per_kind(structural_mutants(request))
+        mutants.append(("replay of round 0", earlier[index][0]))
+        others = [q for j, (q, _) in enumerate(pairs) if j != index]
+        if others:
+            mutants.append(("request of another phase", others[-1]))
+        for label, mutant in mutants:
+            override = _victim_override(index, mutant, on="request")
+            report = run_round(protocol, 1, updates, client_overrides={VICTIM: override})
+            _check_report(name, f"request {index} {label}", report, updates, victim_in="dropped")
+
+
+def test_mutation_kinds_cover_the_issue_list() -> None:
+    """The kinds the issue names are all generated (a mutation that silently stopped being made would hide bugs)."""
+    from protocols.wire import Message, encode
+
+    sample = encode(Message("p", "k", 1, 2, {"a": np.zeros(3, np.float32), "b": b"xy", "l": [b"ab", b"cd"],
+                                             "i": 3, "f": 1.5, "s": "hi"}))
+    kinds = {label.split(": ")[-1] for label, _ in structural_mutants(sample)}
+    assert set(STRUCTURAL_KINDS) <= kinds
