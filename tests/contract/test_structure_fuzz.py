@@ -137,15 +137,15 @@ def _victim_override(phase_index: int, mutant: bytes, *, on: str) -> Callable[[C
     return Mutating
 
 
-def _check_report(name: str, label: str, report, updates, *, victim_in: str) -> None:
+def _check_report(name: str, label: str, report, updates, *, victim_in: str, victim: int = VICTIM) -> None:
     where = getattr(report, victim_in)
-    assert VICTIM in where, f"{name}, {label}: client {VICTIM} not {victim_in} ({report.dropped}, {report.rejected})"
-    reason = where[VICTIM]["reason"]
+    assert victim in where, f"{name}, {label}: client {victim} not {victim_in} ({report.dropped}, {report.rejected})"
+    reason = where[victim]["reason"]
     assert reason and INTERNAL_ERROR not in reason, f"{name}, {label}: reason {reason!r}"
     if report.aborted is not None:
         assert INTERNAL_ERROR not in report.aborted, f"{name}, {label}: {report.aborted}"
         return
-    assert VICTIM not in report.completed
+    assert victim not in report.completed
     if report.result.learned_by == LEARNED_BY_KEY_HOLDERS:
         mean = report.aggregate
         assert mean is not None
@@ -203,3 +203,140 @@ def test_mutation_kinds_cover_the_issue_list() -> None:
                                              "i": 3, "f": 1.5, "s": "hi"}))
     kinds = {label.split(": ")[-1] for label, _ in structural_mutants(sample)}
     assert set(STRUCTURAL_KINDS) <= kinds
+
+
+# -- regression: every array field of every message of every protection, reshaped to (1, n) ------------------------
+
+def _array_fields(payload: bytes) -> list[str]:
+    from protocols.wire import inspect
+
+    return [name for name, value in inspect(payload).fields.items() if isinstance(value, np.ndarray)]
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_every_array_field_reshaped_is_that_clients_recorded_loss(name: str) -> None:
+    """The issue's case: a (1, n) array made run_round raise (plaintext update, SecAgg masked input and shares,
+    CKKS release). Now every array field of every reply and request, reshaped, costs exactly that client the
+    round, with a reason naming the field and the shapes, and the others' aggregate is exact."""
+    from protocols.wire import Message, encode, inspect
+
+    protocol = make_protocol(name)
+    updates = _updates(name)
+    logs = _capture(protocol, 1, updates)
+    done: set[tuple[str, str, str]] = set()
+    checked = 0
+    for victim in (VICTIM, *sorted(c for c in logs if c != VICTIM)):  # e.g. only one key holder is asked to decrypt
+        for index, (request, reply) in enumerate(logs[victim]):
+            for on, payload in (("request", request), ("reply", reply)):
+                if payload is None:
+                    continue
+                message = inspect(payload)
+                for field in _array_fields(payload):
+                    if (on, message.kind, field) in done:
+                        continue
+                    done.add((on, message.kind, field))
+                    for shape in ((1, -1), (-1, 1)):
+                        value = message.fields[field]
+                        bad = encode(Message(message.protocol, message.kind, message.round_id, message.sender,
+                                             {**message.fields, field: value.reshape(shape)}))
+                        report = run_round(protocol, 1, updates,
+                                           client_overrides={victim: _victim_override(index, bad, on=on)})
+                        label = f"{on} {message.kind} {field} reshaped {value.reshape(shape).shape}"
+                        kind = "rejected" if on == "reply" else "dropped"
+                        _check_report(name, label, report, updates, victim_in=kind, victim=victim)
+                        reason = getattr(report, kind)[victim]["reason"]
+                        assert f"'{field}': shape " in reason and "expected (" in reason, f"{name}, {label}: {reason}"
+                        checked += 1
+    assert checked >= 2 or name == "paillier", f"{name}: no array field was exercised"
+
+
+# -- semantic checks on released HE plaintexts: a bad release is that key holder's rejection ----------------------
+
+@pytest.mark.parametrize("name", [n for n in ALL if n in ("ckks", "paillier-per-value", "ckks+dp")])
+@pytest.mark.parametrize("corruption", ["zero weight", "negative weight", "beyond reach"])
+def test_implausible_release_is_rejected_and_the_next_key_holder_asked(name: str, corruption: str) -> None:
+    from protocols.wire import Message, encode, inspect
+
+    protocol = make_protocol(name)
+    updates = _updates(name)
+
+    def corrupt(phase: str, cid: int, reply: bytes) -> bytes:
+        message = inspect(reply)
+        if message.kind != "release":
+            return reply
+        plaintext = message.fields["plaintext"].copy()
+        if corruption == "zero weight":
+            plaintext[-1] = 0.0
+        elif corruption == "negative weight":
+            plaintext[-1] = -1.0
+        else:
+            plaintext[0] = 1e12
+        corrupt.first = getattr(corrupt, "first", cid)
+        if cid != corrupt.first:
+            return reply
+        return encode(Message(message.protocol, message.kind, message.round_id, message.sender,
+                              {**message.fields, "plaintext": plaintext}))
+
+    report = run_round(protocol, 1, updates, tamper=corrupt)
+    assert report.aborted is None, report.aborted
+    bad = corrupt.first
+    assert bad in report.rejected and "released" in report.rejected[bad]["reason"]
+    assert report.result.info["decrypted_by"] != [bad]
+    _assert_exact(report.result, {c: u for c, u in updates.items()})
+
+
+# -- the runtime's last resort: a protocol bug is contained and recorded, never raised -----------------------------
+
+def test_foreign_exception_in_a_server_step_is_recorded_and_aborts_the_round() -> None:
+    from protocols.plaintext import PlaintextProtocol, PlaintextServer
+
+    class Buggy(PlaintextServer):
+        def receive(self, sender: int, payload: bytes) -> None:
+            if sender == VICTIM:
+                raise ValueError("secret-looking text that must not be recorded")
+            super().receive(sender, payload)
+
+    class BuggyProtocol(PlaintextProtocol):
+        def server(self, round_id, client_ids, dim):
+            return Buggy(self, round_id, tuple(client_ids), dim)
+
+    report = run_round(BuggyProtocol(), 1, updates_for(N, DIM, seed=1))
+    assert report.rejected[VICTIM]["reason"].startswith(INTERNAL_ERROR)
+    assert "ValueError" in report.rejected[VICTIM]["reason"]
+    assert "secret-looking" not in report.rejected[VICTIM]["reason"]
+    assert report.result is None and report.aborted.startswith(INTERNAL_ERROR)
+
+
+def test_foreign_exception_in_a_client_is_that_clients_dropout() -> None:
+    from protocols.plaintext import PlaintextProtocol
+
+    class Broken(ClientStateMachine):
+        def __init__(self, inner: ClientStateMachine) -> None:
+            self.inner = inner
+
+        def handle(self, payload: bytes) -> bytes | None:
+            raise TypeError("boom")
+
+    updates = updates_for(N, DIM, seed=1)
+    report = run_round(PlaintextProtocol(), 1, updates, client_overrides={VICTIM: Broken})
+    assert report.dropped[VICTIM]["reason"].startswith("client stopped: " + INTERNAL_ERROR)
+    assert report.aborted is None and VICTIM not in report.result.survivors
+    _assert_exact(report.result, updates)
+
+
+def test_a_privfed_error_from_the_result_step_aborts_cleanly() -> None:
+    """A server whose advance() raises a PrivfedError other than ProtocolAbort (e.g. MessageError from decoding
+    the final sum) used to escape run_round."""
+    from protocols.errors import MessageError
+    from protocols.plaintext import PlaintextProtocol, PlaintextServer
+
+    class Failing(PlaintextServer):
+        def advance(self):
+            raise MessageError("aggregate weight is not positive: nothing to average")
+
+    class FailingProtocol(PlaintextProtocol):
+        def server(self, round_id, client_ids, dim):
+            return Failing(self, round_id, tuple(client_ids), dim)
+
+    report = run_round(FailingProtocol(), 1, updates_for(N, DIM, seed=1))
+    assert report.result is None and "not positive" in report.aborted
