@@ -340,3 +340,67 @@ def test_a_privfed_error_from_the_result_step_aborts_cleanly() -> None:
 
     report = run_round(FailingProtocol(), 1, updates_for(N, DIM, seed=1))
     assert report.result is None and "not positive" in report.aborted
+
+
+# -- Hypothesis: stacked structural mutations (a mutant of a mutant ...) -------------------------------------------
+
+def _signature(payload: bytes) -> tuple | None:
+    """The structure of a message (header, field names, types, dtypes, shapes, lengths), or None if unreadable."""
+    from protocols.errors import MessageError
+    from protocols.wire import inspect
+
+    try:
+        message = inspect(payload)
+    except MessageError:
+        return None
+    fields = []
+    for name, value in message.fields.items():
+        if isinstance(value, np.ndarray):
+            fields.append((name, "array", value.dtype.name, value.shape))
+        elif isinstance(value, (bytes, str, list)):
+            items = tuple(len(v) for v in value) if isinstance(value, list) else ()
+            fields.append((name, type(value).__name__, len(value), items))
+        else:
+            fields.append((name, type(value).__name__))
+    return (message.protocol, message.kind, message.round_id, message.sender, tuple(fields))
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_stacked_structural_mutations_are_refused(name: str) -> None:
+    """Up to three structural mutations on top of each other (Hypothesis picks the phase, the reply and each
+    mutation); whatever still has the honest message's structure is skipped (two mutations can cancel out, and a
+    type swap back and forth only changes a value). Everything else is refused with a privfed error, and after all
+    the examples the honest replies still complete the round exactly."""
+    from hypothesis import HealthCheck, assume, given, settings
+    from hypothesis import strategies as st
+
+    from protocols.wire import encode, inspect
+
+    protocol = make_protocol(name)
+    updates = _updates(name)
+    states = {index: drive_to_phase(protocol, updates, index) for index in _phases(protocol, updates)}
+
+    @settings(max_examples=40, deadline=None, derandomize=True, database=None,
+              suppress_health_check=list(HealthCheck))
+    @given(data=st.data())
+    def check(data) -> None:
+        index = data.draw(st.sampled_from(sorted(states)), label="phase")
+        state = states[index]
+        cid = data.draw(st.sampled_from(sorted(state.replies)), label="client")
+        original = payload = state.replies[cid]
+        for _ in range(data.draw(st.integers(1, 3), label="depth")):
+            if encode(inspect(payload)) != payload:  # a repeated field: not re-mutable through inspect
+                break
+            label, payload = data.draw(st.sampled_from(structural_mutants(payload)), label="mutation")
+        assume(_signature(payload) != _signature(original))
+        try:
+            state.server.receive(cid, payload)
+        except PrivfedError:
+            return
+        pytest.fail(f"{name}: stacked mutant accepted at phase {index}")
+
+    check()
+    for state in states.values():
+        result = _finish(state)
+        _assert_exact(result, updates)
+        assert len(result.survivors) == N
