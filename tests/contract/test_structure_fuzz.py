@@ -418,3 +418,24 @@ def test_stacked_structural_mutations_are_refused(name: str) -> None:
         result = _finish(state)
         _assert_exact(result, updates)
         assert len(result.survivors) == N
+
+
+def test_well_formed_but_corrupted_share_aborts_the_secagg_round_cleanly() -> None:
+    """Beyond structure: a revealed share with one flipped bit passes decoding; SecAgg's reconstruction checks
+    (commitment / public key) catch it and the round aborts with the reason, never a wrong sum, never a raise."""
+    from protocols.wire import Message, encode, inspect
+
+    def tamper(phase: str, cid: int, reply: bytes) -> bytes:
+        message = inspect(reply)
+        if message.kind != "reveal" or cid != VICTIM:
+            return reply
+        shares = list(message.fields["b_shares"])
+        flipped = bytearray(shares[0])
+        flipped[-1] ^= 1
+        shares[0] = bytes(flipped)
+        return encode(Message(message.protocol, message.kind, message.round_id, message.sender,
+                              {**message.fields, "b_shares": shares}))
+
+    report = run_round(_protocol("secagg"), 1, _updates("secagg"), tamper=tamper)
+    assert report.result is None and "corrupted" in report.aborted
+    assert INTERNAL_ERROR not in report.aborted
