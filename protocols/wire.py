@@ -116,6 +116,17 @@ class MessageSpec:
     fields: Mapping[str, FieldSpec]
     max_bytes: int = DEFAULT_MAX_BYTES
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.kind, str) or not 0 < len(self.kind.encode("utf-8")) <= _MAX_NAME:
+            raise ValueError(f"message kind must be a non-empty name of at most {_MAX_NAME} bytes")
+        for name, spec in self.fields.items():
+            if not isinstance(name, str) or not 0 < len(name.encode("utf-8")) <= _MAX_NAME:
+                raise ValueError(f"{self.kind}: field names must be non-empty and at most {_MAX_NAME} bytes")
+            if not isinstance(spec, FieldSpec):
+                raise ValueError(f"{self.kind}: field {name!r} needs a FieldSpec, got {type(spec).__name__}")
+        if not isinstance(self.max_bytes, int) or self.max_bytes < 1:
+            raise ValueError(f"{self.kind}: max_bytes must be a positive int")
+
     def with_lengths(self, **lengths: int) -> "MessageSpec":
         """The same spec with exact lengths fixed for the named fields (known once the round's size is known)."""
         updated = dict(self.fields)

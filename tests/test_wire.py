@@ -191,3 +191,14 @@ def test_inspect_keeps_any_shape() -> None:
 
     seen = inspect(encode(Message("p", "m", 1, 2, {"g": np.zeros((2, 3), np.float32)})))
     assert seen["g"].shape == (2, 3)
+
+
+@pytest.mark.parametrize("kind, fields, max_bytes", [
+    ("", {}, 10),
+    ("k", {"": FieldSpec("int")}, 10),
+    ("k", {"x": "int"}, 10),
+    ("k", {}, 0),
+])
+def test_message_specs_are_validated_at_construction(kind, fields, max_bytes) -> None:
+    with pytest.raises(ValueError):
+        MessageSpec(kind, fields, max_bytes)
