@@ -11,14 +11,37 @@ clients' ciphertexts (:mod:`protocols.keyauthority`, :mod:`protocols.he_round`).
   saw the ciphertexts (IND-CPA^D, Li and Micciancio 2021): from a ciphertext and its exact decryption the server
   could rebuild the noise polynomial and solve for the secret key by linear algebra. With ``release="server"`` the
   decrypted sum *is* released to the server, so the key holder first adds fresh Gaussian noise of standard
-  deviation ``flood_std`` (default 2^-25, about ten times the fresh-encryption noise of a 10-client sum at scale
-  2^38) to every slot. This turns the exact linear system into a noisy (LWE-like) one and defeats that passive
-  key-recovery attack, in the spirit of OpenFHE's default decryption countermeasure; it is **not** the
-  statistical flooding (noise 2^lambda times larger) that an IND-CPA^D proof needs, which would cost the accuracy
-  target. ``flood_std=0`` removes even that (the result's ``info`` says so). For a proof-level guarantee use
+  deviation ``flood_std`` (default 2^-25 = 2.98e-8, twelve times the decryption-error standard deviation of one
+  fresh n4096 ciphertext, about four times that of a 10-client sum) to every slot. This turns the exact linear
+  system into a noisy (LWE-like) one and defeats that passive key-recovery attack, in the spirit of OpenFHE's
+  default decryption countermeasure; it is **not** the statistical flooding that an IND-CPA^D proof needs (see
+  "Flooding floor" below), which would cost the accuracy target. A value below the *flooding floor* is refused
+  (``ConfigError`` naming the floor); ``flood_std=0`` removes flooding altogether (the result's ``info`` says
+  so, and the threat layer refuses it whenever the server is not trusted). For a proof-level guarantee use
   ``release="key-holders"`` (the server never sees a decryption) or rotate keys every round;
 * HE hides individual updates, not the aggregate: combine with DP for output privacy; fewer than 3 contributors
   are refused; clients are trusted to encode in range (a client's value beyond the headroom wraps mod q).
+
+Flooding floor (issue 12, case 11). *Decryption error of a fresh encryption.* SEAL encrypts under the key level
+(data primes and the special prime P) and divides by P at once, so the key-dependent noise u*e + e0 + s*e1 shrinks
+by P >= 2^50 and what remains is the rounding of that division: r0 + r1*s, with r0, r1 uniform on [-1/2, 1/2] per
+coefficient and s ternary (coefficient variance 2/3). One coefficient therefore has variance (1 + 2N/3)/12, and a
+slot (the real part of a sum of N coefficients times roots of unity, divided by the scale Delta) has standard
+deviation ``E = sqrt(N (1 + 2N/3) / 24) / Delta`` (:meth:`CKKSParameters.fresh_error_std`; n4096 at Delta = 2^38:
+2.48e-9, measured 2.47e-9; n8192 and n16384 at 2^40: 1.24e-9 and 2.48e-9, measured 1.23e-9 and 2.47e-9). A sum
+of k ciphertexts has sqrt(k) E; this error term e depends on the secret key (through r1*s), which is what the
+Li-Micciancio attack solves for. *Flooding.* The released slot is m + e + f with f ~ N(0, flood_std^2). The
+standard noise-flooding argument bounds the statistical distance between e + f and f by |e| / (2 flood_std) per
+slot, or, through the KL divergence e^2 / (2 flood_std^2), gives 2^-lambda over d slots once flood_std >=
+2^(lambda/2) sqrt(d/2) |e|: for lambda = 40 that is 2^20 times the error or more — flooding noise near 1e-2 per
+slot, which the accuracy target cannot afford, so privfed does **not** claim it (``info["statistical_flood_std"]``
+reports what it would take). *The enforced floor* is the weaker, necessary condition that the flooding noise
+dominate the key-dependent error of even a single fresh ciphertext by a six-standard-deviation tail margin:
+``flood_std >= FLOOD_FLOOR_SIGMAS * E`` (:attr:`CKKSParameters.flood_floor`: n4096 1.49e-8, n8192 7.45e-9,
+n16384 1.49e-8). Below it the noise does not cover the error it is meant to hide (1e-30 vanishes in float64
+rounding: 1 + 1e-30 == 1); such values are refused at construction, so ``privfed plan`` and ``bench`` fail with
+the reason. The default 2^-25 is 2x the floor for n4096 and n16384 and 4x for n8192. Each result reports its own
+margin against the round's actual error, ``flood_margin = flood_std / (sqrt(k) E)``.
 
 Design (checklist items 5-8): clients pre-weight and send ``[w' x, w']``, so the server only adds — no
 multiplication, no relinearisation, no rescaling — and one data prime suffices. The vector is flattened and
@@ -52,6 +75,10 @@ __all__ = ["CKKSProtocol", "CKKSParameters", "PARAMETER_SETS", "SECURITY_TABLE_1
 #: largest total coefficient-modulus bits for 128-bit classical security, ternary secret (HE standard, 2018)
 SECURITY_TABLE_128 = {1024: 27, 2048: 54, 4096: 109, 8192: 218, 16384: 438, 32768: 881}
 _NOISE_SIGMA = 3.2  # SEAL's error standard deviation
+#: the enforced flooding floor in standard deviations of one fresh ciphertext's decryption error (module docstring)
+FLOOD_FLOOR_SIGMAS = 6.0
+#: statistical security parameter for which ``info`` reports the (not enforced) statistical flooding level
+STATISTICAL_FLOOD_BITS = 40
 
 
 @dataclass(frozen=True)
@@ -96,6 +123,24 @@ class CKKSParameters:
         deviation margin for ternary v, s and Gaussian e), plus encoding rounding sqrt(N), over the scale."""
         per = 16 * _NOISE_SIGMA * self.poly_modulus_degree + math.sqrt(self.poly_modulus_degree)
         return n_summed * per / 2.0 ** self.scale_bits
+
+    def fresh_error_std(self, n_summed: int = 1) -> float:
+        """Standard deviation of one slot's decryption error for a sum of ``n_summed`` fresh public-key
+        encryptions, in real units: sqrt(n_summed) * sqrt(N (1 + 2N/3) / 24) / scale (derivation in the module
+        docstring: the rounding left by SEAL's division by the special prime dominates)."""
+        n = self.poly_modulus_degree
+        return math.sqrt(n_summed) * math.sqrt(n * (1 + 2 * n / 3) / 24) / 2.0 ** self.scale_bits
+
+    @property
+    def flood_floor(self) -> float:
+        """Smallest accepted ``flood_std`` other than 0: FLOOD_FLOOR_SIGMAS x one fresh ciphertext's error std."""
+        return FLOOD_FLOOR_SIGMAS * self.fresh_error_std(1)
+
+    def statistical_flood_std(self, n_summed: int, slots_released: int, bits: int = STATISTICAL_FLOOD_BITS,
+                              ) -> float:
+        """What statistical flooding at 2^-bits (KL bound over the released slots) would need; reported only."""
+        error = FLOOD_FLOOR_SIGMAS * self.fresh_error_std(n_summed)
+        return 2.0 ** (bits / 2) * math.sqrt(slots_released / 2) * error
 
     def describe(self) -> dict[str, Any]:
         return {"parameter_set": self.name, "poly_modulus_degree": self.poly_modulus_degree,
@@ -174,8 +219,16 @@ class CKKSProtocol(HEProtocol):
         if self.parameter_set not in PARAMETER_SETS:
             raise ConfigError(f"unknown CKKS parameter set {self.parameter_set!r}; choose from "
                               f"{', '.join(PARAMETER_SETS)}")
-        if not (isinstance(self.flood_std, (int, float)) and math.isfinite(self.flood_std) and self.flood_std >= 0):
+        if not (isinstance(self.flood_std, (int, float)) and not isinstance(self.flood_std, bool)
+                and math.isfinite(self.flood_std) and self.flood_std >= 0):
             raise ConfigError("flood_std must be a finite number >= 0")
+        floor = self.parameters.flood_floor
+        if 0 < self.flood_std < floor:
+            raise ConfigError(f"flood_std={self.flood_std:.3g} is below the CKKS flooding floor {floor:.3g} for "
+                              f"{self.parameter_set} ({FLOOD_FLOOR_SIGMAS:g} x the decryption-error std "
+                              f"{self.parameters.fresh_error_std(1):.3g} of one fresh ciphertext): such noise "
+                              f"cannot hide the key-dependent error of a released decryption; use >= {floor:.3g} "
+                              f"(default 2^-25), or 0 for none (refused whenever the server is not trusted)")
         if self.authority is not None:
             if not isinstance(self.authority, CKKSAuthority) or self.authority.parameters != self.parameters:
                 raise ConfigError("the authority's parameter set differs from parameter_set")
@@ -197,7 +250,7 @@ class CKKSProtocol(HEProtocol):
 
     def server_codec(self, public_material: bytes, dim: int, max_clients: int) -> "CKKSServerCodec":
         self._check_headroom(max_clients)
-        return CKKSServerCodec(self, public_material, dim + 1)
+        return CKKSServerCodec(self, public_material, dim + 1, max_clients)
 
     def client_codec(self, keys: _ClientKeys, dim: int, max_clients: int) -> "CKKSClientCodec":
         self._check_headroom(max_clients)
@@ -218,8 +271,9 @@ def _ciphertext_limit(parameters: CKKSParameters) -> int:
 
 
 class CKKSServerCodec(ServerCodec):
-    def __init__(self, protocol: CKKSProtocol, public_material: bytes, count: int) -> None:
+    def __init__(self, protocol: CKKSProtocol, public_material: bytes, count: int, max_clients: int = 1) -> None:
         self.parameters = parameters = protocol.parameters
+        self.max_clients = max_clients
         self.flood_std = protocol.flood_std
         self.context = public_context(public_material)
         self.count = count
@@ -227,10 +281,10 @@ class CKKSServerCodec(ServerCodec):
         self.params = (f"ckks;set={parameters.name};N={parameters.poly_modulus_degree};"
                        f"q={'-'.join(map(str, parameters.coeff_mod_bit_sizes))};scale={parameters.scale_bits};"
                        f"count={count};chunks={len(self.sizes)};flood_std={protocol.flood_std!r}")
-        self.ciphertext_field = FieldSpec("list", length=len(self.sizes))
-        self.plaintext_field = FieldSpec("array", dtype="float64", length=count)
-        self.max_message_bytes = len(self.sizes) * (_ciphertext_limit(parameters) + 16) + 4096
         self._chunk_limit = _ciphertext_limit(parameters)
+        self.ciphertext_field = FieldSpec("list", length=len(self.sizes), item_max_length=self._chunk_limit)
+        self.plaintext_field = FieldSpec("array", dtype="float64", length=count)  # 1-D, exactly count values
+        self.max_message_bytes = len(self.sizes) * (self._chunk_limit + 16) + 4096
         self._acc: list | None = None
 
     def parse(self, ciphertexts: list[bytes]) -> list:
@@ -269,7 +323,10 @@ class CKKSServerCodec(ServerCodec):
 
     def info(self) -> dict[str, Any]:
         return {**self.parameters.describe(), "chunks_per_client": len(self.sizes),
-                "flood_std": self.flood_std,
+                "flood_std": self.flood_std, "flood_floor": self.parameters.flood_floor,
+                # worst case over the round (all invited clients summed): flooding std / decryption-error std
+                "flood_margin": self.flood_std / self.parameters.fresh_error_std(self.max_clients),
+                "statistical_flood_std": self.parameters.statistical_flood_std(self.max_clients, self.count),
                 "ind_cpa_d": (f"heuristic noise flooding (std {self.flood_std:.2e}) on the released decryption: "
                               "defeats exact key recovery, not a statistical IND-CPA^D guarantee")
                 if self.flood_std > 0 else

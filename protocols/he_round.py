@@ -237,7 +237,7 @@ class HEServer(ServerStateMachine):
                 message = decode(payload, self._release_spec, protocol=self.name, round_id=self.round_id,
                                  sender=sender)
                 if self._sum is None:
-                    self._sum = self.codec.decode_plaintext(message["plaintext"], len(self._contributors))
+                    self._sum = self._checked_release(message["plaintext"])
             else:
                 message = decode(payload, ACK, protocol=self.name, round_id=self.round_id, sender=sender)
                 if message["key_id"] != self.key_id:
@@ -246,6 +246,22 @@ class HEServer(ServerStateMachine):
             self._answered.append(sender)
         else:
             raise MessageError("the round is over")
+
+    def _checked_release(self, plaintext: Any) -> np.ndarray:
+        """The released plaintext sum, refused (MessageError: the next key holder is asked) unless k honest
+        updates could have produced it: finite, the weight slot in (0, k], every slot within k * coded_range plus
+        the codec's error bound. Checked here so that the result step cannot fail on a bad release."""
+        k = len(self._contributors)
+        total = np.asarray(self.codec.decode_plaintext(plaintext, k), dtype=np.float64)
+        slack = self.codec.sum_error(k)
+        reach = k * self.protocol.coded_range + slack
+        if total.shape != (self.dim + 1,) or not np.isfinite(total).all():
+            raise MessageError("released plaintext is not a finite vector of the round's length")
+        if not 0 < total[-1] <= k + slack:
+            raise MessageError(f"released weight sum {total[-1]:.6g} outside (0, {k}]: not a sum of {k} updates")
+        if float(np.max(np.abs(total))) > reach:
+            raise MessageError(f"released plaintext exceeds {reach:.6g}, beyond what {k} updates can reach")
+        return total
 
     def advance(self) -> Outgoing | AggregateResult:
         need = self.protocol.min_clients

@@ -5,7 +5,15 @@ Threat model: this module hides nothing; it is the validation boundary. Every by
 fields, each field's type, dtype, shape/length, finiteness and the total size, and raises
 :class:`~protocols.errors.MessageError` (or :class:`~protocols.errors.StaleMessageError` for a well-formed message
 of another round, protocol or sender) for anything else. No other exception type escapes (the contract test suite
-fuzzes this with random and mutated messages).
+fuzzes this with random and mutated messages, and with structure-aware mutations that keep the bytes decodable:
+arrays reshaped, dtypes swapped, lengths off by one, fields dropped or repeated, kinds of other phases).
+
+Every field's structure is part of its :class:`FieldSpec`, so a message that decodes has exactly the shape its
+consumer indexes: arrays are one-dimensional unless ``shape`` says otherwise (and then have exactly that many axes,
+each of the stated size), with the stated dtype and element count; bytes and lists have their stated length (or at
+most ``max_length``), and each item of a list its ``item_length`` (or at most ``item_max_length``). A protocol never
+has to reshape, re-check a dtype or guard against a broadcast: a (1, n) array where (n,) is expected is a
+:class:`~protocols.errors.MessageError` naming the field, its shape and the expected one.
 
 Layout (all integers little-endian)::
 
@@ -19,7 +27,7 @@ from __future__ import annotations
 
 import math
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
 
 import numpy as np
@@ -51,7 +59,13 @@ _MAX_NAME = 255
 
 @dataclass(frozen=True)
 class FieldSpec:
-    """What one field must be. ``length`` is the exact element count (arrays, lists) or byte length (bytes)."""
+    """What one field must be, checked at decode.
+
+    ``length`` is the exact element count (arrays, lists), byte length (bytes) or utf-8 length (str);
+    ``max_length`` an upper bound on it. Arrays have exactly ``len(shape)`` axes (default: one axis), each of the
+    given size where an entry is an int (``None``: any size, still bounded by ``length``/``max_length``), and the
+    exact ``dtype``. List items (bytes) have exactly ``item_length`` bytes, or at most ``item_max_length``.
+    """
 
     type: str
     dtype: str | None = None
@@ -60,12 +74,38 @@ class FieldSpec:
     finite: bool = True
     min_value: float | None = None
     max_value: float | None = None
+    shape: tuple[int | None, ...] | None = None
+    item_length: int | None = None
+    item_max_length: int | None = None
 
     def __post_init__(self) -> None:
         if self.type not in _TAGS:
             raise ValueError(f"unknown field type {self.type!r}")
         if self.type == "array" and self.dtype not in _DTYPE_CODE:
             raise ValueError(f"array field needs a dtype from {_DTYPES}")
+        for name in ("length", "max_length", "item_length", "item_max_length"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < 0):
+                raise ValueError(f"{name} must be an int >= 0, got {value!r}")
+        if self.shape is not None:
+            if self.type != "array":
+                raise ValueError("shape applies to array fields only")
+            if not 1 <= len(self.shape) <= _MAX_NDIM or any(
+                    d is not None and (not isinstance(d, int) or d < 0) for d in self.shape):
+                raise ValueError(f"shape must have 1..{_MAX_NDIM} axes of int >= 0 or None, got {self.shape!r}")
+        if (self.item_length is not None or self.item_max_length is not None) and self.type != "list":
+            raise ValueError("item lengths apply to list fields only")
+
+    @property
+    def ndim(self) -> int:
+        """Axes an array field must have (1 unless ``shape`` says otherwise)."""
+        return len(self.shape) if self.shape is not None else 1
+
+    def expected_shape(self) -> str:
+        """The expected array shape as text for error messages, e.g. ``(300,)`` or ``(any, 4)``."""
+        dims = self.shape if self.shape is not None else (self.length,)
+        text = ", ".join("any" if d is None else str(d) for d in dims)
+        return f"({text},)" if len(dims) == 1 else f"({text})"
 
 
 @dataclass(frozen=True)
@@ -76,13 +116,26 @@ class MessageSpec:
     fields: Mapping[str, FieldSpec]
     max_bytes: int = DEFAULT_MAX_BYTES
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.kind, str) or not 0 < len(self.kind.encode("utf-8")) <= _MAX_NAME:
+            raise ValueError(f"message kind must be a non-empty name of at most {_MAX_NAME} bytes")
+        for name, spec in self.fields.items():
+            if not isinstance(name, str) or not 0 < len(name.encode("utf-8")) <= _MAX_NAME:
+                raise ValueError(f"{self.kind}: field names must be non-empty and at most {_MAX_NAME} bytes")
+            if not isinstance(spec, FieldSpec):
+                raise ValueError(f"{self.kind}: field {name!r} needs a FieldSpec, got {type(spec).__name__}")
+        if not isinstance(self.max_bytes, int) or self.max_bytes < 1:
+            raise ValueError(f"{self.kind}: max_bytes must be a positive int")
+
     def with_lengths(self, **lengths: int) -> "MessageSpec":
         """The same spec with exact lengths fixed for the named fields (known once the round's size is known)."""
         updated = dict(self.fields)
         for name, length in lengths.items():
             base = updated[name]
-            updated[name] = FieldSpec(base.type, base.dtype, length, base.max_length, base.finite,
-                                      base.min_value, base.max_value)
+            shape = base.shape
+            if shape is not None and len(shape) == 1:
+                shape = (length,)
+            updated[name] = replace(base, length=length, shape=shape)
         return MessageSpec(self.kind, updated, self.max_bytes)
 
 
@@ -132,7 +185,7 @@ def _encode_value(name: str, value: Any) -> list[bytes]:
         return [_TAGS["str"], struct.pack("<I", len(raw)), raw]
     if isinstance(value, np.ndarray):
         dtype = value.dtype.name
-        if dtype not in _DTYPE_CODE or value.ndim > _MAX_NDIM:
+        if dtype not in _DTYPE_CODE or not 1 <= value.ndim <= _MAX_NDIM:
             raise MessageError(f"field {name!r}: unsupported array dtype {dtype} or ndim {value.ndim}")
         arr = np.ascontiguousarray(value, dtype=value.dtype.newbyteorder("<"))
         header = struct.pack("<BB", _DTYPE_CODE[dtype], arr.ndim) + struct.pack(f"<{arr.ndim}Q", *arr.shape)
@@ -284,20 +337,33 @@ def _decode_value(reader: _Reader, name: str, spec: FieldSpec) -> Any:
         (count,) = reader.unpack("<I")
         _check_length(name, spec, count)
         items = []
-        for _ in range(count):
+        for index in range(count):
             (n,) = reader.unpack("<Q")
+            if spec.item_length is not None and n != spec.item_length:
+                raise MessageError(f"field {name!r}: item {index} has {n} bytes, expected {spec.item_length}")
+            if spec.item_max_length is not None and n > spec.item_max_length:
+                raise MessageError(f"field {name!r}: item {index} has {n} bytes, more than {spec.item_max_length}")
             items.append(reader.take(n))
         return items
     return _decode_array(reader, name, spec)
 
 
-def _decode_array(reader: _Reader, name: str, spec: FieldSpec) -> np.ndarray:
+def _dtype_name(code: int) -> str:
+    return _DTYPES[code] if code < len(_DTYPES) else f"unknown dtype code {code}"
+
+
+def _decode_array(reader: _Reader, name: str, spec: FieldSpec, *, any_shape: bool = False) -> np.ndarray:
     code, ndim = reader.unpack("<BB")
     if code >= len(_DTYPES) or _DTYPES[code] != spec.dtype:
-        raise MessageError(f"field {name!r}: dtype code {code}, expected {spec.dtype}")
+        raise MessageError(f"field {name!r}: dtype {_dtype_name(code)}, expected {spec.dtype}")
     if ndim < 1 or ndim > _MAX_NDIM:
         raise MessageError(f"field {name!r}: bad ndim {ndim}")
     shape = reader.unpack(f"<{ndim}Q")
+    if not any_shape:
+        wanted = spec.shape if spec.shape is not None else (None,)  # one axis; its size is the length below
+        if ndim != len(wanted) or any(w is not None and d != w for d, w in zip(shape, wanted)):
+            got = f"({shape[0]},)" if ndim == 1 else f"({', '.join(map(str, shape))})"
+            raise MessageError(f"field {name!r}: shape {got}, expected {spec.expected_shape()}")
     count = math.prod(shape)
     _check_length(name, spec, count)
     itemsize = np.dtype(spec.dtype).itemsize
@@ -335,7 +401,9 @@ def inspect(data: bytes) -> Message:
                 code = reader.data[reader.pos + 1] if reader.pos + 1 < len(reader.data) else 255
                 if code >= len(_DTYPES):
                     raise MessageError(f"field {name!r}: unknown dtype")
-                values[name] = _decode_value(reader, name, FieldSpec("array", dtype=_DTYPES[code], finite=False))
+                reader.take(1)  # the tag, peeked above
+                spec = FieldSpec("array", dtype=_DTYPES[code], finite=False)
+                values[name] = _decode_array(reader, name, spec, any_shape=True)
             else:
                 values[name] = _decode_value(reader, name, _ANY_SPECS[found])
         if reader.pos != len(reader.data):

@@ -114,3 +114,91 @@ def test_inspect_random_bytes_only_raise_message_error(data: bytes) -> None:
 
     with pytest.raises(MessageError):
         inspect(data)
+
+
+# -- strict structure (issue 12, case 10): ndim and shape, item lengths --------------------------------------------
+
+@pytest.mark.parametrize("array, match", [
+    (np.arange(4, dtype=np.float32).reshape(1, 4), r"'vector': shape \(1, 4\), expected \(4,\)"),
+    (np.arange(4, dtype=np.float32).reshape(4, 1), r"'vector': shape \(4, 1\), expected \(4,\)"),
+    (np.arange(4, dtype=np.float32).reshape(2, 2), r"'vector': shape \(2, 2\), expected \(4,\)"),
+    (np.arange(3, dtype=np.float32), r"'vector': length 3, expected 4"),
+    (np.arange(4, dtype=np.float64), r"'vector': dtype float64, expected float32"),
+])
+def test_reshaped_or_retyped_array_names_the_field_and_expected_shape(array, match) -> None:
+    with pytest.raises(MessageError, match=match):
+        decode(encode(_message(vector=array)), SPEC, protocol="proto", round_id=9, sender=4)
+
+
+def test_unbounded_one_dimensional_array_still_refuses_a_second_axis() -> None:
+    spec = MessageSpec("ids", {"ids": FieldSpec("array", dtype="int64", max_length=8)})
+    ok = decode(encode(Message("p", "ids", 1, 2, {"ids": np.arange(5)})), spec, protocol="p", round_id=1)
+    assert ok["ids"].shape == (5,)
+    with pytest.raises(MessageError, match=r"shape \(1, 5\), expected \(any,\)"):
+        decode(encode(Message("p", "ids", 1, 2, {"ids": np.arange(5).reshape(1, 5)})), spec, protocol="p",
+               round_id=1)
+
+
+def test_declared_multi_axis_shape_is_exact_per_axis() -> None:
+    spec = MessageSpec("m", {"grid": FieldSpec("array", dtype="uint8", shape=(None, 3))})
+    assert decode(encode(Message("p", "m", 1, 2, {"grid": np.zeros((2, 3), np.uint8)})), spec, protocol="p",
+                  round_id=1)["grid"].shape == (2, 3)
+    for bad in (np.zeros((2, 4), np.uint8), np.zeros(6, np.uint8), np.zeros((1, 2, 3), np.uint8)):
+        with pytest.raises(MessageError, match=r"'grid': shape .* expected \(any, 3\)"):
+            decode(encode(Message("p", "m", 1, 2, {"grid": bad})), spec, protocol="p", round_id=1)
+
+
+def test_with_lengths_fixes_the_single_axis() -> None:
+    spec = MessageSpec("m", {"v": FieldSpec("array", dtype="float32")}).with_lengths(v=3)
+    assert spec.fields["v"].length == 3 and spec.fields["v"].expected_shape() == "(3,)"
+    with pytest.raises(MessageError, match=r"'v': length 4, expected 3"):
+        decode(encode(Message("p", "m", 1, 2, {"v": np.zeros(4, np.float32)})), spec, protocol="p", round_id=1)
+
+
+def test_list_item_lengths_are_checked() -> None:
+    spec = MessageSpec("m", {"keys": FieldSpec("list", max_length=4, item_length=3),
+                             "blobs": FieldSpec("list", item_max_length=2)})
+    good = decode(encode(Message("p", "m", 1, 2, {"keys": [b"abc", b"def"], "blobs": [b"", b"zz"]})), spec,
+                  protocol="p", round_id=1)
+    assert good["keys"] == [b"abc", b"def"]
+    with pytest.raises(MessageError, match=r"'keys': item 1 has 4 bytes, expected 3"):
+        decode(encode(Message("p", "m", 1, 2, {"keys": [b"abc", b"defg"], "blobs": []})), spec, protocol="p",
+               round_id=1)
+    with pytest.raises(MessageError, match=r"'blobs': item 0 has 3 bytes, more than 2"):
+        decode(encode(Message("p", "m", 1, 2, {"keys": [], "blobs": [b"zzz"]})), spec, protocol="p", round_id=1)
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"type": "bytes", "shape": (3,)},
+    {"type": "array", "dtype": "float32", "shape": ()},
+    {"type": "array", "dtype": "float32", "shape": (1, 1, 1, 1, 1)},
+    {"type": "array", "dtype": "float32", "shape": (-1,)},
+    {"type": "bytes", "item_length": 3},
+    {"type": "list", "length": -1},
+])
+def test_field_specs_are_validated_at_construction(kwargs) -> None:
+    with pytest.raises(ValueError):
+        FieldSpec(**kwargs)
+
+
+def test_encode_refuses_zero_dimensional_arrays() -> None:
+    with pytest.raises(MessageError, match="ndim 0"):
+        encode(Message("p", "m", 1, 2, {"x": np.array(1.0, dtype=np.float32)}))
+
+
+def test_inspect_keeps_any_shape() -> None:
+    from protocols.wire import inspect
+
+    seen = inspect(encode(Message("p", "m", 1, 2, {"g": np.zeros((2, 3), np.float32)})))
+    assert seen["g"].shape == (2, 3)
+
+
+@pytest.mark.parametrize("kind, fields, max_bytes", [
+    ("", {}, 10),
+    ("k", {"": FieldSpec("int")}, 10),
+    ("k", {"x": "int"}, 10),
+    ("k", {}, 0),
+])
+def test_message_specs_are_validated_at_construction(kind, fields, max_bytes) -> None:
+    with pytest.raises(ValueError):
+        MessageSpec(kind, fields, max_bytes)

@@ -4,10 +4,18 @@ Every message crosses as the bytes the protocol produced, so byte counts are the
 and per direction. Client compute (creating the client machine and every ``handle`` call) and server compute
 (``start``/``receive``/``advance``) are timed separately with ``time.perf_counter``. Dropouts are injected at a
 named point (``before-upload``, ``after-upload`` or one of the protocol's phases): from that phase on the client
-receives nothing and answers nothing. A reply the server rejects (``MessageError``) or a client that refuses
-(any ``PrivfedError``) makes that client a dropout with the reason recorded. The transcript is simply what each
-party received: kind, size and keyed digest (HMAC-SHA256 under a per-run key that is never written, see
-:mod:`privfed.runtime.transcript`) of every delivered message, never the content.
+receives nothing and answers nothing. A reply the server rejects (any ``PrivfedError``, normally ``MessageError``)
+or a client that refuses (any ``PrivfedError``) makes that client a dropout with the reason recorded.
+
+Nothing a peer sends makes :func:`run_round` raise. Protocols validate every reply before touching their state, so
+a foreign exception (``ValueError``, ``TypeError`` ...) out of a server step is a protocol bug; as a last resort the
+runtime still contains it: the client is recorded as rejected with a reason that starts with
+:data:`INTERNAL_ERROR` and names the exception type, and — because a server step that failed half-way may have
+changed its state — the round is aborted with that reason rather than risk a wrong aggregate. A foreign exception
+in a client's own machine only affects that client: it is recorded as that client's dropout (same prefix). The
+contract fuzz asserts the prefix never appears. The transcript is simply what each party received: kind, size and
+keyed digest (HMAC-SHA256 under a per-run key that is never written, see :mod:`privfed.runtime.transcript`) of every
+delivered message, never the content.
 """
 
 from __future__ import annotations
@@ -25,9 +33,13 @@ from protocols.errors import MessageError, PrivfedError, ProtocolAbort
 
 from .transcript import TranscriptEntry, TranscriptKey, transcript_entry
 
-__all__ = ["RoundReport", "TranscriptEntry", "TranscriptKey", "ServerSide", "run_round", "transcript_entry", "SERVER"]
+__all__ = ["RoundReport", "TranscriptEntry", "TranscriptKey", "ServerSide", "run_round", "transcript_entry", "SERVER",
+           "INTERNAL_ERROR"]
 
 SERVER = "server"
+#: prefix of a recorded reason when a protocol step raised something other than a PrivfedError (a protocol bug
+#: contained by the runtime; the contract fuzz asserts it never appears)
+INTERNAL_ERROR = "internal error"
 Tamper = Callable[[str, int, bytes], "bytes | None"]
 
 
@@ -140,6 +152,8 @@ class ServerSide:
         self.ids = set(ids)
         self.stop_at = {cid: protocol.resolve_drop_phase(point) for cid, point in (drops or {}).items()}
         self.gone: dict[int, dict[str, str]] = {}
+        #: set when a server step failed with a foreign exception: the round aborts at the next advance
+        self.broken: str | None = None
         clock = time.perf_counter()
         try:
             self.server = protocol.server(round_id, ids, dim)
@@ -183,18 +197,28 @@ class ServerSide:
         clock = time.perf_counter()
         try:
             self.server.receive(cid, payload)
-        except MessageError as exc:
-            self.reject(cid, phase, str(exc))
+        except PrivfedError as exc:
+            self.reject(cid, phase, str(exc) or type(exc).__name__)
+        except Exception as exc:  # last resort: a protocol bug, contained (see the module docstring)
+            reason = _internal(exc, "the server could not process this reply")
+            self.reject(cid, phase, reason)
+            self.broken = f"{reason}; round aborted rather than risk a wrong aggregate"
         finally:
             self.report.server_seconds += time.perf_counter() - clock
 
     def advance(self) -> bool:
         """Close the phase. True while the round goes on; False once it has a result or has aborted."""
+        if self.broken is not None:
+            self.report.aborted, self.outgoing = self.broken, None
+            return False
         clock = time.perf_counter()
         try:
             step = self.server.advance()
-        except ProtocolAbort as exc:
-            self.report.aborted, self.outgoing = str(exc), None
+        except PrivfedError as exc:
+            self.report.aborted, self.outgoing = str(exc) or type(exc).__name__, None
+            return False
+        except Exception as exc:  # last resort, as in accept()
+            self.report.aborted, self.outgoing = _internal(exc, "the server could not close the phase"), None
             return False
         finally:
             self.report.server_seconds += time.perf_counter() - clock
@@ -243,6 +267,9 @@ def run_round(protocol: AggregationProtocol, round_id: int, updates: Mapping[int
             except PrivfedError as exc:
                 side.drop(cid, phase, f"client stopped: {exc}")
                 continue
+            except Exception as exc:  # last resort: a client-side protocol bug only ends that client's round
+                side.drop(cid, phase, "client stopped: " + _internal(exc, "the client could not process the request"))
+                continue
             finally:
                 report.client_seconds[cid] += time.perf_counter() - clock
             if tamper is not None and reply is not None:
@@ -255,6 +282,11 @@ def run_round(protocol: AggregationProtocol, round_id: int, updates: Mapping[int
         report.key_holder_result = _key_holder_result(report.result, states, round_id)
     report.total_seconds = time.perf_counter() - started
     return report
+
+
+def _internal(exc: Exception, what: str) -> str:
+    """The recorded reason for a foreign exception: its type only (its text could quote secret state)."""
+    return f"{INTERNAL_ERROR}: {what} ({type(exc).__name__})"
 
 
 #: where key-holding clients keep what they decrypted: ``state[slot][round_id] = (mean, total_weight)``

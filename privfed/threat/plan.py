@@ -182,6 +182,11 @@ def resolve_plan(spec: PlanSpec, rounds: int, threat: ThreatModel | Mapping[str,
             planned.append(PlannedRound(r, name, catalogue.explain(name, model, context(name))))
     if failures:
         raise PlanRefused(_refusal(failures, model))
+    for name in dict.fromkeys(p.protection for p in planned):  # options invalid for the protocol itself
+        problem = _invalid_options(name, options.get(name, {}))
+        if problem:
+            raise PlanRefused(f"plan refused under the threat model ({model.describe()}):\n- protection {name!r}: "
+                              f"its options are invalid: {problem}.")
     if model.wants_dp:
         try:
             budget = check_budget([(p.round, p.protection) for p in planned], model, clients, options, model_size)
@@ -203,6 +208,17 @@ def plan_to_json(planned: Iterable[PlannedRound], threat: ThreatModel | None = N
     if threat is not None:
         out["threat"] = threat.as_dict()
     return out
+
+
+def _invalid_options(name: str, opts: Mapping[str, Any]) -> str | None:
+    """The protocol's own construction-time validation of ``opts`` (None when valid or not installed here)."""
+    try:
+        registry.create(name, {"max_weight": 1.0, "clip": 1.0, **dict(opts)})
+    except ConfigError as exc:
+        return str(exc)
+    except Exception:  # noqa: BLE001 - an optional dependency missing here: the run will say so
+        return None
+    return None
 
 
 def _auto_may_pick(p: catalogue.Protection, model: ThreatModel) -> bool:

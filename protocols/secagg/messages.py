@@ -1,7 +1,7 @@
 """SecAgg wire messages: one :class:`~protocols.wire.MessageSpec` per request and reply of the four phases.
 
 Threat model: this module hides nothing; it fixes what may cross the wire so that :func:`protocols.wire.decode`
-rejects anything else (kind, exact fields, types, dtypes, lengths, round, sender). What each party learns from
+rejects anything else (kind, exact fields, types, dtypes, array shapes, list and item lengths, round, sender). What each party learns from
 these messages is stated in :mod:`protocols.secagg` — the server sees public keys, ciphertexts of shares it cannot
 open, masked vectors, and the shares that survivors reveal in the unmask phase.
 
@@ -45,8 +45,12 @@ SHARE_PLAINTEXT_BYTES = 2 * SHARE_BYTES
 SHARE_CIPHERTEXT_BYTES = NONCE_BYTES + SHARE_PLAINTEXT_BYTES + TAG_BYTES
 _MAX_CLIENTS = 1 << 20
 
+# every structure is fixed here (wire.decode checks it): id lists are one-dimensional int64 arrays, public keys,
+# share ciphertexts and revealed shares have their exact byte lengths
 _IDS = FieldSpec("array", dtype="int64", max_length=_MAX_CLIENTS)
-_BLOBS = FieldSpec("list", max_length=_MAX_CLIENTS)
+_KEY_LIST = FieldSpec("list", max_length=_MAX_CLIENTS, item_length=KEY_BYTES)
+_SHARE_CIPHERTEXTS = FieldSpec("list", max_length=_MAX_CLIENTS, item_length=SHARE_CIPHERTEXT_BYTES)
+_SHARES = FieldSpec("list", max_length=_MAX_CLIENTS, item_length=SHARE_BYTES)
 
 ADVERTISE_REQUEST = MessageSpec("advertise-request", {
     "session": FieldSpec("bytes", length=SESSION_BYTES),
@@ -62,18 +66,19 @@ KEYS = MessageSpec("keys", {
     "c_pk": FieldSpec("bytes", length=KEY_BYTES),
     "s_pk": FieldSpec("bytes", length=KEY_BYTES),
 })
-SHARE_REQUEST = MessageSpec("share-request", {"peers": _IDS, "c_pks": _BLOBS, "s_pks": _BLOBS})
+SHARE_REQUEST = MessageSpec("share-request", {"peers": _IDS, "c_pks": _KEY_LIST, "s_pks": _KEY_LIST})
 SHARES = MessageSpec("shares", {
     "recipients": _IDS,
-    "ciphertexts": _BLOBS,
+    "ciphertexts": _SHARE_CIPHERTEXTS,
     "b_commit": FieldSpec("bytes", length=KEY_BYTES),
 })
-MASK_REQUEST = MessageSpec("mask-request", {"senders": _IDS, "ciphertexts": _BLOBS})
+MASK_REQUEST = MessageSpec("mask-request", {"senders": _IDS, "ciphertexts": _SHARE_CIPHERTEXTS})
 UNMASK_REQUEST = MessageSpec("unmask-request", {"alive": _IDS, "dropped": _IDS})
-REVEAL = MessageSpec("reveal", {"b_ids": _IDS, "b_shares": _BLOBS, "s_ids": _IDS, "s_shares": _BLOBS})
+REVEAL = MessageSpec("reveal", {"b_ids": _IDS, "b_shares": _SHARES, "s_ids": _IDS, "s_shares": _SHARES})
 
 
 def masked_spec(dim: int, ring_bits: int) -> MessageSpec:
-    """The masked-input reply for vectors of ``dim`` values: dim + 1 ring elements (the weight slot last)."""
+    """The masked-input reply for vectors of ``dim`` values: a 1-D array of dim + 1 ring elements (the weight slot
+    last), in the ring's word type."""
     dtype = "uint32" if ring_bits <= 32 else "uint64"
     return MessageSpec("masked", {"y": FieldSpec("array", dtype=dtype, length=dim + 1)})
