@@ -35,6 +35,7 @@ __all__ = [
     "sign_contribution",
     "contribution_message",
     "checked_contributions",
+    "protects_against_malicious_server",
 ]
 
 SIGNATURE_FIELD = FieldSpec("bytes", length=SIGNATURE_BYTES)
@@ -96,3 +97,13 @@ def checked_contributions(contributions: Sequence[bytes], *, protocol: str, roun
         seen.add(sender)
         out.append(message["ciphertexts"])
     return out
+
+
+def protects_against_malicious_server(options: Any) -> tuple[bool, str]:
+    """Whether an HE protection with ``options`` claims input privacy against a malicious server, and why."""
+    if not options.get("active"):
+        return False, ("a semi-honest key holder decrypts whatever the server sends (one client's ciphertext, or a "
+                       "sum padded with a replayed one); use -o active=true (signed contributions, checked sums)")
+    return True, ("active mode: a key holder decrypts only its own recomputation of the sum of >= min_clients "
+                  "signed contributions of the round, once; the server can still abort, drop clients or corrupt "
+                  "the sum, and any key holder colluding with it still decrypts everything")
