@@ -197,7 +197,7 @@ def test_roster_mismatch_is_refused() -> None:
     updates = _updates()
     server, clients, out = _drive(protocol, updates, "advertise-keys")
     msg = inspect(out.messages[0])
-    fewer = _mutated(out.messages[0], n=9, k=8, neighbours=msg["neighbours"][:-1])  # a cohort smaller than the roster
+    fewer = _mutated(out.messages[0], n=9, k=8, threshold=6, neighbours=msg["neighbours"][:-1])  # a cohort smaller than the roster
     _refuses(clients[0], fewer, "roster")
 
 
