@@ -111,7 +111,8 @@ def main() -> None:
     print("\n" + text)
     if args.write:
         with open(args.write, "w") as handle:
-            handle.write("# Active-adversary cost beside semi-honest (benchmarks/bench_active.py)\n\n" + text)
+            handle.write("# Active-adversary cost beside semi-honest (benchmarks/bench_active.py)\n\n"
+                         f"Command: `nice python benchmarks/bench_active.py --write {args.write}`\n\n" + text)
 
 
 if __name__ == "__main__":
