@@ -340,3 +340,48 @@ def test_keys_cli_makes_a_roster_and_private_key_files(tmp_path) -> None:
     assert again.exit_code != 0
     check = runner.invoke(main, ["keys", "check", str(tmp_path / "r.json"), "--key-dir", str(tmp_path / "k")])
     assert check.exit_code == 0 and "4 key files match" in check.output
+
+
+@pytest.mark.parametrize("point", [BEFORE_UPLOAD, AFTER_UPLOAD, "setup", "upload", "decrypt"])
+def test_he_active_dropouts_at_every_phase_give_the_exact_survivors_mean(point: str) -> None:
+    protocol = registry.create("ckks", {"max_weight": MAX_W, "active": True})
+    updates = _updates(6)
+    report = run_round(protocol, 1, updates, drops={0: point})  # client 0 is the first key holder asked
+    assert report.aborted is None, report.aborted
+    err = np.max(np.abs(report.result.mean - _exact(updates, report.result.survivors)))
+    assert err <= report.result.error_bound + 1e-6
+
+
+def test_he_key_holder_refuses_a_tampered_or_foreign_contribution() -> None:
+    protocol = registry.create("paillier", {"max_weight": MAX_W, "active": True, **FAST_PAILLIER})
+    updates = _updates(4)
+    server, clients, out = _drive(protocol, updates, "decrypt")
+    (holder, request), = out.messages.items()
+    contributions = list(inspect(request)["contributions"])
+    one = inspect(contributions[1])
+    ct = bytearray(one["ciphertexts"])
+    ct[5] ^= 1
+    tampered = encode(Message(one.protocol, one.kind, one.round_id, one.sender, {**one.fields, "ciphertexts": bytes(ct)}))
+    with pytest.raises(ActiveCheckFailed) as info:
+        clients[holder].handle(_mutated(request, contributions=[contributions[0], tampered, *contributions[2:]]))
+    assert info.value.check == "contribution-signature"
+    other = encode(Message(one.protocol, one.kind, one.round_id, 99, dict(one.fields)))  # a signer not in the roster
+    with pytest.raises(ActiveCheckFailed) as info:
+        clients[(holder + 1) % 4].handle(_mutated(request, contributions=[*contributions[:3], other]))
+    assert info.value.check == "roster"
+
+
+@pytest.mark.parametrize("extra,learned", [(["-o", "threshold=0.5"], True), (["-o", "active=true"], False)])
+@pytest.mark.parametrize("behaviour", ["forge-keys", "equivocate"])
+def test_bench_acceptance_commands(tmp_path, extra, learned, behaviour) -> None:
+    from click.testing import CliRunner
+    from privfed.cli import main
+
+    out = tmp_path / "m.json"
+    result = CliRunner().invoke(main, ["bench", "--protection", "secagg", *extra, "--clients", "10", "--params",
+                                       "500", "--malicious-server", behaviour, "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    record = json.loads(out.read_text())
+    assert (record["server_learned"] != []) == learned
+    if not learned:
+        assert any("active check" in r for r in record["refusals"].values())
