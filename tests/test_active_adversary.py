@@ -385,3 +385,37 @@ def test_bench_acceptance_commands(tmp_path, extra, learned, behaviour) -> None:
     assert (record["server_learned"] != []) == learned
     if not learned:
         assert any("active check" in r for r in record["refusals"].values())
+
+
+def test_active_client_machines_survive_a_pickle_round_trip_between_messages(tmp_path) -> None:
+    """Flower's SuperNode rebuilds the client machine from node-local pickled state before every message; active
+    machines (signing key, roster, signed survivor set) must survive that (registrar files, as on real nodes)."""
+    import pickle
+
+    pytest.importorskip("flwr")
+    import privfed.runtime.flower.state  # noqa: F401  (registers the node-local reducers of cryptography's keys)
+    from protocols.base import ClientStateMachine
+
+    roster, identities = make_identities(range(5))
+    write_roster(tmp_path / "r.json", roster)
+    for identity in identities.values():
+        write_key_file(tmp_path, identity)
+
+    class Repickled(ClientStateMachine):
+        def __init__(self, machine) -> None:
+            self.blob = pickle.dumps(machine)
+
+        def handle(self, payload: bytes):
+            machine = pickle.loads(self.blob)
+            reply = machine.handle(payload)
+            self.blob = pickle.dumps(machine)
+            return reply
+
+    updates = _updates(5)
+    for name, extra in (("secagg", {"corruption_fraction": 0.0}), ("paillier", FAST_PAILLIER)):
+        protocol = registry.create(name, {"max_weight": MAX_W, "active": True, "roster": str(tmp_path / "r.json"),
+                                          "key_dir": str(tmp_path), **extra})
+        report = run_round(protocol, 1, updates, client_overrides={c: Repickled for c in updates})
+        assert report.aborted is None and not report.dropped, (report.aborted, report.dropped)
+        assert np.max(np.abs(report.result.mean - _exact(updates, report.result.survivors))) <= \
+            report.result.error_bound + 1e-6
