@@ -4,7 +4,10 @@ Threat model: the aggregating server is **malicious** for privacy: it may ask a 
 ciphertext (``decrypt-individual``), a sum padded with copies or with ciphertexts from another round whose plaintext
 it already knows (``replay``), or ask twice. Defence (``active=True`` on ``paillier``/``ckks``): each contributor
 signs, with its roster key (:mod:`protocols.identity`), a digest of its ciphertexts bound to protocol, round, the
-key id and its own id. In the decrypt phase the server relays the signed contributions themselves — never a sum —
+key id, its own id and the round's **freshness list**: in the setup phase every client sends a fresh 16-byte nonce
+from the OS, the server relays the list of nonces with the upload request, and contributors sign over its digest.
+A key holder accepts only contributions signed over a list that holds its own nonce of this round, so no signature
+made before this round — in an earlier round or an earlier run under the same key and round number — is accepted. In the decrypt phase the server relays the signed contributions themselves — never a sum —
 and the key holder checks that there are at least ``min_clients`` of them from distinct roster members, that every
 signature verifies for *this* round and key, recomputes the homomorphic sum itself from the relayed ciphertexts and
 decrypts only that, at most once per round. So whatever the server does, a released plaintext is the sum of at
@@ -22,6 +25,8 @@ server still decrypts everything (shared client key); corrupted clients can cont
 from __future__ import annotations
 
 import hashlib
+import os
+import struct
 from typing import Any, Sequence
 
 from .errors import MessageError
@@ -29,6 +34,11 @@ from .identity import SIGNATURE_BYTES, ActiveCheckFailed, Roster, SigningIdentit
 from .wire import FieldSpec, Message, MessageSpec, decode, encode, peek_header
 
 __all__ = [
+    "NONCE_BYTES",
+    "NONCE_FIELD",
+    "new_nonce",
+    "freshness_digest",
+    "check_own_nonce",
     "SIGNATURE_FIELD",
     "DECRYPT_CONTRIBUTIONS",
     "contribution_digest",
@@ -38,10 +48,36 @@ __all__ = [
     "protects_against_malicious_server",
 ]
 
+NONCE_BYTES = 16
+NONCE_FIELD = FieldSpec("bytes", length=NONCE_BYTES)
 SIGNATURE_FIELD = FieldSpec("bytes", length=SIGNATURE_BYTES)
 #: the active decrypt request: the signed contributions themselves (each an encoded ``contribution`` message)
 DECRYPT_CONTRIBUTIONS = "decrypt-contributions"
 _CONTRIBUTION = "contribution"
+
+
+def new_nonce() -> bytes:
+    """This client's freshness nonce for one round (OS randomness)."""
+    return os.urandom(NONCE_BYTES)
+
+
+def freshness_digest(ids: Sequence[int], nonces: Sequence[bytes]) -> bytes:
+    """SHA-256 of the round's (id, nonce) list as relayed by the server."""
+    h = hashlib.sha256(b"privfed/he-freshness/v1")
+    for cid, nonce in zip(ids, nonces):
+        h.update(struct.pack("<q", int(cid)) + bytes(nonce))
+    return h.digest()
+
+
+def check_own_nonce(client_id: int, nonce: bytes, ids: Any, nonces: Sequence[bytes]) -> bytes:
+    """The digest of the relayed freshness list after checking it is well formed and holds this client's nonce."""
+    ids = [int(v) for v in ids]
+    if len(ids) != len(nonces) or len(set(ids)) != len(ids) or any(len(n) != NONCE_BYTES for n in nonces):
+        raise ActiveCheckFailed("freshness", "the relayed nonce list is malformed or lists a client twice")
+    if dict(zip(ids, (bytes(n) for n in nonces))).get(client_id) != nonce:
+        raise ActiveCheckFailed("freshness", "the relayed nonce list does not hold this client's nonce of this "
+                                             "round (a replay from another round or run)")
+    return freshness_digest(ids, nonces)
 
 
 def contribution_digest(protocol: str, round_id: int, sender: int, ciphertexts: Any) -> bytes:
@@ -50,14 +86,14 @@ def contribution_digest(protocol: str, round_id: int, sender: int, ciphertexts: 
                                          {"ciphertexts": ciphertexts}))).digest()
 
 
-def _signed(protocol: str, round_id: int, key_id: bytes, sender: int, ciphertexts: Any) -> bytes:
-    return signed_bytes("he-contribution", protocol, round_id, key_id, sender,
+def _signed(protocol: str, round_id: int, key_id: bytes, freshness: bytes, sender: int, ciphertexts: Any) -> bytes:
+    return signed_bytes("he-contribution", protocol, round_id, key_id, sender, freshness,
                         contribution_digest(protocol, round_id, sender, ciphertexts))
 
 
-def sign_contribution(identity: SigningIdentity, protocol: str, round_id: int, key_id: bytes, ciphertexts: Any,
-                      ) -> bytes:
-    return identity.sign(_signed(protocol, round_id, key_id, identity.client_id, ciphertexts))
+def sign_contribution(identity: SigningIdentity, protocol: str, round_id: int, key_id: bytes, freshness: bytes,
+                      ciphertexts: Any) -> bytes:
+    return identity.sign(_signed(protocol, round_id, key_id, freshness, identity.client_id, ciphertexts))
 
 
 def contribution_message(protocol: str, round_id: int, sender: int, ciphertexts: Any, signature: bytes) -> bytes:
@@ -67,11 +103,12 @@ def contribution_message(protocol: str, round_id: int, sender: int, ciphertexts:
 
 
 def checked_contributions(contributions: Sequence[bytes], *, protocol: str, round_id: int, key_id: bytes,
-                          roster: Roster, min_clients: int, ciphertext_field: FieldSpec, max_bytes: int,
+                          freshness: bytes, roster: Roster, min_clients: int, ciphertext_field: FieldSpec, max_bytes: int,
                           ) -> list[Any]:
     """The ciphertexts of ``contributions`` after every check, or :class:`ActiveCheckFailed` naming the one that
     failed: ``contributions`` (too few), ``duplicate-signer``, ``roster`` (unknown signer), ``replay`` (another
-    round or protocol), ``contribution-signature`` (a signature that does not verify for this round and key)."""
+    round or protocol), ``contribution-signature`` (a signature that does not verify for this round, key and
+    freshness list ``freshness``, the digest :func:`check_own_nonce` returned)."""
     if len(contributions) < min_clients:
         raise ActiveCheckFailed("contributions", f"{len(contributions)} signed contributions relayed, a decryption "
                                                  f"needs at least min_clients = {min_clients}")
@@ -92,7 +129,7 @@ def checked_contributions(contributions: Sequence[bytes], *, protocol: str, roun
         if sender not in roster:
             raise ActiveCheckFailed("roster", f"contributor {sender} is not in the roster")
         message = decode(bytes(raw), spec, protocol=protocol, round_id=round_id, sender=sender)
-        roster.verify(sender, _signed(protocol, round_id, key_id, sender, message["ciphertexts"]),
+        roster.verify(sender, _signed(protocol, round_id, key_id, freshness, sender, message["ciphertexts"]),
                       message["signature"], "contribution-signature")
         seen.add(sender)
         out.append(message["ciphertexts"])

@@ -221,6 +221,8 @@ class HEServer(ServerStateMachine):
         fields = {"key_id": _KEY_ID, "ciphertexts": codec.ciphertext_field,
                   "online_seconds": FieldSpec("float", min_value=0.0)}
         self._signed: list[bytes] = []  # active mode: each contributor's signed contribution, relayed to key holders
+        self._nonces: dict[int, bytes] = {}  # active mode: each ready client's freshness nonce
+        self._ready_spec = _active_specs()[0] if protocol.active else READY
         if protocol.active:
             from .he_active import SIGNATURE_FIELD
             fields["signature"] = SIGNATURE_FIELD
@@ -231,6 +233,13 @@ class HEServer(ServerStateMachine):
 
     def _send(self, kind: str, fields: Mapping[str, Any]) -> bytes:
         return encode(Message(self.name, kind, self.round_id, -1, fields))
+
+    def _freshness(self) -> dict[str, Any]:
+        """Active mode: the ready clients' nonces, relayed so that signatures are bound to this round instance."""
+        if not self.protocol.active:
+            return {}
+        ids = sorted(self._nonces)
+        return {"nonce_ids": np.asarray(ids, dtype=np.int64), "nonces": [self._nonces[c] for c in ids]}
 
     def start(self) -> Outgoing:
         payload = self._send(SETUP.kind, {"key_id": self.key_id, "dim": self.dim,
@@ -243,10 +252,12 @@ class HEServer(ServerStateMachine):
         if self.phase == "setup":
             if sender in self._ready:
                 raise MessageError(f"second ready from client {sender}")
-            message = decode(payload, READY, protocol=self.name, round_id=self.round_id, sender=sender)
+            message = decode(payload, self._ready_spec, protocol=self.name, round_id=self.round_id, sender=sender)
             if message["key_id"] != self.key_id:
                 raise MessageError("client holds keys from another key authority or run")
             self._timings["precompute"].append(message["precompute_seconds"])
+            if self.protocol.active:
+                self._nonces[sender] = bytes(message["nonce"])
             self._ready.append(sender)
         elif self.phase == "upload":
             if sender not in self._ready or sender in self._contributors:
@@ -285,7 +296,7 @@ class HEServer(ServerStateMachine):
             if len(self._ready) < need:
                 raise ProtocolAbort(f"{len(self._ready)} clients ready, an HE round needs {need}")
             self.phase = "upload"
-            payload = self._send(UPLOAD.kind, {"params": self.codec.params})
+            payload = self._send(UPLOAD.kind, {"params": self.codec.params, **self._freshness()})
             return Outgoing("upload", {cid: payload for cid in sorted(self._ready)})
         if self.phase == "upload":
             if len(self._contributors) < need:
@@ -295,7 +306,8 @@ class HEServer(ServerStateMachine):
             self._decrypt_candidates = sorted(self._contributors)
             if self.protocol.active:  # the key holders recompute the sum from the signed contributions
                 from .he_active import DECRYPT_CONTRIBUTIONS
-                self._request = self._send(DECRYPT_CONTRIBUTIONS, {"contributions": self._signed})
+                self._request = self._send(DECRYPT_CONTRIBUTIONS, {"contributions": self._signed,
+                                                                   **self._freshness()})
             else:
                 self._request = self._send("decrypt-request", {"ciphertexts": self.codec.sum_ciphertexts(),
                                                                "contributors": len(self._contributors)})
@@ -353,13 +365,14 @@ class HEClient(ClientStateMachine):
         self.params: str | None = None
         self.uploaded = False
         self.decrypted = False  # a key holder decrypts at most once per round
+        self.nonce: bytes | None = None  # active mode: this round's freshness nonce
         self.identity: Any = None  # active mode: this client's signing identity
 
     def _reply(self, kind: str, fields: Mapping[str, Any]) -> bytes:
         return encode(Message(self.name, kind, self.round_id, self.client_id, fields))
 
     def handle(self, payload: bytes) -> bytes | None:
-        specs = {SETUP.kind: SETUP, UPLOAD.kind: UPLOAD}
+        specs = {SETUP.kind: SETUP, UPLOAD.kind: _active_specs()[1] if self.protocol.active else UPLOAD}
         if self.server_codec is not None:
             specs["decrypt-request"] = MessageSpec(
                 "decrypt-request", {"ciphertexts": self.server_codec.ciphertext_field,
@@ -369,7 +382,7 @@ class HEClient(ClientStateMachine):
                 from .he_active import DECRYPT_CONTRIBUTIONS
                 specs = {k: v for k, v in specs.items() if k != "decrypt-request"}
                 specs[DECRYPT_CONTRIBUTIONS] = MessageSpec(DECRYPT_CONTRIBUTIONS, {
-                    "contributions": FieldSpec("list", max_length=1 << 20)})
+                    "contributions": FieldSpec("list", max_length=1 << 20), **_active_specs()[2]})
         message = decode(payload, specs, protocol=self.name, round_id=self.round_id, sender=-1)
         if message.kind == SETUP.kind:
             return self._setup(message)
@@ -396,8 +409,11 @@ class HEClient(ClientStateMachine):
         started = time.perf_counter()
         self.codec = self.protocol.client_codec(self.keys, dim, max_clients)
         self.codec.precompute()
-        return self._reply(READY.kind, {"key_id": self.keys.key_id,
-                                        "precompute_seconds": time.perf_counter() - started})
+        ready = {"key_id": self.keys.key_id, "precompute_seconds": time.perf_counter() - started}
+        if self.protocol.active:
+            from .he_active import new_nonce
+            self.nonce = ready["nonce"] = new_nonce()
+        return self._reply(READY.kind, ready)
 
     def _upload(self, message: Message) -> bytes:
         if self.codec is None or self.uploaded:
@@ -410,9 +426,10 @@ class HEClient(ClientStateMachine):
         self.uploaded = True
         fields = {"key_id": self.keys.key_id, "ciphertexts": ciphertexts}
         if self.protocol.active:
-            from .he_active import sign_contribution
+            from .he_active import check_own_nonce, sign_contribution
+            freshness = check_own_nonce(self.client_id, self.nonce, message["nonce_ids"], message["nonces"])
             fields["signature"] = sign_contribution(self.identity, self.name, self.round_id, self.keys.key_id,
-                                                    ciphertexts)
+                                                    freshness, ciphertexts)
         return self._reply("update", {**fields, "online_seconds": time.perf_counter() - started})
 
     def _decrypt(self, message: Message) -> bytes:
@@ -445,10 +462,12 @@ class HEClient(ClientStateMachine):
 
     def _checked_sum(self, message: Message) -> tuple[Any, int]:
         """Active mode: verify the relayed signed contributions and recompute their sum (protocols.he_active)."""
-        from .he_active import checked_contributions
+        from .he_active import check_own_nonce, checked_contributions
         assert self.server_codec is not None
+        freshness = check_own_nonce(self.client_id, self.nonce, message["nonce_ids"], message["nonces"])
         ciphertexts = checked_contributions(
             message["contributions"], protocol=self.name, round_id=self.round_id, key_id=self.keys.key_id,
+            freshness=freshness,
             roster=self.protocol.identities().roster_for([self.client_id]), min_clients=self.protocol.min_clients,
             ciphertext_field=self.server_codec.ciphertext_field, max_bytes=self.server_codec.max_message_bytes)
         if len(ciphertexts) > self.max_clients:
@@ -458,4 +477,14 @@ class HEClient(ClientStateMachine):
         for value in ciphertexts:
             codec.add(codec.parse(value))
         return codec.sum_ciphertexts(), len(ciphertexts)
+
+
+def _active_specs() -> tuple[MessageSpec, MessageSpec, dict[str, FieldSpec]]:
+    """Active mode's ready reply (with a nonce), upload request and decrypt fields (with the nonce list)."""
+    from .he_active import NONCE_FIELD
+    nonce_list = {"nonce_ids": FieldSpec("array", dtype="int64", max_length=1 << 20),
+                  "nonces": FieldSpec("list", max_length=1 << 20)}
+    ready = MessageSpec("ready", {**READY.fields, "nonce": NONCE_FIELD}, max_bytes=READY.max_bytes)
+    upload = MessageSpec(UPLOAD.kind, {**UPLOAD.fields, **nonce_list}, max_bytes=64 + 40 * (1 << 20))
+    return ready, upload, nonce_list
 

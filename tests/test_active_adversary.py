@@ -419,3 +419,20 @@ def test_active_client_machines_survive_a_pickle_round_trip_between_messages(tmp
         assert report.aborted is None and not report.dropped, (report.aborted, report.dropped)
         assert np.max(np.abs(report.result.mean - _exact(updates, report.result.survivors))) <= \
             report.result.error_bound + 1e-6
+
+
+def test_he_contributions_from_an_earlier_run_with_the_same_key_and_round_are_refused() -> None:
+    """Freshness: signatures cover the round's nonce list, which must hold the key holder's own nonce."""
+    protocol = registry.create("ckks", {"max_weight": MAX_W, "active": True})
+    updates = _updates(4)
+    _, _, old = _drive(protocol, updates, "decrypt")  # "run A", round 1
+    _, clients, new = _drive(protocol, updates, "decrypt")  # "run B", round 1 again, same key
+    (holder, request), = new.messages.items()
+    (_, old_request), = old.messages.items()
+    with pytest.raises(ActiveCheckFailed) as info:
+        clients[holder].handle(old_request)
+    assert info.value.check == "freshness"
+    mixed = _mutated(request, contributions=list(inspect(old_request)["contributions"]))
+    with pytest.raises(ActiveCheckFailed) as info:
+        clients[(holder + 1) % 4].handle(mixed)
+    assert info.value.check == "contribution-signature"

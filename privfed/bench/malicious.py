@@ -284,8 +284,8 @@ class _HEAttacker(_Attacker):
             self.n_summed = self.memory["n"] = len(chosen)
             if self.active:
                 self.memory["signed"] = [self.signed[c] for c in chosen]
-                return {cid: self._request("decrypt-contributions", {"contributions": self.memory["signed"]})
-                        for cid in messages}
+                return {cid: self._request("decrypt-contributions", {"contributions": self.memory["signed"],
+                                                                     **inner._freshness()}) for cid in messages}
             codec = self._fresh_codec()
             for c in chosen:
                 codec.add(codec.parse(self.uploads[c]))
@@ -297,7 +297,7 @@ class _HEAttacker(_Attacker):
                 contributions = [self.signed[v]] * m
             else:  # the target's contribution plus round 1's (old signatures: the only ones the server has)
                 contributions = [self.signed[v], *self.memory["signed"]]
-            fields = {"contributions": contributions}
+            fields = {"contributions": contributions, **inner._freshness()}
             kind = "decrypt-contributions"
         else:
             if self.behaviour == "decrypt-individual":
