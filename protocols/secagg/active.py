@@ -26,7 +26,10 @@ client, and corrupt the result (correctness of the sum is not protected); it cho
 active mode requires the round's cohort to be exactly the roster (client sampling would let the server pick a small
 cohort; the client refuses a cohort that is not the roster). The SecAgg+ sparse graph is refused in active mode:
 its guarantee (Bell et al. 2020) needs the graph to be chosen by a trusted or jointly generated randomness source,
-and here the server chooses it. The registrar is trusted during setup.
+and here the server chooses it. The registrar is trusted during setup. Freshness: the session nonce is the
+server's, so a malicious server could replay signed advertisements of an earlier run with the same round number
+and session; that gives it nothing, since it never learns a share-encryption private key (it cannot read shares
+addressed to a replayed key) and the bound above rests on each honest client answering the unmask request once.
 """
 
 from __future__ import annotations
