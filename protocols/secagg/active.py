@@ -47,7 +47,7 @@ from ..wire import FieldSpec, Message, MessageSpec, decode, encode
 from . import RoundPlan, SecAggProtocol
 from .client import SecAggClient, _ids
 from .keys import KEY_BYTES
-from .messages import (KEYS, NAME, REVEAL, SERVER_ID, SHARE_REQUEST, UNMASK_REQUEST, masked_spec)
+from .messages import KEYS, NAME, SERVER_ID, SHARE_REQUEST, UNMASK_REQUEST
 from .server import SecAggServer
 
 __all__ = [
