@@ -118,6 +118,11 @@ class HEProtocol(AggregationProtocol):
     release: str = "server"
     max_weight: float = 1.0
     clip: float = 1.0
+    #: active=True: key holders decrypt only a sum they recompute from >= min_clients signed contributions of
+    #: this round, once (see protocols.he_active); roster / key_dir as for active SecAgg (protocols.identity)
+    active: bool = False
+    roster: str | None = None
+    key_dir: str | None = None
     _cache: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -132,6 +137,10 @@ class HEProtocol(AggregationProtocol):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
                 raise ConfigError(f"{name} must be positive and finite, got {value!r}")
+        if not isinstance(self.active, bool):
+            raise ConfigError(f"active must be true or false, got {self.active!r}")
+        if (self.roster is not None or self.key_dir is not None) and not self.active:
+            raise ConfigError("roster and key_dir apply to active=true only")
 
     # -- what each scheme supplies -------------------------------------------------------------------------------
     @abstractmethod
@@ -167,17 +176,32 @@ class HEProtocol(AggregationProtocol):
             raise ConfigError(f"{len(ids)} clients invited, an HE round needs at least {self.min_clients}")
         authority = self.key_authority()
         codec = self.server_codec(authority.public_material, dim, len(ids))
-        return HEServer(self, round_id, ids, dim, authority.key_id, codec)
+        server = HEServer(self, round_id, ids, dim, authority.key_id, codec)
+        if self.active:
+            self.identities().roster_for(ids)
+        return server
 
     def client(self, client_id: int, round_id: int, update: ClientUpdate,
                state: MutableMapping[str, Any]) -> "HEClient":
         keys = provision(state, self.key_slot, self.key_authority())
-        return HEClient(self, client_id, round_id, update, keys, state)
+        client = HEClient(self, client_id, round_id, update, keys, state)
+        if self.active:
+            client.identity = self.identities().identity(client_id, state)
+        return client
+
+    def identities(self) -> Any:
+        """The roster and signing keys of active mode (protocols.identity.IdentitySource), made on first use."""
+        from .identity import IdentitySource
+        source = self._cache.get("identities")
+        if source is None:
+            source = self._cache["identities"] = IdentitySource(self.roster, self.key_dir)
+        return source
 
     def describe(self) -> Mapping[str, Any]:
         return {"protocol": self.name, "key_mode": KEY_MODE, "min_clients": self.min_clients,
                 "release": self.release, "hides": "individual updates and weights from the server",
-                "learned_by": LEARNED_BY_SERVER if self.release == "server" else LEARNED_BY_KEY_HOLDERS}
+                "learned_by": LEARNED_BY_SERVER if self.release == "server" else LEARNED_BY_KEY_HOLDERS,
+                "active_adversary_checks": self.active}
 
 
 class HEServer(ServerStateMachine):
@@ -196,6 +220,12 @@ class HEServer(ServerStateMachine):
         self._timings: dict[str, list[float]] = {"precompute": [], "online": [], "decrypt": []}
         fields = {"key_id": _KEY_ID, "ciphertexts": codec.ciphertext_field,
                   "online_seconds": FieldSpec("float", min_value=0.0)}
+        self._signed: list[bytes] = []  # active mode: each contributor's signed contribution, relayed to key holders
+        self._nonces: dict[int, bytes] = {}  # active mode: each ready client's freshness nonce
+        self._ready_spec = _active_specs()[0] if protocol.active else READY
+        if protocol.active:
+            from .he_active import SIGNATURE_FIELD
+            fields["signature"] = SIGNATURE_FIELD
         self._update_spec = MessageSpec("update", fields, max_bytes=codec.max_message_bytes)
         self._release_spec = MessageSpec("release", {"plaintext": codec.plaintext_field,
                                                      "decrypt_seconds": FieldSpec("float", min_value=0.0)},
@@ -203,6 +233,13 @@ class HEServer(ServerStateMachine):
 
     def _send(self, kind: str, fields: Mapping[str, Any]) -> bytes:
         return encode(Message(self.name, kind, self.round_id, -1, fields))
+
+    def _freshness(self) -> dict[str, Any]:
+        """Active mode: the ready clients' nonces, relayed so that signatures are bound to this round instance."""
+        if not self.protocol.active:
+            return {}
+        ids = sorted(self._nonces)
+        return {"nonce_ids": np.asarray(ids, dtype=np.int64), "nonces": [self._nonces[c] for c in ids]}
 
     def start(self) -> Outgoing:
         payload = self._send(SETUP.kind, {"key_id": self.key_id, "dim": self.dim,
@@ -215,10 +252,12 @@ class HEServer(ServerStateMachine):
         if self.phase == "setup":
             if sender in self._ready:
                 raise MessageError(f"second ready from client {sender}")
-            message = decode(payload, READY, protocol=self.name, round_id=self.round_id, sender=sender)
+            message = decode(payload, self._ready_spec, protocol=self.name, round_id=self.round_id, sender=sender)
             if message["key_id"] != self.key_id:
                 raise MessageError("client holds keys from another key authority or run")
             self._timings["precompute"].append(message["precompute_seconds"])
+            if self.protocol.active:
+                self._nonces[sender] = bytes(message["nonce"])
             self._ready.append(sender)
         elif self.phase == "upload":
             if sender not in self._ready or sender in self._contributors:
@@ -227,6 +266,10 @@ class HEServer(ServerStateMachine):
             if message["key_id"] != self.key_id:
                 raise MessageError("ciphertexts under another key")
             parsed = self.codec.parse(message["ciphertexts"])  # full validation first: nothing half-added
+            if self.protocol.active:
+                from .he_active import contribution_message
+                self._signed.append(contribution_message(self.name, self.round_id, sender, message["ciphertexts"],
+                                                         message["signature"]))
             self.codec.add(parsed)
             self._timings["online"].append(message["online_seconds"])
             self._contributors.append(sender)
@@ -269,7 +312,7 @@ class HEServer(ServerStateMachine):
             if len(self._ready) < need:
                 raise ProtocolAbort(f"{len(self._ready)} clients ready, an HE round needs {need}")
             self.phase = "upload"
-            payload = self._send(UPLOAD.kind, {"params": self.codec.params})
+            payload = self._send(UPLOAD.kind, {"params": self.codec.params, **self._freshness()})
             return Outgoing("upload", {cid: payload for cid in sorted(self._ready)})
         if self.phase == "upload":
             if len(self._contributors) < need:
@@ -277,8 +320,13 @@ class HEServer(ServerStateMachine):
                                     f"(fewer would expose individual updates through the mean)")
             self.phase = "decrypt"
             self._decrypt_candidates = sorted(self._contributors)
-            self._request = self._send("decrypt-request", {"ciphertexts": self.codec.sum_ciphertexts(),
-                                                           "contributors": len(self._contributors)})
+            if self.protocol.active:  # the key holders recompute the sum from the signed contributions
+                from .he_active import DECRYPT_CONTRIBUTIONS
+                self._request = self._send(DECRYPT_CONTRIBUTIONS, {"contributions": self._signed,
+                                                                   **self._freshness()})
+            else:
+                self._request = self._send("decrypt-request", {"ciphertexts": self.codec.sum_ciphertexts(),
+                                                               "contributors": len(self._contributors)})
             return self._ask_next()
         if self.phase == "decrypt":
             if self.protocol.release == "server" and self._sum is not None:
@@ -332,17 +380,25 @@ class HEClient(ClientStateMachine):
         self.server_codec: ServerCodec | None = None
         self.params: str | None = None
         self.uploaded = False
+        self.decrypted = False  # a key holder decrypts at most once per round
+        self.nonce: bytes | None = None  # active mode: this round's freshness nonce
+        self.identity: Any = None  # active mode: this client's signing identity
 
     def _reply(self, kind: str, fields: Mapping[str, Any]) -> bytes:
         return encode(Message(self.name, kind, self.round_id, self.client_id, fields))
 
     def handle(self, payload: bytes) -> bytes | None:
-        specs = {SETUP.kind: SETUP, UPLOAD.kind: UPLOAD}
+        specs = {SETUP.kind: SETUP, UPLOAD.kind: _active_specs()[1] if self.protocol.active else UPLOAD}
         if self.server_codec is not None:
             specs["decrypt-request"] = MessageSpec(
                 "decrypt-request", {"ciphertexts": self.server_codec.ciphertext_field,
                                     "contributors": FieldSpec("int", min_value=0)},
                 max_bytes=self.server_codec.max_message_bytes)
+            if self.protocol.active:
+                from .he_active import DECRYPT_CONTRIBUTIONS
+                specs = {k: v for k, v in specs.items() if k != "decrypt-request"}
+                specs[DECRYPT_CONTRIBUTIONS] = MessageSpec(DECRYPT_CONTRIBUTIONS, {
+                    "contributions": FieldSpec("list", max_length=1 << 20), **_active_specs()[2]})
         message = decode(payload, specs, protocol=self.name, round_id=self.round_id, sender=-1)
         if message.kind == SETUP.kind:
             return self._setup(message)
@@ -365,11 +421,15 @@ class HEClient(ClientStateMachine):
         if message["params"] != self.server_codec.params:
             raise MessageError("the server's round parameters differ from this client's recomputation")
         self.params = message["params"]
+        self.max_clients = max_clients
         started = time.perf_counter()
         self.codec = self.protocol.client_codec(self.keys, dim, max_clients)
         self.codec.precompute()
-        return self._reply(READY.kind, {"key_id": self.keys.key_id,
-                                        "precompute_seconds": time.perf_counter() - started})
+        ready = {"key_id": self.keys.key_id, "precompute_seconds": time.perf_counter() - started}
+        if self.protocol.active:
+            from .he_active import new_nonce
+            self.nonce = ready["nonce"] = new_nonce()
+        return self._reply(READY.kind, ready)
 
     def _upload(self, message: Message) -> bytes:
         if self.codec is None or self.uploaded:
@@ -380,26 +440,67 @@ class HEClient(ClientStateMachine):
         vector = weighted_vector(self.update.vector, self.update.weight, self.protocol.max_weight)
         ciphertexts = self.codec.encrypt(vector)
         self.uploaded = True
-        return self._reply("update", {"key_id": self.keys.key_id, "ciphertexts": ciphertexts,
-                                      "online_seconds": time.perf_counter() - started})
+        fields = {"key_id": self.keys.key_id, "ciphertexts": ciphertexts}
+        if self.protocol.active:
+            from .he_active import check_own_nonce, sign_contribution
+            freshness = check_own_nonce(self.client_id, self.nonce, message["nonce_ids"], message["nonces"])
+            fields["signature"] = sign_contribution(self.identity, self.name, self.round_id, self.keys.key_id,
+                                                    freshness, ciphertexts)
+        return self._reply("update", {**fields, "online_seconds": time.perf_counter() - started})
 
     def _decrypt(self, message: Message) -> bytes:
         assert self.codec is not None and self.server_codec is not None
         if not self.uploaded:
             raise MessageError("asked to decrypt a sum this client did not contribute to")
-        if message["contributors"] < self.protocol.min_clients:
-            raise ProtocolAbort("refusing to decrypt a sum of fewer updates than an HE round needs")
+        if self.decrypted:
+            raise ProtocolAbort("asked to decrypt twice in one round: a key holder decrypts at most once per round")
+        self.decrypted = True
         started = time.perf_counter()
+        if self.protocol.active:
+            ciphertexts, contributors = self._checked_sum(message)
+        else:
+            if message["contributors"] < self.protocol.min_clients:
+                raise ProtocolAbort("refusing to decrypt a sum of fewer updates than an HE round needs")
+            ciphertexts, contributors = message["ciphertexts"], message["contributors"]
         try:
-            plaintext = self.codec.decrypt(message["ciphertexts"])
+            plaintext = self.codec.decrypt(ciphertexts)
         except PrivfedError:
             raise DecryptionError("decryption failed") from None
         seconds = time.perf_counter() - started
         if self.protocol.release == "server":
             return self._reply("release", {"plaintext": plaintext, "decrypt_seconds": seconds})
         try:
-            total = self.server_codec.decode_plaintext(plaintext, message["contributors"])
+            total = self.server_codec.decode_plaintext(plaintext, contributors)
         except (MessageError, HeadroomError):
             raise DecryptionError("decryption failed") from None
         self.state.setdefault(RESULTS_SLOT, {})[self.round_id] = split_weighted(total, self.protocol.max_weight)
         return self._reply(ACK.kind, {"key_id": self.keys.key_id, "decrypt_seconds": seconds})
+
+    def _checked_sum(self, message: Message) -> tuple[Any, int]:
+        """Active mode: verify the relayed signed contributions and recompute their sum (protocols.he_active)."""
+        from .he_active import check_own_nonce, checked_contributions
+        assert self.server_codec is not None
+        freshness = check_own_nonce(self.client_id, self.nonce, message["nonce_ids"], message["nonces"])
+        ciphertexts = checked_contributions(
+            message["contributions"], protocol=self.name, round_id=self.round_id, key_id=self.keys.key_id,
+            freshness=freshness,
+            roster=self.protocol.identities().roster_for([self.client_id]), min_clients=self.protocol.min_clients,
+            ciphertext_field=self.server_codec.ciphertext_field, max_bytes=self.server_codec.max_message_bytes)
+        if len(ciphertexts) > self.max_clients:
+            raise ProtocolAbort(f"{len(ciphertexts)} contributions, more than the {self.max_clients} invited")
+        codec = self.protocol.server_codec(self.protocol.key_authority().public_material, self.update.vector.size,
+                                           self.max_clients)  # a fresh sum, same parameters as the round
+        for value in ciphertexts:
+            codec.add(codec.parse(value))
+        return codec.sum_ciphertexts(), len(ciphertexts)
+
+
+def _active_specs() -> tuple[MessageSpec, MessageSpec, dict[str, FieldSpec]]:
+    """Active mode's ready reply (with a nonce), upload request and decrypt fields (with the nonce list)."""
+    from .he_active import NONCE_FIELD
+    nonce_list = {"nonce_ids": FieldSpec("array", dtype="int64", max_length=1 << 20),
+                  "nonces": FieldSpec("list", max_length=1 << 20)}
+    ready = MessageSpec("ready", {**READY.fields, "nonce": NONCE_FIELD}, max_bytes=READY.max_bytes)
+    upload = MessageSpec(UPLOAD.kind, {**UPLOAD.fields, **nonce_list}, max_bytes=64 + 40 * (1 << 20))
+    return ready, upload, nonce_list
+

@@ -11,6 +11,7 @@ from protocols import registry
 from protocols.base import AFTER_UPLOAD, BEFORE_UPLOAD
 from protocols.errors import PrivfedError
 from privfed.bench.aggregation import BenchSpec, bench_aggregation, parse_drop
+from privfed.bench.malicious import BEHAVIOURS, bench_malicious
 from privfed.cli.common import console, fail, parse_options, write_json
 
 __all__ = ["bench"]
@@ -43,8 +44,12 @@ class _BenchCommand(click.Command):
 @click.option("--seed", type=int, default=0, show_default=True, help="Drives synthetic data and dropout choice only.")
 @click.option("-o", "--option", "options", multiple=True, metavar="KEY=VALUE", help="Protocol option (repeatable).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the record(s) as JSON.")
+@click.option("--malicious-server", "malicious", type=click.Choice(BEHAVIOURS), default=None,
+              help="Simulate a deviating server (forge-keys, equivocate, replay for secagg; replay, "
+                   "decrypt-individual for paillier/ckks) and report server_learned: the clients whose input it "
+                   "reconstructs (checked against the true inputs).")
 def bench(protection: str | None, protections: str | None, clients: int, params: int, drops: tuple[str, ...],
-          seed: int, options: tuple[str, ...], json_path: str | None) -> None:
+          seed: int, options: tuple[str, ...], json_path: str | None, malicious: str | None) -> None:
     """One aggregation of CLIENTS synthetic vectors of PARAMS float32 values with random weights, checked against
     the exact float64 weighted mean of the survivors. Exits non-zero if the round aborts."""
     if bool(protection) == bool(protections):
@@ -57,9 +62,13 @@ def bench(protection: str | None, protections: str | None, clients: int, params:
         for name in names:
             spec = BenchSpec(name, clients, params, drop_requests, seed, extra)
             with console.status(f"{name}: {clients} clients x {params} params"):
-                records.append(bench_aggregation(spec))
+                records.append(bench_malicious(spec, malicious) if malicious else bench_aggregation(spec))
     except PrivfedError as exc:
         fail(exc)
+    if malicious:
+        _print_malicious(records)
+        write_json(json_path, records[0] if protection else {"rows": records})
+        return
     _print_table(records)
     write_json(json_path, records[0] if protection else {"rows": records})
     aborted = [r for r in records if r.get("aborted")]
@@ -88,4 +97,15 @@ def _print_table(records: list[dict[str, Any]]) -> None:
                       f"{r['upload_bytes_per_client']:,.0f}", f"{r['upload_ratio_vs_float32']:.2f}",
                       f"{r['download_bytes_per_client']:,.0f}", f"{r['client_seconds']:.4f}",
                       f"{r['server_seconds']:.4f}", total)
+    console.print(table)
+
+
+def _print_malicious(records: list[dict[str, Any]]) -> None:
+    table = Table(title="privfed bench: simulated malicious server")
+    for column in ("protection", "behaviour", "active", "target", "server_learned", "refusals (first)"):
+        table.add_column(column)
+    for r in records:
+        first = next(iter(r["refusals"].items()), None)
+        table.add_row(r["protection"], r["malicious_server"], str(r["active"]).lower(), str(r["target"]),
+                      str(r["server_learned"]), f"client {first[0]}: {first[1]}" if first else "-")
     console.print(table)

@@ -281,9 +281,7 @@ def unmet_requirements(name: str, threat: ThreatModel, context: RoundContext | N
     ctx = context or RoundContext()
     unmet: list[str] = []
     if threat.server == MALICIOUS and MALICIOUS not in p.server_models:
-        unmet.append(f"it assumes the server follows the protocol, and the declared server is malicious "
-                     f"(no protection in privfed defends against a malicious server yet: SecAgg's active-adversary "
-                     f"consistency check is not implemented)")
+        unmet += _malicious_server_unmet(name, p, threat, ctx)  # issue 14: active modes (see that function)
     if threat.distrusts_server:
         if p.update_hiding == NONE:
             unmet.append("the server is " + threat.server + " and " + (
@@ -429,3 +427,29 @@ def security_table() -> str:
         rows.append(f"| `{p.name}` | {p.hides} | {p.hides_from} | {'; '.join(p.assumptions)} | "
                     f"{p.tolerates_dropouts} | {p.output_privacy} | {'; '.join(p.limits)} |")
     return "\n".join(rows) + "\n"
+
+
+# -- issue 14: malicious server (active modes) -- a minimal, separate branch; the conditions live next to the
+# protocols (protocols.secagg.active, protocols.he_active) and are only phrased here.
+def _malicious_server_unmet(name: str, p: Protection, threat: ThreatModel, ctx: RoundContext) -> list[str]:
+    """Empty when ``name`` with ``ctx.options`` has active checks that hold against a malicious server."""
+    if p.dp != "none" or p.protocol not in ("secagg", "paillier", "ckks"):
+        return [f"it assumes the server follows the protocol, and a malicious server is declared (active "
+                f"checks exist for secagg, paillier and ckks without DP: -o NAME.active=true)"]
+    if p.protocol == "secagg":
+        from protocols.secagg.active import active_condition, protects_against_malicious_server
+    else:
+        from protocols.he_active import protects_against_malicious_server
+    ok, why = protects_against_malicious_server(ctx.options)
+    if not ok:
+        return [f"it does not hold against a malicious server: {why}"]
+    if p.protocol == "secagg" and ctx.clients is not None:
+        from protocols.errors import ConfigError as _ConfigError
+        try:
+            t = secagg_round(name, ctx.clients, ctx.options).threshold
+        except _ConfigError as exc:
+            return [f"its parameters are invalid for a round of {ctx.clients} clients: {exc}"]
+        reason = active_condition(ctx.clients, t, threat.collusion)
+        if reason is not None:
+            return [f"it does not hold against a malicious server: {reason} (n_C = the declared collusion)"]
+    return []

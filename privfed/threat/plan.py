@@ -233,8 +233,8 @@ def _auto_may_pick(p: catalogue.Protection, model: ThreatModel) -> bool:
 
 def _auto_failure(model: ThreatModel, context: Callable[[str], catalogue.RoundContext]) -> str:
     if model.server == MALICIOUS:
-        return ("no protection in privfed defends against a malicious server yet (every protocol assumes the server "
-                "follows it; SecAgg's active-adversary consistency check is not implemented)")
+        return ("auto does not pick a protection against a malicious server: name one with active checks, e.g. "
+                "--plan secagg -o secagg.active=true (also paillier, ckks)")
     reasons = []
     for name in catalogue.names(include_baselines=False):
         unmet = catalogue.unmet_requirements(name, model, context(name))

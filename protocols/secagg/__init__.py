@@ -29,7 +29,8 @@ fraction of n — of k for SecAgg+; an int: absolute; validated at :meth:`SecAgg
 t <= k for a sparse graph), ``ring_bits`` (8..64, default 32: uint32 on the wire), ``graph`` (``"complete"`` or
 ``"harary"``), ``neighbours`` (k; None chooses k = O(log n) from ``dropout_fraction`` and ``corruption_fraction``,
 see :mod:`protocols.secagg.graph`), ``client_noise`` (distributed-DP hook, see :mod:`protocols.secagg.client`), and
-the standard ``max_weight`` and ``clip``.
+the standard ``max_weight`` and ``clip``. ``active=True`` selects the active-adversary variant (signed
+advertisements under a roster, the consistency-check round; see :mod:`protocols.secagg.active`).
 """
 
 from __future__ import annotations
@@ -82,8 +83,18 @@ class SecAggProtocol(AggregationProtocol):
     dropout_fraction: float = 0.1
     corruption_fraction: float = 0.1
     client_noise: Any = None
+    active: bool = False
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> "SecAggProtocol":
+        # active=True selects the active-adversary variant (protocols.secagg.active): other phases, same options
+        if cls is SecAggProtocol and kwargs.get("active") is True:
+            from .active import ActiveSecAggProtocol
+            cls = ActiveSecAggProtocol
+        return object.__new__(cls)
 
     def __post_init__(self) -> None:
+        if not isinstance(self.active, bool):
+            raise ConfigError(f"active must be true or false, got {self.active!r}")
         for label, value in (("max_weight", self.max_weight), ("clip", self.clip)):
             if not (_is_number(value) and math.isfinite(value) and value > 0):
                 raise ConfigError(f"{label} must be a positive finite number, got {value!r}")
