@@ -27,7 +27,7 @@ from privfed.threat.budget import observers_for, planned_epsilon, runtime_option
 from privfed.threat.catalogue import secagg_round  # noqa: E402
 
 USER_DP = ["dp", "local-dp", "secagg+dp"]
-SLOW = settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SLOW = settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def _updates(n: int, dim: int = 16) -> dict[int, ClientUpdate]:
@@ -156,7 +156,7 @@ def test_mixed_user_and_record_rounds_report_no_user_level_bound() -> None:
     from privfed.experiment.fedavg import run_fedavg
     from privfed.fl.config import load_config
 
-    config = load_config(None, ["fl.rounds=4", "fl.clients_per_round=3", "plan='1-2:dp,3-4:dp-sgd'",
+    config = load_config(None, ["fl.rounds=2", "fl.clients_per_round=2", "plan='1:dp,2:dp-sgd'",
                                 "model.hidden=8", "model.embedding=4", "data.max_chars_per_client=800",
                                 "train.max_batches=1", "threat.server=trusted", "threat.dp_unit=record",
                                 "threat.epsilon=1000"])
@@ -231,9 +231,9 @@ def test_a_secagg_refusal_names_a_requirement_that_is_really_unmet(n: int, collu
             assert sa.threshold <= collusion
         if "expected dropouts" in text:
             assert n - sa.threshold < d
-        if "honest client" in text:
+        if "would survive" in text:
             assert n - collusion - d < 2
-        assert any(s in text for s in ("does not exceed", "expected dropouts", "honest client", "contributing"))
+        assert any(s in text for s in ("does not exceed", "expected dropouts", "would survive", "contributing"))
     else:
         sa = secagg_round("secagg", n, options["secagg"])
         assert sa.threshold > collusion and n - sa.threshold >= threat.expected_dropouts(n)

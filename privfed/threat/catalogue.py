@@ -112,25 +112,31 @@ class RoundContext:
 _HE_ASSUMPTIONS = ("a key authority gives the secret key to the clients only; the server holds public key "
                    "material only",
                    "the server colludes with no key-holding client",
-                   "the server follows the protocol (honest-but-curious)",
+                   "the server follows the protocol (honest-but-curious), unless active=true: then it may deviate "
+                   "and key holders check what they decrypt",
                    "clients encode honestly (no range proofs)")
 _HE_LIMITS = ("any single key-holding client colluding with the server decrypts every update (shared client key; "
               "no threshold decryption)",
               "with 2 clients each learns the other's update from the mean (refused below 3)",
-              "the decrypting client cannot verify how many ciphertexts are in the sum it decrypts: a malicious "
-              "server could have one update decrypted",
+              "without active=true the decrypting client cannot verify how many ciphertexts are in the sum it "
+              "decrypts (a malicious server could have one update decrypted); with active=true a key holder decrypts "
+              "only the sum it recomputed from >= min_clients signed contributions of this round, once per round",
               "with release=server the server learns the aggregate; release=key-holders keeps it with the clients")
 _NO_OUTPUT_PRIVACY = "hides individual updates, not the aggregate: combine with DP for output privacy"
 _CKKS_LIMIT = ("CKKS decryptions released to the server are flooded with heuristic noise (flood_std, default "
                "2^-25) against key recovery (IND-CPA^D, Li-Micciancio 2021), not proof-level flooding; "
                "release=key-holders avoids releasing decryptions to the server")
 _SECAGG_ASSUMPTIONS = ("fewer than t clients collude with the server (t = reconstruction threshold)",
-                       "the server follows the protocol (honest-but-curious); no active-adversary consistency check",
+                       "the server follows the protocol (honest-but-curious), unless active=true (Bonawitz et al. "
+                       "2017 section 6: signed key advertisements and a consistency round; holds against a malicious "
+                       "server when 2t > n + collusion, complete graph only)",
                        "at least t clients survive every phase")
 _SECAGG_LIMITS = ("the server learns the sum of the survivors' updates",
                   "with the SecAgg+ sparse graph the guarantee is probabilistic (Bell et al. 2020) for the declared "
                   "corruption and dropout fractions",
-                  "a malicious server could lie about dropouts to unmask a client (active model not implemented)")
+                  "without active=true a malicious server could lie about dropouts to unmask a client; active=true "
+                  "protects each input's privacy, not the sum's correctness or availability (the server can always "
+                  "abort or drop clients)")
 
 CATALOGUE: dict[str, Protection] = {p.name: p for p in (
     Protection(
