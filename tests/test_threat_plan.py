@@ -215,3 +215,11 @@ def test_exact_ckks_release_to_a_curious_server_is_refused() -> None:
         resolve_plan("ckks", 1, HBC, options={"ckks": {"flood_std": 0.0}})
     assert resolve_plan("ckks", 1, HBC, options={"ckks": {"flood_std": 0.0, "release": "key-holders"}})
     assert resolve_plan("ckks", 1, "server=trusted", options={"ckks": {"flood_std": 0.0}})
+
+
+def test_security_md_table_is_the_catalogue_rendered() -> None:
+    """One source of truth: SECURITY.md's table is regenerated from the catalogue, never edited by hand."""
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "SECURITY.md").read_text(encoding="utf-8")
+    assert security_table() in text
