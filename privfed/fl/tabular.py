@@ -1,0 +1,240 @@
+"""Reading real CSV exports: column roles, numeric and categorical features, missing values, time columns.
+
+:func:`read_csv` reads one file or every ``*.csv`` of a folder (same header in each) with the standard library's
+``csv`` module and keeps the file and line of every row. :func:`features` turns the chosen columns into a float
+matrix: ``data.value_columns`` (default: every column whose present values are all numbers, other than the key,
+time, sequence, label and text columns; a column whose present values are mostly not numbers is left out with a
+note, while a stray word in a mostly numeric column is an error naming its cell), ``data.categorical_columns``
+one-hot encoded (categories sorted; a simulation convenience — a deployment agrees the category list publicly).
+Missing values (``""``, blank, ``NA``, ``N/A``, ``NaN``, ``null``, ``None``, ``#N/A`` in any case, plus
+``data.na_values``) become NaN; :func:`fill_missing` then applies ``data.missing`` within one series:
+``error`` (the default: the message names file, line, column and value), ``drop`` (rows with a missing feature are
+dropped and counted), ``ffill`` (last observed value; leading gaps take the first observed value) or
+``interpolate`` (linear between observed rows; categorical columns forward-filled). A time column may hold numbers
+or ISO 8601 dates/times. Every rejection is a :class:`~protocols.errors.ConfigError` naming what is wrong.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as _dt
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from protocols.errors import ConfigError
+
+__all__ = ["NA_TOKENS", "CsvTable", "Features", "read_csv", "is_missing", "parse_time", "features", "fill_missing"]
+
+NA_TOKENS = frozenset({"", "na", "n/a", "nan", "null", "none", "#n/a"})
+
+
+@dataclass(frozen=True)
+class CsvTable:
+    """Raw string cells with the (file, line) each row came from."""
+
+    header: tuple[str, ...]
+    rows: tuple[tuple[str, ...], ...]
+    where: tuple[tuple[str, int], ...]
+
+    def column(self, name: str, key: str) -> int:
+        if name not in self.header:
+            raise ConfigError(f"{key}: column {name!r} is not in {self.where[0][0] if self.where else 'the CSV'} "
+                              f"(columns: {list(self.header)})")
+        return self.header.index(name)
+
+    def at(self, row: int) -> str:
+        file, line = self.where[row]
+        return f"{file} line {line}"
+
+
+def _files(path: str | Path) -> list[Path]:
+    root = Path(path).expanduser()
+    if root.is_dir():
+        files = sorted(p for p in root.iterdir() if p.is_file() and p.suffix.lower() == ".csv")
+        if not files:
+            raise ConfigError(f"data.path: folder {root} holds no .csv files")
+        return files
+    if root.is_file():
+        return [root]
+    raise ConfigError(f"data.path: {root} does not exist")
+
+
+def read_csv(path: str | Path) -> CsvTable:
+    """Every row of a CSV file (or of each ``*.csv`` in a folder, sorted by name, all with the same header)."""
+    header: tuple[str, ...] | None = None
+    rows: list[tuple[str, ...]] = []
+    where: list[tuple[str, int]] = []
+    for file in _files(path):
+        try:
+            with file.open(newline="", encoding="utf-8-sig") as handle:
+                reader = csv.reader(handle)
+                head = next(reader, None)
+                if head is None:
+                    raise ConfigError(f"data.path: {file} is empty (no header line)")
+                head_t = tuple(h.strip() for h in head)
+                if len(set(head_t)) != len(head_t):
+                    raise ConfigError(f"data.path: {file} line 1: duplicate column names in {list(head_t)}")
+                if header is None:
+                    header = head_t
+                elif head_t != header:
+                    raise ConfigError(f"data.path: {file} line 1: header {list(head_t)} differs from the first "
+                                      f"file's {list(header)}")
+                for row in reader:
+                    if not row or all(not cell.strip() for cell in row):
+                        continue  # blank line
+                    if len(row) != len(header):
+                        raise ConfigError(f"data.path: {file} line {reader.line_num}: {len(row)} fields, the header "
+                                          f"has {len(header)}")
+                    rows.append(tuple(row))
+                    where.append((str(file), reader.line_num))
+        except OSError as exc:
+            raise ConfigError(f"data.path: cannot read {file}: {exc.strerror or exc}") from None
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"data.path: {file} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+        except csv.Error as exc:
+            raise ConfigError(f"data.path: {file}: malformed CSV: {exc}") from None
+    if not rows or header is None:
+        raise ConfigError(f"data.path: {path} holds no data rows")
+    return CsvTable(header, tuple(rows), tuple(where))
+
+
+def is_missing(text: str, extra: Iterable[str] = ()) -> bool:
+    stripped = text.strip()
+    return stripped.lower() in NA_TOKENS or stripped in set(extra)
+
+
+def _number(text: str) -> float | None:
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
+def parse_time(text: str, where: str, column: str) -> float:
+    """A number, or an ISO 8601 date/time as seconds since the epoch (naive times read as UTC)."""
+    value = _number(text.strip())
+    if value is not None:
+        return value
+    try:
+        moment = _dt.datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise ConfigError(f"data.time_column: {where}, column {column!r}: value {text!r} is neither a number nor "
+                          "an ISO date/time") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=_dt.timezone.utc)
+    return moment.timestamp()
+
+
+@dataclass(frozen=True)
+class Features:
+    """The feature matrix (NaN where missing), its column names and which columns are one-hot categories."""
+
+    values: np.ndarray
+    names: tuple[str, ...]
+    categorical: np.ndarray
+    notes: tuple[str, ...]
+
+
+def features(table: CsvTable, value_columns: Sequence[str], categorical_columns: Sequence[str],
+             reserved: Sequence[str], missing: str, na_values: Sequence[str] = ()) -> Features:
+    """Resolve the feature columns and convert them (see the module docstring)."""
+    notes: list[str] = []
+    reserved_set = {c for c in reserved if c}
+    for name in (*value_columns, *categorical_columns):
+        table.column(name, "data.value_columns" if name in value_columns else "data.categorical_columns")
+    categorical = list(dict.fromkeys(categorical_columns))
+    numeric: list[str]
+    if value_columns:
+        numeric = [c for c in dict.fromkeys(value_columns) if c not in categorical]
+    else:
+        numeric = []
+        for name in table.header:
+            if name in reserved_set or name in categorical:
+                continue
+            j = table.header.index(name)
+            present = [i for i, row in enumerate(table.rows) if not is_missing(row[j], na_values)]
+            bad = [i for i in present if _number(table.rows[i][j]) is None]
+            if not present:
+                notes.append(f"column {name!r} has no values: left out of the features")
+            elif len(bad) * 2 > len(present):
+                notes.append(f"column {name!r} is not numeric ({table.rows[bad[0]][j]!r} on {table.at(bad[0])}): "
+                             "left out of the features (list it in data.categorical_columns to one-hot encode it)")
+            else:
+                numeric.append(name)  # mostly numbers: a stray word below is an error naming its cell
+    if not numeric and not categorical:
+        raise ConfigError(f"data.value_columns: {table.where[0][0]} has no numeric feature columns besides "
+                          f"{sorted(reserved_set)}")
+    n = len(table.rows)
+    blocks: list[np.ndarray] = []
+    names: list[str] = []
+    is_cat: list[bool] = []
+    for name in numeric:
+        j = table.header.index(name)
+        column = np.empty(n)
+        for i, row in enumerate(table.rows):
+            cell = row[j]
+            if is_missing(cell, na_values):
+                if missing == "error":
+                    raise ConfigError(f"data.missing = 'error': {table.at(i)}, column {name!r}: missing value "
+                                      f"{cell!r} (choose data.missing = drop, ffill or interpolate)")
+                column[i] = np.nan
+                continue
+            value = _number(cell)
+            if value is None:
+                raise ConfigError(f"data.value_columns: {table.at(i)}, column {name!r}: value {cell!r} is not a "
+                                  "finite number")
+            column[i] = value
+        blocks.append(column[:, None])
+        names.append(name)
+        is_cat.append(False)
+    for name in categorical:
+        j = table.header.index(name)
+        cells = [row[j].strip() for row in table.rows]
+        if missing == "error":
+            bad = next((i for i, cell in enumerate(cells) if is_missing(cell, na_values)), None)
+            if bad is not None:
+                raise ConfigError(f"data.missing = 'error': {table.at(bad)}, column {name!r}: missing value "
+                                  f"{table.rows[bad][j]!r} (choose data.missing = drop, ffill or interpolate)")
+        categories = sorted({c for c in cells if not is_missing(c, na_values)})
+        if not categories:
+            raise ConfigError(f"data.categorical_columns: column {name!r} has no values")
+        index = {c: k for k, c in enumerate(categories)}
+        onehot = np.zeros((n, len(categories)))
+        for i, cell in enumerate(cells):
+            if is_missing(cell, na_values):
+                onehot[i] = np.nan
+            else:
+                onehot[i, index[cell]] = 1.0
+        blocks.append(onehot)
+        names.extend(f"{name}={c}" for c in categories)
+        is_cat.extend([True] * len(categories))
+    return Features(np.concatenate(blocks, axis=1), tuple(names), np.array(is_cat), tuple(notes))
+
+
+def fill_missing(values: np.ndarray, categorical: np.ndarray, policy: str, unit: str,
+                 names: Sequence[str]) -> np.ndarray:
+    """Fill NaN within one series, rows in time order (``ffill`` or ``interpolate``); returns a new array."""
+    out = np.array(values, dtype=np.float64, copy=True)
+    if policy not in ("ffill", "interpolate") or not np.isnan(out).any():
+        return out
+    rows = np.arange(out.shape[0])
+    for j in range(out.shape[1]):
+        column = out[:, j]
+        present = ~np.isnan(column)
+        if present.all():
+            continue
+        if not present.any():
+            raise ConfigError(f"data.missing = {policy!r}: series {unit!r} has no value at all in column "
+                              f"{names[j]!r}; drop that column (data.value_columns) or that series")
+        if policy == "interpolate" and not categorical[j]:
+            out[:, j] = np.interp(rows, rows[present], column[present])
+        else:
+            last = np.maximum.accumulate(np.where(present, rows, -1))
+            first = int(np.argmax(present))
+            out[:, j] = column[np.where(last >= 0, last, first)]
+    return out
