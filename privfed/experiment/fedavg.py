@@ -49,7 +49,7 @@ from protocols.errors import ConfigError, MessageError, PrivfedError
 from privfed.runtime.local import RoundReport, run_round
 from privfed.threat import PlannedRound, resolve_plan
 
-from privfed.fl.config import ExperimentConfig
+from privfed.fl.config import ExperimentConfig, sampling_warnings  # data work (issue 16): warnings
 from privfed.fl.data import FederatedDataset, build_federated
 from privfed.fl.models import ParamLayout, SequenceModel, build_model, flatten, load_flat
 from .rundir import RunDir, config_digest, decode_vector, encode_vector, to_jsonable
@@ -269,6 +269,7 @@ def run_fedavg(config: ExperimentConfig, out_dir: str | Path | None = None, *, r
         "model": {"cell": spec.cell, "task": spec.task, "parameters": layout.size, "dp_compatible": dp_compatible},
         "max_weight": max_weight, "initial_metrics": initial_metrics,
         "noise_multiplier_from_target": targeted or None, "resumed_from_round": first_round - 1,
+        "warnings": sampling_warnings(config.fl, n_clients),  # data work (issue 16)
     }
     if rundir is not None:
         rundir.write_summary(summary)

@@ -35,6 +35,7 @@ __all__ = [
     "config_from_table",
     "apply_overrides",
     "parse_override",
+    "sampling_warnings",
 ]
 
 SOURCES = ("stdlib-docstrings", "text", "synthetic-series", "csv", "leaf")
@@ -360,3 +361,11 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] = (),
     if seed is not None:
         table["seed"] = seed
     return config_from_table(table)
+
+
+def sampling_warnings(fl: FLConfig, n_clients: int) -> list[str]:
+    """What the FedAvg loop cannot do as asked with ``n_clients`` clients (it samples them all instead)."""
+    if fl.sampling == "fixed" and fl.clients_per_round > n_clients:
+        return [f"fl.clients_per_round = {fl.clients_per_round} but the data has only {n_clients} clients: every "
+                f"round samples all {n_clients}"]
+    return []

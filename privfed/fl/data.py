@@ -38,6 +38,8 @@ __all__ = ["ClientDataset", "ClientSplit", "FederatedDataset", "build_federated"
            "PAD"]
 
 STREAM_DATA, STREAM_PARTITION, STREAM_SPLIT = 1, 2, 3
+#: clients of the IID split used when a CSV names no clients and data.clients is 0
+FALLBACK_CLIENTS = 10
 
 
 @dataclass(frozen=True)
@@ -192,7 +194,12 @@ def build_federated(config: DataConfig, seed: int) -> FederatedDataset:
     samples = _samples(config, seed)
     x, y, keys = samples.x, samples.y, samples.keys
     labels = y if config.task == "classification" else keys
-    parts = partitioners.partition(config.partition, keys, labels, config.clients, config.alpha,
+    method, n_clients, notes = config.partition, config.clients, list(samples.notes)
+    if method == "natural" and not samples.natural:
+        method, n_clients = "iid", config.clients or FALLBACK_CLIENTS
+        notes.append(f"the CSV has no {config.key_column!r} column naming clients: samples split IID over "
+                     f"{n_clients} clients (set data.key_column, or data.partition and data.clients)")
+    parts = partitioners.partition(method, keys, labels, n_clients, config.alpha,
                                    np.random.default_rng([seed, STREAM_PARTITION]))
     names = samples.names
     split_rng = np.random.default_rng([seed, STREAM_SPLIT])
@@ -203,10 +210,9 @@ def build_federated(config: DataConfig, seed: int) -> FederatedDataset:
     n_val = _split_counts(sizes, config.val_fraction, n_test, split_rng)
     clients: list[ClientSplit] = []
     tests: list[np.ndarray] = []
-    notes: list[str] = list(samples.notes)
     empty = []
     for position, part in enumerate(parts):
-        name = names[int(keys[part[0]])] if config.partition == "natural" and part.size else f"client-{position}"
+        name = names[int(keys[part[0]])] if method == "natural" and part.size else f"client-{position}"
         order = part[split_rng.permutation(part.size)]
         a, b = int(n_test[position]), int(n_test[position] + n_val[position])
         test, val, train = order[:a], order[a:b], np.sort(order[b:])

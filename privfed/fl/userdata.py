@@ -51,6 +51,18 @@ class Samples:
     scale: Scale | None = None
     target_names: tuple[str, ...] = ()
     notes: list[str] = field(default_factory=list)
+    natural: bool = True  # False: the file names no clients (keys are series/sequences/rows, not people)
+
+
+def _key_column(table: tabular.CsvTable, config: DataConfig) -> int | None:
+    """The client column's index; None when a natural partition is not asked for, or when the *default* column
+    name ``client`` is absent (the data set then has no natural clients: see :func:`privfed.fl.data.build_federated`).
+    A key column the user named that is absent is an error."""
+    if config.partition != "natural":
+        return None
+    if config.key_column == "client" and "client" not in table.header:
+        return None
+    return table.column(config.key_column, "data.key_column")
 
 
 def _classes(labels: Sequence[str]) -> tuple[tuple[str, ...], np.ndarray]:
@@ -110,7 +122,8 @@ def _reserved(config: DataConfig) -> list[str]:
 def csv_forecast(config: DataConfig) -> Samples:
     """CSV time series, one per ``data.key_column`` value, windowed for next-step forecasting."""
     table = tabular.read_csv(config.path)
-    key_j = table.column(config.key_column, "data.key_column")
+    key_j = None if config.key_column == "client" and "client" not in table.header else \
+        table.column(config.key_column, "data.key_column")  # series identity, whatever the partition
     feats = tabular.features(table, config.value_columns, config.categorical_columns, _reserved(config),
                              config.missing, config.na_values)
     notes = list(feats.notes)
@@ -118,7 +131,8 @@ def csv_forecast(config: DataConfig) -> Samples:
     times = _times(table, config.time_column)
     groups: dict[str, list[int]] = {}
     for i in np.flatnonzero(keep):
-        groups.setdefault(table.rows[i][key_j].strip(), []).append(int(i))
+        groups.setdefault(table.rows[i][key_j].strip() if key_j is not None else Path(config.path).stem,
+                          []).append(int(i))
     units, names = [], []
     missing_cells = int(np.isnan(feats.values[keep]).sum())
     for key in sorted(groups):
@@ -133,8 +147,10 @@ def csv_forecast(config: DataConfig) -> Samples:
         raise ConfigError(f"data.target_columns: {unknown} are not numeric feature columns (features: {numeric})")
     target_index = [feats.names.index(t) for t in targets]
     scale = _scale(units, feats.categorical)
-    return series_samples([(n, scale.apply(u)) for n, u in zip(names, units)], config.seq_len, target_index,
-                          scale.select(target_index), tuple(targets), notes)
+    samples = series_samples([(n, scale.apply(u)) for n, u in zip(names, units)], config.seq_len, target_index,
+                             scale.select(target_index), tuple(targets), notes)
+    samples.natural = key_j is not None
+    return samples
 
 
 def series_samples(units: list[tuple[str, np.ndarray]], seq_len: int, target_index: list[int] | None = None,
@@ -179,7 +195,7 @@ def csv_sequences(config: DataConfig) -> Samples:
     table = tabular.read_csv(config.path)
     seq_j = table.column(config.sequence_column, "data.sequence_column")
     label_j = table.column(config.label_column, "data.label_column")
-    key_j = table.column(config.key_column, "data.key_column") if config.partition == "natural" else None
+    key_j = _key_column(table, config)
     feats = tabular.features(table, config.value_columns, config.categorical_columns, _reserved(config),
                              config.missing, config.na_values)
     notes = list(feats.notes)
@@ -222,7 +238,7 @@ def csv_sequences(config: DataConfig) -> Samples:
                      f"{T} steps")
     keys = np.array([owner_index[o] for o in owners])
     return Samples(x, y, keys, owner_names, classes=classes, channels=C + 1, output_size=len(classes), masked=True,
-                   notes=notes)
+                   notes=notes, natural=key_j is not None or config.partition != "natural")
 
 
 def _text_samples(docs: list[tuple[str, str, str]], config: DataConfig, notes: list[str]) -> Samples:
@@ -257,7 +273,7 @@ def csv_texts(config: DataConfig) -> Samples:
     table = tabular.read_csv(config.path)
     text_j = table.column(config.text_column, "data.text_column")
     label_j = table.column(config.label_column, "data.label_column")
-    key_j = table.column(config.key_column, "data.key_column") if config.partition == "natural" else None
+    key_j = _key_column(table, config)
     docs, notes, dropped = [], [], 0
     for i, row in enumerate(table.rows):
         for j, column in ((label_j, config.label_column), (text_j, config.text_column)):
@@ -271,7 +287,9 @@ def csv_texts(config: DataConfig) -> Samples:
         docs.append((row[key_j].strip() if key_j is not None else f"row-{i}", row[label_j].strip(), row[text_j]))
     if dropped:
         notes.append(f"data.missing = 'drop': {dropped} rows without a text or label dropped")
-    return _text_samples(docs, config, notes)
+    samples = _text_samples(docs, config, notes)
+    samples.natural = key_j is not None or config.partition != "natural"
+    return samples
 
 
 def label_folders(config: DataConfig) -> Samples:
