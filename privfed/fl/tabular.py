@@ -107,6 +107,12 @@ def is_missing(text: str, extra: Iterable[str] = ()) -> bool:
     return stripped.lower() in NA_TOKENS or stripped in set(extra)
 
 
+def _missing_mask(cells: Sequence[str], extra: Iterable[str]) -> list[bool]:
+    """:func:`is_missing` for a whole column (one set lookup per cell)."""
+    extra_set = {e.strip() for e in extra}
+    return [c.strip().lower() in NA_TOKENS or c.strip() in extra_set for c in cells]
+
+
 def _number(text: str) -> float | None:
     try:
         value = float(text)
@@ -157,12 +163,13 @@ def features(table: CsvTable, value_columns: Sequence[str], categorical_columns:
             if name in reserved_set or name in categorical:
                 continue
             j = table.header.index(name)
-            present = [i for i, row in enumerate(table.rows) if not is_missing(row[j], na_values)]
-            bad = [i for i in present if _number(table.rows[i][j]) is None]
+            cells = [row[j] for row in table.rows]
+            present = [i for i, gone in enumerate(_missing_mask(cells, na_values)) if not gone]
+            bad = [i for i in present if _number(cells[i]) is None]
             if not present:
                 notes.append(f"column {name!r} has no values: left out of the features")
             elif len(bad) * 2 > len(present):
-                notes.append(f"column {name!r} is not numeric ({table.rows[bad[0]][j]!r} on {table.at(bad[0])}): "
+                notes.append(f"column {name!r} is not numeric ({cells[bad[0]]!r} on {table.at(bad[0])}): "
                              "left out of the features (list it in data.categorical_columns to one-hot encode it)")
             else:
                 numeric.append(name)  # mostly numbers: a stray word below is an error naming its cell
@@ -175,10 +182,10 @@ def features(table: CsvTable, value_columns: Sequence[str], categorical_columns:
     is_cat: list[bool] = []
     for name in numeric:
         j = table.header.index(name)
+        cells = [row[j] for row in table.rows]
         column = np.empty(n)
-        for i, row in enumerate(table.rows):
-            cell = row[j]
-            if is_missing(cell, na_values):
+        for i, (cell, gone) in enumerate(zip(cells, _missing_mask(cells, na_values))):
+            if gone:
                 if missing == "error":
                     raise ConfigError(f"data.missing = 'error': {table.at(i)}, column {name!r}: missing value "
                                       f"{cell!r} (choose data.missing = drop, ffill or interpolate)")
@@ -195,18 +202,19 @@ def features(table: CsvTable, value_columns: Sequence[str], categorical_columns:
     for name in categorical:
         j = table.header.index(name)
         cells = [row[j].strip() for row in table.rows]
+        gone = _missing_mask(cells, na_values)
         if missing == "error":
-            bad = next((i for i, cell in enumerate(cells) if is_missing(cell, na_values)), None)
+            bad = next((i for i, g in enumerate(gone) if g), None)
             if bad is not None:
                 raise ConfigError(f"data.missing = 'error': {table.at(bad)}, column {name!r}: missing value "
                                   f"{table.rows[bad][j]!r} (choose data.missing = drop, ffill or interpolate)")
-        categories = sorted({c for c in cells if not is_missing(c, na_values)})
+        categories = sorted({c for c, g in zip(cells, gone) if not g})
         if not categories:
             raise ConfigError(f"data.categorical_columns: column {name!r} has no values")
         index = {c: k for k, c in enumerate(categories)}
         onehot = np.zeros((n, len(categories)))
         for i, cell in enumerate(cells):
-            if is_missing(cell, na_values):
+            if gone[i]:
                 onehot[i] = np.nan
             else:
                 onehot[i, index[cell]] = 1.0

@@ -338,7 +338,16 @@ def leaf_samples(config: DataConfig) -> Samples:
                 if not isinstance(x, str) or not isinstance(y, str):
                     raise ConfigError(f"data.path: LEAF user {user!r} sample {n}: next-token needs text x and y "
                                       f"(Shakespeare), got {type(x).__name__} and {type(y).__name__}")
-                texts.append((user, tokenize(x + y, config.tokens)[-(config.seq_len + 1):]))
+                tokens = tokenize(x + y, config.tokens)[-(config.seq_len + 1):]
+                if len(tokens) >= 2:  # one token has nothing to predict from
+                    texts.append((user, tokens))
+        if len(texts) < sum(len(xs) for _, xs, _ in users):
+            short = sum(len(xs) for _, xs, _ in users) - len(texts)
+            notes_nt = [f"{short} LEAF samples with fewer than 2 tokens left out"]
+        else:
+            notes_nt = []
+        if not texts:
+            raise ConfigError(f"data.path: {config.path} holds no LEAF sample of 2 or more tokens")
         vocab = build_vocab([t for _, t in texts], config.tokens, config.vocab_size)
         index = {token: i for i, token in enumerate(vocab)}
         T = config.seq_len
@@ -351,7 +360,7 @@ def leaf_samples(config: DataConfig) -> Samples:
             x_out[n, :len(ids) - 1] = ids[:-1]
             y_out[n, :len(ids) - 1] = ids[1:]
             keys[n] = user_index[user]
-        return Samples(x_out, y_out, keys, names, vocab=vocab, output_size=len(vocab))
+        return Samples(x_out, y_out, keys, names, vocab=vocab, output_size=len(vocab), notes=notes_nt)
     first = users[0][1][0]
     if _leaf_text(first) is not None:
         docs = []
