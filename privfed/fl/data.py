@@ -28,7 +28,7 @@ import torch
 from protocols.errors import ConfigError
 
 from . import partition as partitioners
-from . import sources, userdata
+from . import sources, textdata, userdata
 from .config import DataConfig, ModelConfig
 from .models import ModelSpec
 from .scaling import Scale
@@ -134,15 +134,15 @@ def _samples(config: DataConfig, seed: int) -> userdata.Samples:
     if config.source == "csv":
         if config.task == "forecast":
             return userdata.csv_forecast(config)
-        return userdata.csv_sequences(config) if config.sequence_column else userdata.csv_texts(config)
+        return userdata.csv_sequences(config) if config.sequence_column else textdata.csv_texts(config)
     if config.source == "leaf":
-        return userdata.leaf_samples(config)
+        return textdata.leaf_samples(config)
     if config.source == "synthetic-series":
         rng = np.random.default_rng([seed, STREAM_DATA])
         return userdata.series_samples(sources.synthetic_series(config.series_clients, config.series_length,
                                                                 config.channels, rng), config.seq_len)
     if config.source == "text" and config.task == "classification" and sources.has_label_folders(config.path):
-        return userdata.label_folders(config)
+        return textdata.label_folders(config)
     units = (sources.stdlib_docstrings(config.modules, config.max_chars_per_client)
              if config.source == "stdlib-docstrings" else sources.text_files(config.path, config.max_chars_per_client))
     token_lists = [tokenize(text, config.tokens) for _, text in units]
