@@ -184,6 +184,8 @@ def test_split_counts_are_proportional_at_the_sample_level(sizes: list[int], fra
     counts = _split_counts(sizes_a, fraction, np.zeros_like(sizes_a), np.random.default_rng(seed))
     assert (counts <= sizes_a).all() and (counts >= np.floor(sizes_a * fraction)).all()
     assert counts.sum() == round(sizes_a.sum() * fraction)
+    val = _split_counts(sizes_a, fraction, counts, np.random.default_rng(seed + 1))
+    assert (counts + val <= sizes_a).all()  # the validation draw never takes a sample the test draw took
 
 
 def test_many_tiny_clients_leave_a_non_empty_evaluation_set() -> None:

@@ -176,7 +176,7 @@ def _split_counts(sizes: np.ndarray, fraction: float, taken: np.ndarray, rng: np
     remainder = quota - base
     spare = sizes - taken - base >= 2
     for pool in (spare & (remainder > 0), remainder > 0):
-        candidates = np.flatnonzero(pool & (base < sizes))
+        candidates = np.flatnonzero(pool & (base + taken < sizes))
         if candidates.size >= extra:
             weights = remainder[candidates] / remainder[candidates].sum()
             chosen = rng.choice(candidates, size=extra, replace=False, p=weights)
