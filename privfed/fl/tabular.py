@@ -107,10 +107,28 @@ def is_missing(text: str, extra: Iterable[str] = ()) -> bool:
     return stripped.lower() in NA_TOKENS or stripped in set(extra)
 
 
-def _missing_mask(cells: Sequence[str], extra: Iterable[str]) -> list[bool]:
-    """:func:`is_missing` for a whole column (one set lookup per cell)."""
+@dataclass(frozen=True)
+class _Column:
+    """One column parsed once: values (NaN where missing or not a number), and which cells are missing or bad."""
+
+    cells: np.ndarray
+    values: np.ndarray
+    missing: np.ndarray
+    bad: np.ndarray
+
+
+def _parse(table: CsvTable, name: str, extra: Iterable[str]) -> _Column:
+    """Each distinct cell text is classified and converted once (real exports repeat a few thousand texts)."""
+    j = table.header.index(name)
+    cells = np.array([row[j] for row in table.rows], dtype=str)
+    distinct, inverse = np.unique(cells, return_inverse=True)
     extra_set = {e.strip() for e in extra}
-    return [c.strip().lower() in NA_TOKENS or c.strip() in extra_set for c in cells]
+    gone = np.array([d.strip().lower() in NA_TOKENS or d.strip() in extra_set for d in distinct], dtype=bool)
+    numbers = [None if g else _number(d) for d, g in zip(distinct, gone)]
+    values = np.array([np.nan if v is None else v for v in numbers], dtype=np.float64)
+    bad = np.array([v is None and not g for v, g in zip(numbers, gone)], dtype=bool)
+    inverse = inverse.reshape(-1)
+    return _Column(cells, values[inverse], gone[inverse], bad[inverse])
 
 
 def _number(text: str) -> float | None:
@@ -145,6 +163,14 @@ class Features:
     categorical: np.ndarray
     notes: tuple[str, ...]
 
+    def missing_cells(self, rows: np.ndarray | None = None) -> int:
+        """Missing CSV cells (a missing category counts once, not once per one-hot column)."""
+        values = self.values if rows is None else self.values[rows]
+        gone = np.isnan(values)
+        return int(gone[:, ~self.categorical].sum()) + int(
+            sum(gone[:, [k for k, n in enumerate(self.names) if n.startswith(f"{c}=")]].any(axis=1).sum()
+                for c in {n.split("=", 1)[0] for n, cat in zip(self.names, self.categorical) if cat}))
+
 
 def features(table: CsvTable, value_columns: Sequence[str], categorical_columns: Sequence[str],
              reserved: Sequence[str], missing: str, na_values: Sequence[str] = ()) -> Features:
@@ -162,14 +188,13 @@ def features(table: CsvTable, value_columns: Sequence[str], categorical_columns:
         for name in table.header:
             if name in reserved_set or name in categorical:
                 continue
-            j = table.header.index(name)
-            cells = [row[j] for row in table.rows]
-            present = [i for i, gone in enumerate(_missing_mask(cells, na_values)) if not gone]
-            bad = [i for i in present if _number(cells[i]) is None]
+            column = _parse(table, name, na_values)
+            present = int((~column.missing).sum())
             if not present:
                 notes.append(f"column {name!r} has no values: left out of the features")
-            elif len(bad) * 2 > len(present):
-                notes.append(f"column {name!r} is not numeric ({cells[bad[0]]!r} on {table.at(bad[0])}): "
+            elif int(column.bad.sum()) * 2 > present:
+                first = int(np.argmax(column.bad))
+                notes.append(f"column {name!r} is not numeric ({str(column.cells[first])!r} on {table.at(first)}): "
                              "left out of the features (list it in data.categorical_columns to one-hot encode it)")
             else:
                 numeric.append(name)  # mostly numbers: a stray word below is an error naming its cell
@@ -181,43 +206,30 @@ def features(table: CsvTable, value_columns: Sequence[str], categorical_columns:
     names: list[str] = []
     is_cat: list[bool] = []
     for name in numeric:
-        j = table.header.index(name)
-        cells = [row[j] for row in table.rows]
-        column = np.empty(n)
-        for i, (cell, gone) in enumerate(zip(cells, _missing_mask(cells, na_values))):
-            if gone:
-                if missing == "error":
-                    raise ConfigError(f"data.missing = 'error': {table.at(i)}, column {name!r}: missing value "
-                                      f"{cell!r} (choose data.missing = drop, ffill or interpolate)")
-                column[i] = np.nan
-                continue
-            value = _number(cell)
-            if value is None:
-                raise ConfigError(f"data.value_columns: {table.at(i)}, column {name!r}: value {cell!r} is not a "
-                                  "finite number")
-            column[i] = value
-        blocks.append(column[:, None])
+        column = _parse(table, name, na_values)
+        if missing == "error" and column.missing.any():
+            i = int(np.argmax(column.missing))
+            raise ConfigError(f"data.missing = 'error': {table.at(i)}, column {name!r}: missing value "
+                              f"{str(column.cells[i])!r} (choose data.missing = drop, ffill or interpolate)")
+        if column.bad.any():
+            i = int(np.argmax(column.bad))
+            raise ConfigError(f"data.value_columns: {table.at(i)}, column {name!r}: value {str(column.cells[i])!r} "
+                              "is not a finite number")
+        blocks.append(column.values[:, None])
         names.append(name)
         is_cat.append(False)
     for name in categorical:
-        j = table.header.index(name)
-        cells = [row[j].strip() for row in table.rows]
-        gone = _missing_mask(cells, na_values)
-        if missing == "error":
-            bad = next((i for i, g in enumerate(gone) if g), None)
-            if bad is not None:
-                raise ConfigError(f"data.missing = 'error': {table.at(bad)}, column {name!r}: missing value "
-                                  f"{table.rows[bad][j]!r} (choose data.missing = drop, ffill or interpolate)")
-        categories = sorted({c for c, g in zip(cells, gone) if not g})
+        column = _parse(table, name, na_values)
+        if missing == "error" and column.missing.any():
+            i = int(np.argmax(column.missing))
+            raise ConfigError(f"data.missing = 'error': {table.at(i)}, column {name!r}: missing value "
+                              f"{str(column.cells[i])!r} (choose data.missing = drop, ffill or interpolate)")
+        stripped = np.char.strip(column.cells)
+        categories = sorted(set(stripped[~column.missing].tolist()))
         if not categories:
             raise ConfigError(f"data.categorical_columns: column {name!r} has no values")
-        index = {c: k for k, c in enumerate(categories)}
-        onehot = np.zeros((n, len(categories)))
-        for i, cell in enumerate(cells):
-            if gone[i]:
-                onehot[i] = np.nan
-            else:
-                onehot[i, index[cell]] = 1.0
+        onehot = (stripped[:, None] == np.array(categories, dtype=str)[None, :]).astype(np.float64)
+        onehot[column.missing] = np.nan
         blocks.append(onehot)
         names.extend(f"{name}={c}" for c in categories)
         is_cat.extend([True] * len(categories))

@@ -99,11 +99,18 @@ def _times(table: tabular.CsvTable, column: str) -> np.ndarray:
     if not column:
         return np.arange(len(table.rows), dtype=np.float64)
     j = table.column(column, "data.time_column")
-    out = np.empty(len(table.rows))
-    for i, row in enumerate(table.rows):
-        if tabular.is_missing(row[j]):
-            raise ConfigError(f"data.time_column: {table.at(i)}, column {column!r}: missing time {row[j]!r}")
-        out[i] = tabular.parse_time(row[j], table.at(i), column)
+    cells = [row[j] for row in table.rows]
+    try:  # fast path: every cell a plain finite number
+        out = np.array(cells, dtype=np.float64)
+        if np.isfinite(out).all():
+            return out
+    except ValueError:
+        pass
+    out = np.empty(len(cells))
+    for i, cell in enumerate(cells):
+        if tabular.is_missing(cell):
+            raise ConfigError(f"data.time_column: {table.at(i)}, column {column!r}: missing time {cell!r}")
+        out[i] = tabular.parse_time(cell, table.at(i), column)
     return out
 
 
@@ -131,7 +138,7 @@ def csv_forecast(config: DataConfig) -> Samples:
         groups.setdefault(table.rows[i][key_j].strip() if key_j is not None else Path(config.path).stem,
                           []).append(int(i))
     units, names = [], []
-    missing_cells = int(np.isnan(feats.values[keep]).sum())
+    missing_cells = feats.missing_cells(keep)
     for key in sorted(groups):
         rows = sorted(groups[key], key=lambda i: times[i])
         units.append(tabular.fill_missing(feats.values[rows], feats.categorical, config.missing, key, feats.names))
@@ -157,21 +164,24 @@ def series_samples(units: list[tuple[str, np.ndarray]], seq_len: int, target_ind
     notes = list(notes or [])
     channels = int(units[0][1].shape[1])
     target_index = list(range(channels)) if target_index is None else target_index
-    xs, ys, keys, short = [], [], [], []
-    for k, (name, series) in enumerate(units):
-        n = series.shape[0] - seq_len
-        if n <= 0:
-            short.append(name)
-            continue
-        xs.append(np.stack([series[i:i + seq_len] for i in range(n)]).astype(np.float32))
-        ys.append(series[seq_len:, target_index].astype(np.float32))
-        keys.append(np.full(n, k))
+    counts = [max(0, series.shape[0] - seq_len) for _, series in units]
+    short = [name for (name, _), n in zip(units, counts) if n == 0]
     if short:
         notes.append(f"{len(short)} series with at most data.seq_len = {seq_len} steps left out "
                      f"(e.g. {short[0]!r})")
-    if not xs:
+    if not sum(counts):
         raise ConfigError(f"data.seq_len = {seq_len} leaves no samples: every series is too short")
-    return Samples(np.concatenate(xs), np.concatenate(ys), np.concatenate(keys), [n for n, _ in units],
+    x = np.empty((sum(counts), seq_len, channels), dtype=np.float32)  # filled in place: no second copy
+    y = np.empty((sum(counts), len(target_index)), dtype=np.float32)
+    keys = np.repeat(np.arange(len(units)), counts)
+    offset = 0
+    for (_, series), n in zip(units, counts):
+        if n:
+            windows = np.lib.stride_tricks.sliding_window_view(series, seq_len, axis=0)  # (n + 1, C, T) view
+            x[offset:offset + n] = windows[:n].transpose(0, 2, 1)
+            y[offset:offset + n] = series[seq_len:, target_index]
+            offset += n
+    return Samples(x, y, keys, [n for n, _ in units],
                    channels=channels, output_size=len(target_index), scale=scale, target_names=target_names,
                    notes=notes)
 
@@ -222,7 +232,7 @@ def csv_sequences(config: DataConfig) -> Samples:
     groups: dict[str, list[int]] = {}
     for i in np.flatnonzero(keep):
         groups.setdefault(table.rows[i][seq_j].strip(), []).append(int(i))
-    missing_cells = int(np.isnan(feats.values[keep]).sum())
+    missing_cells = feats.missing_cells(keep)
     sequences, labels, owners = [], [], []
     for sequence in sorted(groups):
         rows = sorted(groups[sequence], key=lambda i: times[i])
