@@ -145,3 +145,21 @@ def test_fuzzed_messy_csvs_load_or_raise_config_error(tmp_path: Path, rows: list
         return
     for client in data.clients:  # a run never starts on data it misread: every loaded value is finite
         assert torch.isfinite(client.train.inputs).all() and torch.isfinite(client.train.targets).all()
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(source="csv", path="x.csv", task="forecast", missing="guess"), "data.missing must be one of"),
+    (dict(source="csv", path="x.csv", task="classification", sequence_column="s"), "data.label_column is required"),
+    (dict(source="csv", path="x.csv", task="classification", label_column="y"), "exactly one"),
+    (dict(source="csv", path="x.csv", task="classification", label_column="y", sequence_column="s",
+          text_column="t"), "exactly one"),
+    (dict(source="csv", path="x.csv", task="next-token"), "data.task must be one of"),
+    (dict(source="csv", path="x.csv", task="forecast", value_columns=("client", "v")), "already used as key"),
+    (dict(source="csv", path="x.csv", task="forecast", value_columns=("v",), target_columns=("w",)),
+     "not in data.value_columns"),
+    (dict(source="leaf", task="next-token"), "data.path is required"),
+    (dict(source="leaf", path="x.json", task="forecast"), "data.task must be one of"),
+])
+def test_bad_data_configs_name_the_key(kwargs: dict, match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        DataConfig(**kwargs)
