@@ -163,3 +163,13 @@ def test_fuzzed_messy_csvs_load_or_raise_config_error(tmp_path: Path, rows: list
 def test_bad_data_configs_name_the_key(kwargs: dict, match: str) -> None:
     with pytest.raises(ConfigError, match=match):
         DataConfig(**kwargs)
+
+
+def test_station_files_joined_with_cat_keep_their_headers_out(tmp_path: Path) -> None:
+    parts = [air_quality_csv(tmp_path / f"{s}.csv", stations=(s,), hours=50, seed=k).read_text()
+             for k, s in enumerate(("A", "B", "C"))]
+    joined = tmp_path / "all.csv"
+    joined.write_text("".join(parts))  # cat A.csv B.csv C.csv: headers repeated mid-file
+    data = build_federated(DataConfig(path=str(joined), **{**AIR, "missing": "ffill"}), 0)
+    assert [c.name for c in data.clients] == ["A", "B", "C"]
+    assert any("2 repeated header lines skipped" in n for n in data.notes)

@@ -1,7 +1,8 @@
 """Reading real CSV exports: column roles, numeric and categorical features, missing values, time columns.
 
 :func:`read_csv` reads one file or every ``*.csv`` of a folder (same header in each) with the standard library's
-``csv`` module and keeps the file and line of every row. :func:`features` turns the chosen columns into a float
+``csv`` module and keeps the file and line of every row; a line repeating the header (files joined with ``cat``)
+is skipped and counted. :func:`features` turns the chosen columns into a float
 matrix: ``data.value_columns`` (default: every column whose present values are all numbers, other than the key,
 time, sequence, label and text columns; a column whose present values are mostly not numbers is left out with a
 note, while a stray word in a mostly numeric column is an error naming its cell), ``data.categorical_columns``
@@ -39,6 +40,7 @@ class CsvTable:
     header: tuple[str, ...]
     rows: tuple[tuple[str, ...], ...]
     where: tuple[tuple[str, int], ...]
+    repeated_headers: int = 0
 
     def column(self, name: str, key: str) -> int:
         if name not in self.header:
@@ -68,6 +70,7 @@ def read_csv(path: str | Path) -> CsvTable:
     header: tuple[str, ...] | None = None
     rows: list[tuple[str, ...]] = []
     where: list[tuple[str, int]] = []
+    repeated = 0
     for file in _files(path):
         try:
             with file.open(newline="", encoding="utf-8-sig") as handle:
@@ -86,6 +89,9 @@ def read_csv(path: str | Path) -> CsvTable:
                 for row in reader:
                     if not row or all(not cell.strip() for cell in row):
                         continue  # blank line
+                    if tuple(cell.strip() for cell in row) == header:
+                        repeated += 1  # files concatenated with their headers (cat a.csv b.csv)
+                        continue
                     if len(row) != len(header):
                         raise ConfigError(f"data.path: {file} line {reader.line_num}: {len(row)} fields, the header "
                                           f"has {len(header)}")
@@ -99,7 +105,7 @@ def read_csv(path: str | Path) -> CsvTable:
             raise ConfigError(f"data.path: {file}: malformed CSV: {exc}") from None
     if not rows or header is None:
         raise ConfigError(f"data.path: {path} holds no data rows")
-    return CsvTable(header, tuple(rows), tuple(where))
+    return CsvTable(header, tuple(rows), tuple(where), repeated)
 
 
 def is_missing(text: str, extra: Iterable[str] = ()) -> bool:
@@ -176,6 +182,8 @@ def features(table: CsvTable, value_columns: Sequence[str], categorical_columns:
              reserved: Sequence[str], missing: str, na_values: Sequence[str] = ()) -> Features:
     """Resolve the feature columns and convert them (see the module docstring)."""
     notes: list[str] = []
+    if table.repeated_headers:
+        notes.append(f"{table.repeated_headers} repeated header lines skipped (concatenated files)")
     reserved_set = {c for c in reserved if c}
     for name in (*value_columns, *categorical_columns):
         table.column(name, "data.value_columns" if name in value_columns else "data.categorical_columns")
