@@ -2,10 +2,10 @@
 
 :func:`read_csv` reads one file or every ``*.csv`` of a folder (same header in each) with the standard library's
 ``csv`` module and keeps the file and line of every row; a line repeating the header (files joined with ``cat``)
-is skipped and counted. :func:`features` turns the chosen columns into a float
-matrix: ``data.value_columns`` (default: every column whose present values are all numbers, other than the key,
-time, sequence, label and text columns; a column whose present values are mostly not numbers is left out with a
-note, while a stray word in a mostly numeric column is an error naming its cell), ``data.categorical_columns``
+is skipped and counted. :func:`features` turns the chosen columns into a float matrix: ``data.value_columns``
+(default: every column other than the key, time, sequence, label and text columns whose present values are mostly
+numbers; a column of mostly text is left out with a note, while a stray word in a numeric column is an error
+naming its cell), ``data.categorical_columns``
 one-hot encoded (categories sorted; a simulation convenience — a deployment agrees the category list publicly).
 Missing values (``""``, blank, ``NA``, ``N/A``, ``NaN``, ``null``, ``None``, ``#N/A`` in any case, plus
 ``data.na_values``) become NaN; :func:`fill_missing` then applies ``data.missing`` within one series:
