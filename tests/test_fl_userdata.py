@@ -206,3 +206,26 @@ def test_model_spec_from_a_padded_dataset(tmp_path: Path) -> None:
     spec = data.model_spec(ModelConfig(hidden=8))
     assert spec.masked and spec.input_channels == 4 and spec.output_size == 3
     assert build_model(spec, 0)(data.eval.inputs).shape == (len(data.eval), 3)
+
+
+LEAF_X = st.one_of(st.text(max_size=12), st.integers(-3, 3), st.lists(st.floats(-5, 5), max_size=4),
+                   st.lists(st.text(max_size=5), max_size=3), st.lists(st.lists(st.integers(0, 3), max_size=3),
+                                                                        max_size=3), st.none())
+LEAF_Y = st.one_of(st.text(max_size=2), st.integers(0, 3), st.none(), st.lists(st.integers(), max_size=2))
+
+
+@settings(max_examples=60, deadline=None)
+@given(users=st.dictionaries(st.text(min_size=1, max_size=4), st.lists(st.tuples(LEAF_X, LEAF_Y), max_size=5),
+                             max_size=4),
+       task=st.sampled_from(["next-token", "classification"]), lie=st.booleans())
+def test_fuzzed_leaf_files_load_or_raise_config_error(tmp_path_factory, users, task: str, lie: bool) -> None:
+    path = tmp_path_factory.mktemp("leaf") / "fuzz.json"
+    body = {"users": list(users), "num_samples": [len(v) + int(lie) for v in users.values()],
+            "user_data": {u: {"x": [x for x, _ in v], "y": [y for _, y in v]} for u, v in users.items()}}
+    path.write_text(json.dumps(body))
+    try:
+        data = build_federated(DataConfig(source="leaf", task=task, path=str(path), seq_len=4), 0)
+    except ConfigError as exc:
+        assert str(exc)
+        return
+    assert not lie and all(len(c.train) > 0 for c in data.clients)
