@@ -251,5 +251,4 @@ def csv_sequences(config: DataConfig) -> Samples:
     x = pad_sequences(sequences, scale, config.seq_len, notes)
     keys = np.array([owner_index[o] for o in owners])
     return Samples(x, y, keys, owner_names, classes=classes, channels=x.shape[2], output_size=len(classes),
-                   masked=True,
-                   notes=notes, natural=key_j is not None or config.partition != "natural")
+                   masked=True, notes=notes, natural=key_j is not None or config.partition != "natural")
