@@ -126,4 +126,7 @@ def run(config_path: str | None, overrides: tuple[str, ...], seed: int | None, o
     if metric_line:
         units = " (in the data's units)" if "mae" in final and summary["data"].get("targets") else ""
         console.print(f"{metric_line}{units}")
+    by_column = final.get("mae_by_column")
+    if isinstance(by_column, dict):
+        console.print("MAE by column: " + ", ".join(f"{name} {_fmt(v, '.4g')}" for name, v in by_column.items()))
     write_json(json_path, summary)
