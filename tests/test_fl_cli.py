@@ -46,3 +46,26 @@ def test_errors_exit_non_zero_with_a_message(tmp_path: Path) -> None:
     assert not (tmp_path / "refused" / "rounds.jsonl").exists()
     resume_without_out = runner.invoke(run, ["--resume"])
     assert resume_without_out.exit_code != 0 and "--out" in resume_without_out.output
+
+
+def test_resume_with_only_out_reuses_the_saved_config_and_refuses_changes(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    runner = CliRunner()
+    first = runner.invoke(run, [*TINY, "-c", "fl.rounds=3", "-c", "model.cell=gru", "--seed", "3", "--out", str(out),
+                                "--stop-after", "1"])
+    assert first.exit_code == 0, first.output
+    again = runner.invoke(run, ["--out", str(out), "--resume", "--json", str(tmp_path / "s.json")])
+    assert again.exit_code == 0, again.output
+    summary = json.loads((tmp_path / "s.json").read_text())
+    assert summary["status"] == "complete" and summary["rounds_completed"] == 3 and summary["seed"] == 3
+    assert summary["config"]["model"]["cell"] == "gru" and summary["resumed_from_round"] == 1
+    changed = runner.invoke(run, ["--out", str(out), "--resume", "-c", "fl.rounds=5"])
+    assert changed.exit_code != 0 and "configuration differs" in changed.output
+
+
+def test_clients_per_round_above_the_client_count_is_a_printed_warning(tmp_path: Path) -> None:
+    result = CliRunner().invoke(run, [*TINY, "-c", "fl.rounds=1", "-c", "fl.clients_per_round=50",
+                                      "--out", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    assert "warning:" in result.output and "fl.clients_per_round = 50" in result.output
+    assert "only 3 clients" in " ".join(result.output.split())

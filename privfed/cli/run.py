@@ -11,7 +11,7 @@ import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from protocols.errors import PrivfedError
+from protocols.errors import ConfigError, PrivfedError
 from privfed.cli.common import console, fail, write_json
 
 __all__ = ["run"]
@@ -25,10 +25,16 @@ def _eps(value: Any) -> str:
     return value if isinstance(value, str) else _fmt(value, ".3g")
 
 
+#: the task metrics shown in the run table (beside eval loss), in this order when present
+METRIC_COLUMNS = (("accuracy", "accuracy", ".3f"), ("macro_f1", "macro-F1", ".3f"), ("mae", "MAE", ".4g"),
+                  ("rmse", "RMSE", ".4g"))
+
+
 def _table(rounds: list[dict[str, Any]]) -> Table:
     table = Table(title="privfed run: rounds")
-    for column in ("round", "protection", "survivors", "eval loss", "accuracy", "upload B/client", "server s",
-                   "round s", "ε model users", "ε server", "note"):
+    shown = [m for m in METRIC_COLUMNS if any(m[0] in r.get("metrics", {}) for r in rounds)]
+    for column in ("round", "protection", "survivors", "eval loss", *(m[1] for m in shown), "upload B/client",
+                   "server s", "round s", "ε model users", "ε server", "note"):
         table.add_column(column, justify="left" if column in ("protection", "note") else "right")
     for r in rounds:
         metrics = r.get("metrics", {})
@@ -36,11 +42,30 @@ def _table(rounds: list[dict[str, Any]]) -> Table:
         if not note and (r.get("dropped") or r.get("rejected")):
             note = f"{len(r.get('dropped', {}))} dropped, {len(r.get('rejected', {}))} rejected"
         table.add_row(str(r["round"]), r["protection"], f"{r.get('survivors', 0)}/{len(r.get('sampled', []))}",
-                      _fmt(metrics.get("loss"), ".4f"), _fmt(metrics.get("accuracy"), ".3f"),
+                      _fmt(metrics.get("loss"), ".4f"), *(_fmt(metrics.get(k), f) for k, _, f in shown),
                       _fmt(r.get("upload_bytes_per_client"), ",.0f"), _fmt(r.get("server_seconds"), ".3f"),
                       _fmt(r.get("round_seconds"), ".2f"),
                       _eps(r.get("epsilon_model")), _eps(r.get("epsilon_server")), note)
     return table
+
+
+def _saved_config(out: Path, overrides: tuple[str, ...], seed: int | None) -> Any:
+    """The configuration saved in a run directory, with any overrides applied on top (the run's own check then
+    refuses a change), or None when the directory holds no saved config."""
+    import json
+
+    from privfed.fl.config import apply_overrides, config_from_table
+    saved = out / "config.json"
+    if not saved.exists():
+        return None
+    try:
+        table = json.loads(saved.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"--resume: cannot read {saved}: {exc}") from None
+    table = apply_overrides(table, overrides)
+    if seed is not None:
+        table["seed"] = seed
+    return config_from_table(table)
 
 
 @click.command()
@@ -49,7 +74,8 @@ def _table(rounds: list[dict[str, Any]]) -> Table:
               help="Override a config key, e.g. -c fl.rounds=3 -c model.cell=gru (repeatable).")
 @click.option("--seed", type=int, help="Experiment seed (data, partitions, model init, fixed client sampling).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), help="Run directory [default: runs/<timestamp>].")
-@click.option("--resume", is_flag=True, help="Continue the run in --out from its last completed round.")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its last completed round (its saved "
+              "config.json is reused unless CONFIG.toml is given; overrides that change it are refused).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write summary.json's content here.")
 @click.option("--threads", type=int, help="torch CPU threads for local training (default: torch's choice).")
 @click.option("--stop-after", type=int, hidden=True, help="Stop after this round, as if killed (resume testing).")
@@ -68,7 +94,8 @@ def run(config_path: str | None, overrides: tuple[str, ...], seed: int | None, o
     try:
         from privfed.fl.config import load_config
         from privfed.experiment.fedavg import run_fedavg
-        config = load_config(config_path, overrides, seed)
+        config = (_saved_config(Path(out_dir), overrides, seed) if resume and out_dir and config_path is None
+                  else None) or load_config(config_path, overrides, seed)
         out = Path(out_dir) if out_dir else Path("runs") / _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
         console.print(f"[bold]privfed run[/]: plan {config.plan!r}, {config.fl.rounds} rounds, "
                       f"{config.model.cell.upper()} on {config.data.source} ({config.data.task}), seed {config.seed}"
@@ -95,4 +122,14 @@ def run(config_path: str | None, overrides: tuple[str, ...], seed: int | None, o
                   f"upload {summary['totals']['upload_bytes']:,.0f} B in total; run directory {result.out_dir}")
     for note in summary["data"].get("notes", []):
         console.print(f"[yellow]note:[/] {note}")
+    for warning in summary.get("warnings", []):
+        console.print(f"[bold yellow]warning:[/] {warning}")
+    metric_line = ", ".join(f"{label} {_fmt(initial.get(k), f)} -> {_fmt(final.get(k), f)}"
+                            for k, label, f in METRIC_COLUMNS if k in final)
+    if metric_line:
+        units = " (in the data's units)" if "mae" in final and summary["data"].get("targets") else ""
+        console.print(f"{metric_line}{units}")
+    by_column = final.get("mae_by_column")
+    if isinstance(by_column, dict):
+        console.print("MAE by column: " + ", ".join(f"{name} {_fmt(v, '.4g')}" for name, v in by_column.items()))
     write_json(json_path, summary)

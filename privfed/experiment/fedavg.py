@@ -52,7 +52,7 @@ from privfed.threat import PlannedRound, ThreatModel, catalogue, resolve_plan
 from privfed.threat.budget import CALIBRATABLE, calibrate, runtime_options
 from privfed.threat.disclosure import redact_round, redact_summary
 
-from privfed.fl.config import ExperimentConfig
+from privfed.fl.config import ExperimentConfig, sampling_warnings
 from privfed.fl.data import FederatedDataset, build_federated
 from privfed.fl.models import ParamLayout, SequenceModel, build_model, flatten, load_flat
 from .rundir import RunDir, config_digest, decode_vector, encode_vector, to_jsonable
@@ -321,6 +321,7 @@ def run_fedavg(config: ExperimentConfig, out_dir: str | Path | None = None, *, r
         "model": {"cell": spec.cell, "task": spec.task, "parameters": layout.size, "dp_compatible": dp_compatible},
         "max_weight": max_weight, "initial_metrics": initial_metrics,
         "noise_multiplier_from_target": targeted or None, "resumed_from_round": first_round - 1,
+        "warnings": sampling_warnings(config.fl, n_clients),
     }
     if rundir is not None:
         rundir.write_summary(summary)

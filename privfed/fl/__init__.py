@@ -2,7 +2,9 @@
 
 This layer imports neither the threat layer nor the runtime: the FedAvg loop that combines them with a resolved plan
 is an orchestration and lives above, in :mod:`privfed.experiment`. Entry point here: :func:`load_config` (TOML +
-``key=value`` overrides).
+``key=value`` overrides). Users' own data: :mod:`~privfed.fl.tabular` (CSV exports), :mod:`~privfed.fl.userdata`
+and :mod:`~privfed.fl.textdata` (samples), :mod:`~privfed.fl.leaf` (LEAF JSON), :mod:`~privfed.fl.scaling`
+(statistics combined from clients), :mod:`~privfed.fl.metrics` (accuracy, macro-F1, MAE/RMSE in the data's units).
 """
 
 from .config import ExperimentConfig, load_config

@@ -35,14 +35,16 @@ __all__ = [
     "config_from_table",
     "apply_overrides",
     "parse_override",
+    "sampling_warnings",
 ]
 
-SOURCES = ("stdlib-docstrings", "text", "synthetic-series", "csv")
+SOURCES = ("stdlib-docstrings", "text", "synthetic-series", "csv", "leaf")
 TASKS = ("next-token", "classification", "forecast")
 PARTITIONS = ("natural", "iid", "dirichlet")
 CELLS = ("lstm", "gru")
 OPTIMIZERS = ("sgd", "adam")
 SAMPLINGS = ("fixed", "poisson")
+MISSING = ("error", "drop", "ffill", "interpolate")
 
 
 def _check(condition: bool, key: str, message: str) -> None:
@@ -69,6 +71,14 @@ class DataConfig:
     test_fraction: float = 0.1
     key_column: str = "client"
     time_column: str = ""
+    value_columns: tuple[str, ...] = ()
+    categorical_columns: tuple[str, ...] = ()
+    target_columns: tuple[str, ...] = ()
+    sequence_column: str = ""
+    label_column: str = ""
+    text_column: str = ""
+    missing: str = "error"
+    na_values: tuple[str, ...] = ()
     channels: int = 3
     series_clients: int = 8
     series_length: int = 400
@@ -89,12 +99,28 @@ class DataConfig:
         _check(self.channels >= 1, "data.channels", "must be >= 1")
         _check(self.series_clients >= 1, "data.series_clients", "must be >= 1")
         _check(self.series_length > self.seq_len + 1, "data.series_length", "must exceed data.seq_len + 1")
-        if self.source in ("text", "csv"):
+        _check(self.missing in MISSING, "data.missing", f"must be one of {MISSING}, got {self.missing!r}")
+        if self.source in ("text", "csv", "leaf"):
             _check(bool(self.path), "data.path", f"is required when data.source = {self.source!r}")
-        if self.source in ("synthetic-series", "csv"):
-            _check(self.task == "forecast", "data.task", f"must be 'forecast' for data.source = {self.source!r}")
-        else:
-            _check(self.task != "forecast", "data.task", f"'forecast' needs a series source, not {self.source!r}")
+        allowed = {"stdlib-docstrings": ("next-token", "classification"), "text": ("next-token", "classification"),
+                   "synthetic-series": ("forecast",), "csv": ("forecast", "classification"),
+                   "leaf": ("next-token", "classification")}[self.source]
+        _check(self.task in allowed, "data.task", f"must be one of {allowed} for data.source = {self.source!r}, "
+                                                  f"got {self.task!r}")
+        if self.source == "csv" and self.task == "classification":
+            _check(bool(self.label_column), "data.label_column",
+                   "is required for data.task = 'classification' with data.source = 'csv'")
+            _check(bool(self.sequence_column) != bool(self.text_column), "data.sequence_column",
+                   "or data.text_column (exactly one) is required for classification from a CSV: "
+                   "one sequence per sequence_column value, or one document per row's text_column")
+        roles = [c for c in (self.key_column, self.time_column, self.sequence_column, self.label_column,
+                             self.text_column) if c]
+        for name in ("value_columns", "categorical_columns", "target_columns"):
+            clash = sorted(set(getattr(self, name)) & set(roles))
+            _check(not clash, f"data.{name}", f"lists {clash}, already used as key/time/sequence/label/text column")
+        if self.value_columns:
+            extra = sorted(set(self.target_columns) - set(self.value_columns) - set(self.categorical_columns))
+            _check(not extra, "data.target_columns", f"lists {extra}, which are not in data.value_columns")
         if self.partition != "natural":
             _check(self.clients >= 1, "data.clients", f"must be >= 1 with data.partition = {self.partition!r}")
 
@@ -335,3 +361,11 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] = (),
     if seed is not None:
         table["seed"] = seed
     return config_from_table(table)
+
+
+def sampling_warnings(fl: FLConfig, n_clients: int) -> list[str]:
+    """What the FedAvg loop cannot do as asked with ``n_clients`` clients (it samples them all instead)."""
+    if fl.sampling == "fixed" and fl.clients_per_round > n_clients:
+        return [f"fl.clients_per_round = {fl.clients_per_round} but the data has only {n_clients} clients: every "
+                f"round samples all {n_clients}"]
+    return []

@@ -1,22 +1,24 @@
 """Federated datasets: tokenised, windowed samples split into clients, each with train and validation parts, plus a
 global evaluation set.
 
-Pipeline (:func:`build_federated`): a source (:mod:`privfed.fl.sources`) gives natural units (a module's
-docstrings, a file, a CSV key); text is tokenised (characters or words, vocabulary built from the data with
-``<unk>`` at index 0) and cut into windows of ``data.seq_len``; the partitioner (:mod:`privfed.fl.partition`) assigns
-samples to clients; each client's samples are shuffled and split into test (pooled into the global evaluation set),
-validation and train. Everything is deterministic given the experiment seed (numpy ``default_rng`` streams derived
-from it — data only, never a secret path). The vocabulary covers all text, as when a federation agrees a public
-character set beforehand.
+Pipeline (:func:`build_federated`): a source gives natural units (a module's docstrings, a file, a CSV key, a
+LEAF user; :mod:`privfed.fl.sources`, :mod:`privfed.fl.userdata`); text is tokenised (characters or words,
+vocabulary built from the data with ``<unk>`` at index 0) and cut into windows of ``data.seq_len``; the partitioner
+(:mod:`privfed.fl.partition`) assigns samples to clients; each client's samples are shuffled and split into test
+(pooled into the global evaluation set), validation and train. The test and validation splits are drawn at the
+sample level across clients (:func:`_split_counts`): ``round(total × fraction)`` samples, each client giving its
+proportional share, so thousands of one- or two-sample clients still leave a non-empty evaluation set. Everything
+is deterministic given the experiment seed (numpy ``default_rng`` streams derived from it — data only, never a
+secret path). The vocabulary covers all text, as when a federation agrees a public character set beforehand.
 
-Sample shapes: next-token ``x, y: int64 (T,)`` (``y`` is ``x`` shifted by one); classification ``x: int64 (T,)``,
-``y: int64 ()`` (the unit the window came from); forecast ``x: float32 (T, C)``, ``y: float32 (C,)``.
+Sample shapes: next-token ``x, y: int64 (T,)`` (``y`` is ``x`` shifted by one; -100 marks padding);
+classification ``x: int64 (T,)`` tokens or ``float32 (T, C + 1)`` padded values with a presence channel,
+``y: int64 ()``; forecast ``x: float32 (T, C)``, ``y: float32 (K,)`` (the target columns). The evaluation set
+carries the targets' :class:`~privfed.fl.scaling.Scale` so forecast errors are reported in the data's units.
 """
 
 from __future__ import annotations
 
-import re
-from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
@@ -26,15 +28,18 @@ import torch
 from protocols.errors import ConfigError
 
 from . import partition as partitioners
-from . import sources
+from . import sources, textdata, userdata
 from .config import DataConfig, ModelConfig
 from .models import ModelSpec
+from .scaling import Scale
+from .text import PAD, UNK, build_vocab, tokenize
 
-__all__ = ["ClientDataset", "ClientSplit", "FederatedDataset", "build_federated", "tokenize", "build_vocab", "UNK"]
+__all__ = ["ClientDataset", "ClientSplit", "FederatedDataset", "build_federated", "tokenize", "build_vocab", "UNK",
+           "PAD"]
 
-UNK = "<unk>"
-_WORD = re.compile(r"\w+|[^\w\s]")
 STREAM_DATA, STREAM_PARTITION, STREAM_SPLIT = 1, 2, 3
+#: clients of the IID split used when a CSV names no clients and data.clients is 0
+FALLBACK_CLIENTS = 10
 
 
 @dataclass(frozen=True)
@@ -45,6 +50,8 @@ class ClientDataset:
     task: str
     inputs: torch.Tensor
     targets: torch.Tensor
+    scale: Scale | None = None
+    target_names: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.inputs.shape[0] != self.targets.shape[0]:
@@ -87,6 +94,10 @@ class FederatedDataset:
     classes: tuple[str, ...] = ()
     channels: int = 0
     notes: tuple[str, ...] = field(default_factory=tuple)
+    output_size: int = 0
+    pad_index: int = -1
+    masked: bool = False
+    target_names: tuple[str, ...] = ()
 
     @property
     def max_weight(self) -> int:
@@ -94,31 +105,17 @@ class FederatedDataset:
         return max(len(c.train) for c in self.clients)
 
     def model_spec(self, config: ModelConfig, dp_compatible: bool = False) -> ModelSpec:
-        if self.task == "forecast":
-            return ModelSpec.from_config(config, self.task, input_channels=self.channels, output_size=self.channels,
-                                         dp_compatible=dp_compatible)
-        output = len(self.vocab) if self.task == "next-token" else len(self.classes)
-        return ModelSpec.from_config(config, self.task, vocab_size=len(self.vocab), output_size=output,
-                                     dp_compatible=dp_compatible)
+        output = self.output_size or (self.channels if self.task == "forecast" else
+                                      len(self.vocab) if self.task == "next-token" else len(self.classes))
+        return ModelSpec.from_config(config, self.task, vocab_size=len(self.vocab), input_channels=self.channels,
+                                     output_size=output, dp_compatible=dp_compatible, pad_index=self.pad_index,
+                                     masked=self.masked)
 
     def describe(self) -> dict[str, Any]:
         return {"task": self.task, "clients": len(self.clients), "vocab_size": len(self.vocab),
                 "classes": len(self.classes), "channels": self.channels, "eval_samples": len(self.eval),
+                "targets": list(self.target_names), "padded": self.masked,
                 "train_samples": {c.name: len(c.train) for c in self.clients}, "notes": list(self.notes)}
-
-
-def tokenize(text: str, unit: str) -> list[str]:
-    """Characters, or words and punctuation marks."""
-    return list(text) if unit == "char" else _WORD.findall(text)
-
-
-def build_vocab(token_lists: list[list[str]], unit: str, vocab_size: int) -> tuple[str, ...]:
-    """``<unk>`` then every character (sorted), or the ``vocab_size - 1`` most frequent words (ties by name)."""
-    counts = Counter(token for tokens in token_lists for token in tokens)
-    if unit == "char":
-        return (UNK, *sorted(counts))
-    ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))[:vocab_size - 1]
-    return (UNK, *sorted(word for word, _ in ranked))
 
 
 def _windows_text(ids: np.ndarray, seq_len: int, task: str, label: int) -> tuple[np.ndarray, np.ndarray]:
@@ -132,41 +129,60 @@ def _windows_text(ids: np.ndarray, seq_len: int, task: str, label: int) -> tuple
     return x.astype(np.int64), np.full(n, label, dtype=np.int64)
 
 
-def _windows_series(series: np.ndarray, seq_len: int) -> tuple[np.ndarray, np.ndarray]:
-    n = series.shape[0] - seq_len
-    x = np.stack([series[i:i + seq_len] for i in range(n)]).astype(np.float32)
-    return x, series[seq_len:seq_len + n].astype(np.float32)
-
-
-def _samples(config: DataConfig, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
-    """All samples (inputs, targets) with the natural key index of each, plus vocabulary/classes/channels."""
-    meta: dict[str, Any] = {"vocab": (), "classes": (), "channels": 0}
-    xs, ys, keys = [], [], []
-    if config.source in ("stdlib-docstrings", "text"):
-        units = (sources.stdlib_docstrings(config.modules, config.max_chars_per_client)
-                 if config.source == "stdlib-docstrings" else sources.text_files(config.path, config.max_chars_per_client))
-        token_lists = [tokenize(text, config.tokens) for _, text in units]
-        vocab = build_vocab(token_lists, config.tokens, config.vocab_size)
-        index = {token: i for i, token in enumerate(vocab)}
-        meta.update(vocab=vocab, classes=tuple(name for name, _ in units), names=[name for name, _ in units])
-        for k, tokens in enumerate(token_lists):
-            ids = np.array([index.get(t, 0) for t in tokens], dtype=np.int64)
-            x, y = _windows_text(ids, config.seq_len, config.task, k)
-            xs.append(x), ys.append(y), keys.append(np.full(len(x), k))
-    else:
+def _samples(config: DataConfig, seed: int) -> userdata.Samples:
+    """All samples (inputs, targets) with the natural key index of each, plus what the model needs to know."""
+    if config.source == "csv":
+        if config.task == "forecast":
+            return userdata.csv_forecast(config)
+        return userdata.csv_sequences(config) if config.sequence_column else textdata.csv_texts(config)
+    if config.source == "leaf":
+        return textdata.leaf_samples(config)
+    if config.source == "synthetic-series":
         rng = np.random.default_rng([seed, STREAM_DATA])
-        units_s = (sources.synthetic_series(config.series_clients, config.series_length, config.channels, rng)
-                   if config.source == "synthetic-series"
-                   else sources.csv_series(config.path, config.key_column, config.time_column))
-        meta.update(channels=int(units_s[0][1].shape[1]), names=[name for name, _ in units_s])
-        for k, (_, series) in enumerate(units_s):
-            if series.shape[0] <= config.seq_len:
-                continue
-            x, y = _windows_series(series, config.seq_len)
-            xs.append(x), ys.append(y), keys.append(np.full(len(x), k))
-    if not xs or sum(len(x) for x in xs) == 0:
+        return userdata.series_samples(sources.synthetic_series(config.series_clients, config.series_length,
+                                                                config.channels, rng), config.seq_len)
+    if config.source == "text" and config.task == "classification" and sources.has_label_folders(config.path):
+        return textdata.label_folders(config)
+    units = (sources.stdlib_docstrings(config.modules, config.max_chars_per_client)
+             if config.source == "stdlib-docstrings" else sources.text_files(config.path, config.max_chars_per_client))
+    token_lists = [tokenize(text, config.tokens) for _, text in units]
+    vocab = build_vocab(token_lists, config.tokens, config.vocab_size)
+    index = {token: i for i, token in enumerate(vocab)}
+    xs, ys, keys = [], [], []
+    for k, tokens in enumerate(token_lists):
+        ids = np.array([index.get(t, 0) for t in tokens], dtype=np.int64)
+        x, y = _windows_text(ids, config.seq_len, config.task, k)
+        xs.append(x), ys.append(y), keys.append(np.full(len(x), k))
+    if sum(len(x) for x in xs) == 0:
         raise ConfigError(f"data.seq_len = {config.seq_len} leaves no samples: the data is too short")
-    return np.concatenate(xs), np.concatenate(ys), np.concatenate(keys), meta
+    names = [name for name, _ in units]
+    classes = tuple(names) if config.task == "classification" else ()
+    return userdata.Samples(np.concatenate(xs), np.concatenate(ys), np.concatenate(keys), names, vocab=vocab,
+                            classes=classes, output_size=len(classes) if classes else len(vocab))
+
+
+def _split_counts(sizes: np.ndarray, fraction: float, taken: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """How many samples each client gives to a split of ``fraction``: ``floor(size * fraction)`` each, plus one more
+    for ``round(total * fraction) - sum(floors)`` clients drawn with probability proportional to the remainders
+    (clients that would keep at least one training sample first). The split is then ``fraction`` of the data at the
+    sample level however many clients there are, and each client's share is proportional in expectation."""
+    if fraction <= 0:
+        return np.zeros_like(sizes)
+    quota = sizes * fraction
+    base = np.floor(quota).astype(np.int64)
+    extra = int(round(float(sizes.sum()) * fraction)) - int(base.sum())
+    if extra <= 0:
+        return base
+    remainder = quota - base
+    spare = sizes - taken - base >= 2
+    for pool in (spare & (remainder > 0), remainder > 0):
+        candidates = np.flatnonzero(pool & (base + taken < sizes))
+        if candidates.size >= extra:
+            weights = remainder[candidates] / remainder[candidates].sum()
+            chosen = rng.choice(candidates, size=extra, replace=False, p=weights)
+            base[chosen] += 1
+            return base
+    return base
 
 
 def _tensor(array: np.ndarray) -> torch.Tensor:
@@ -175,34 +191,52 @@ def _tensor(array: np.ndarray) -> torch.Tensor:
 
 def build_federated(config: DataConfig, seed: int) -> FederatedDataset:
     """Load, tokenise, window, partition and split, deterministically from ``seed``."""
-    x, y, keys, meta = _samples(config, seed)
+    samples = _samples(config, seed)
+    x, y, keys = samples.x, samples.y, samples.keys
     labels = y if config.task == "classification" else keys
-    parts = partitioners.partition(config.partition, keys, labels, config.clients, config.alpha,
+    method, n_clients, notes = config.partition, config.clients, list(samples.notes)
+    if method == "natural" and not samples.natural:
+        method, n_clients = "iid", config.clients or FALLBACK_CLIENTS
+        notes.append(f"the CSV has no {config.key_column!r} column naming clients: samples split IID over "
+                     f"{n_clients} clients (set data.key_column, or data.partition and data.clients)")
+    parts = partitioners.partition(method, keys, labels, n_clients, config.alpha,
                                    np.random.default_rng([seed, STREAM_PARTITION]))
-    names = meta["names"]
+    names = samples.names
     split_rng = np.random.default_rng([seed, STREAM_SPLIT])
+    sizes = np.array([part.size for part in parts], dtype=np.int64)
+    n_test = _split_counts(sizes, config.test_fraction, np.zeros_like(sizes), split_rng)
+    if config.test_fraction > 0 and n_test.sum() == 0 and sizes.sum() >= 2:
+        n_test[int(np.argmax(sizes))] += 1  # fraction x total rounds to 0: still one evaluation sample
+    n_val = _split_counts(sizes, config.val_fraction, n_test, split_rng)
     clients: list[ClientSplit] = []
     tests: list[np.ndarray] = []
-    notes: list[str] = []
+    empty = []
     for position, part in enumerate(parts):
-        name = names[int(keys[part[0]])] if config.partition == "natural" and part.size else f"client-{position}"
+        name = names[int(keys[part[0]])] if method == "natural" and part.size else f"client-{position}"
         order = part[split_rng.permutation(part.size)]
-        n_test, n_val = int(part.size * config.test_fraction), int(part.size * config.val_fraction)
-        test, val, train = order[:n_test], order[n_test:n_test + n_val], np.sort(order[n_test + n_val:])
+        a, b = int(n_test[position]), int(n_test[position] + n_val[position])
+        test, val, train = order[:a], order[a:b], np.sort(order[b:])
         tests.append(test)
         if train.size == 0:
-            notes.append(f"{name}: no training samples, left out of the federation")
+            empty.append(name)
             continue
         cid = len(clients)
         clients.append(ClientSplit(cid, name,
                                    ClientDataset(f"{name}/train", config.task, _tensor(x[train]), _tensor(y[train])),
                                    ClientDataset(f"{name}/val", config.task, _tensor(x[np.sort(val)]),
                                                  _tensor(y[np.sort(val)]))))
+    if empty:
+        notes.append(f"{len(empty)} of {len(parts)} clients have no training samples and are left out of the "
+                     f"federation (e.g. {empty[0]!r})")
     if not clients:
-        raise ConfigError("the partition leaves no client with training data")
+        raise ConfigError(f"the partition leaves no client with training data ({int(sizes.sum())} samples over "
+                          f"{len(parts)} clients)")
     test_index = np.sort(np.concatenate(tests)) if tests else np.zeros(0, dtype=int)
     if test_index.size == 0:
-        raise ConfigError("data.test_fraction leaves an empty global evaluation set; raise it or add data")
-    evaluation = ClientDataset("global/eval", config.task, _tensor(x[test_index]), _tensor(y[test_index]))
-    return FederatedDataset(config.task, tuple(clients), evaluation, tuple(meta["vocab"]), tuple(meta["classes"]),
-                            int(meta["channels"]), tuple(notes))
+        raise ConfigError(f"data.test_fraction = {config.test_fraction} leaves an empty global evaluation set "
+                          f"({int(sizes.sum())} samples in all); raise it or add data")
+    evaluation = ClientDataset("global/eval", config.task, _tensor(x[test_index]), _tensor(y[test_index]),
+                               samples.scale, samples.target_names)
+    return FederatedDataset(config.task, tuple(clients), evaluation, tuple(samples.vocab), tuple(samples.classes),
+                            int(samples.channels), tuple(notes), samples.output_size, samples.pad_index,
+                            samples.masked, samples.target_names)

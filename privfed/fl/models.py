@@ -3,8 +3,15 @@
 One :class:`SequenceModel` serves three tasks:
 
 * ``next-token`` — token ids ``(B, T)`` -> logits ``(B, T, vocab)``; the target is the input shifted by one;
-* ``classification`` — token ids ``(B, T)`` -> logits ``(B, classes)`` from the last hidden state;
-* ``forecast`` — values ``(B, T, C)`` -> the next step ``(B, C)`` from the last hidden state (MSE loss).
+* ``classification`` — token ids ``(B, T)`` or values ``(B, T, C)`` -> logits ``(B, classes)`` from the last
+  hidden state; with ``masked=True`` from each sequence's last *real* step instead (variable-length sequences are
+  right-padded: token inputs with ``pad_index``, value inputs carry a final 0/1 presence channel). Because the
+  recurrence runs forward, outputs before a sequence's end never see its padding, so this is exact masking and
+  works with Opacus' DP layers (which do not accept packed sequences);
+* ``forecast`` — values ``(B, T, C)`` -> the next step's target columns ``(B, K)`` from the last hidden state
+  (MSE loss).
+
+Next-token targets equal to -100 (padding) are ignored by the loss and the accuracy.
 
 Federated aggregation moves parameters as one flat float32 vector in ``named_parameters()`` order;
 :class:`ParamLayout` (names and shapes) is checked whenever a vector is loaded back, so a vector from a model with
@@ -46,6 +53,8 @@ class ModelSpec:
     input_channels: int = 0
     output_size: int = 0
     dp_compatible: bool = False
+    pad_index: int = -1
+    masked: bool = False
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -59,16 +68,23 @@ class ModelSpec:
         if self.task == "forecast":
             if self.input_channels < 1:
                 raise ConfigError("a forecasting model needs input_channels >= 1")
-        elif self.vocab_size < 2:
+        elif self.input_channels < 1 and self.vocab_size < 2:
             raise ConfigError("a token model needs vocab_size >= 2")
+        if self.masked and self.task != "classification":
+            raise ConfigError("masked (variable-length) inputs are for classification only")
+        if self.masked and self.input_channels < 1 and not 0 <= self.pad_index < self.vocab_size:
+            raise ConfigError(f"masked token inputs need 0 <= pad_index < vocab_size, got {self.pad_index}")
+        if self.masked and self.input_channels == 1:
+            raise ConfigError("masked value inputs need a presence channel besides at least one value channel")
         if self.output_size < 1:
             raise ConfigError("output_size must be >= 1")
 
     @classmethod
     def from_config(cls, config: ModelConfig, task: str, *, vocab_size: int = 0, input_channels: int = 0,
-                    output_size: int = 0, dp_compatible: bool = False) -> "ModelSpec":
+                    output_size: int = 0, dp_compatible: bool = False, pad_index: int = -1,
+                    masked: bool = False) -> "ModelSpec":
         return cls(task, config.cell, config.layers, config.hidden, config.embedding, config.dropout, vocab_size,
-                   input_channels, output_size, dp_compatible)
+                   input_channels, output_size, dp_compatible, pad_index, masked)
 
 
 def _recurrent(spec: ModelSpec, input_size: int) -> nn.Module:
@@ -87,7 +103,7 @@ class SequenceModel(nn.Module):
     def __init__(self, spec: ModelSpec) -> None:
         super().__init__()
         self.spec = spec
-        if spec.task == "forecast":
+        if spec.input_channels > 0:
             self.embed: nn.Module | None = None
             input_size = spec.input_channels
         else:
@@ -101,6 +117,10 @@ class SequenceModel(nn.Module):
         out, _ = self.rnn(x)
         if self.spec.task == "next-token":
             return self.head(out)
+        if self.spec.masked:
+            real = inputs[..., -1] > 0 if self.embed is None else inputs != self.spec.pad_index
+            last = (real.sum(dim=1) - 1).clamp(min=0)
+            return self.head(out[torch.arange(out.shape[0]), last, :])
         return self.head(out[:, -1, :])
 
 
@@ -127,7 +147,8 @@ def count_correct(task: str, outputs: torch.Tensor, targets: torch.Tensor) -> tu
     if task == "forecast":
         return 0, 0
     predicted = outputs.argmax(dim=-1)
-    return int((predicted == targets).sum()), int(targets.numel())
+    real = targets != -100
+    return int(((predicted == targets) & real).sum()), int(real.sum())
 
 
 @dataclass(frozen=True)

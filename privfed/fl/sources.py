@@ -7,12 +7,14 @@
 * :func:`text_files` — a user's plain-text file, or every ``*.txt`` file of a directory (one unit per file).
 * :func:`synthetic_series` — multivariate series with client-specific dynamics (seasonal periods, phases, AR(1)
   noise, channel mixing), generated from the experiment seed.
-* :func:`csv_series` — a user's CSV with a client-key column, an optional time column and numeric value columns.
+* :func:`has_label_folders` — whether a text path is laid out as one folder per label (text classification).
+
+CSV exports, labelled sequences and LEAF JSON are read by :mod:`privfed.fl.tabular`, :mod:`privfed.fl.leaf` and
+turned into samples by :mod:`privfed.fl.userdata`.
 """
 
 from __future__ import annotations
 
-import csv
 import importlib
 import inspect
 import warnings
@@ -23,7 +25,7 @@ import numpy as np
 
 from protocols.errors import ConfigError
 
-__all__ = ["DEFAULT_MODULES", "stdlib_docstrings", "text_files", "synthetic_series", "csv_series"]
+__all__ = ["DEFAULT_MODULES", "stdlib_docstrings", "text_files", "synthetic_series", "has_label_folders"]
 
 #: stdlib modules with substantial docstrings on Python 3.11+ (pure Python, no GUI, importable everywhere)
 DEFAULT_MODULES: tuple[str, ...] = ("argparse", "configparser", "difflib", "inspect", "json", "pdb", "re",
@@ -105,40 +107,8 @@ def synthetic_series(clients: int, length: int, channels: int, rng: np.random.Ge
     return units
 
 
-def csv_series(path: str | Path, key_column: str, time_column: str = "") -> list[tuple[str, np.ndarray]]:
-    """(client key, float32 ``(steps, channels)``) per distinct key; channels are the other columns, standardised
-    per channel over the whole file (a simulation convenience: a deployment would agree public scales)."""
-    file = Path(path).expanduser()
-    try:
-        with file.open(newline="", encoding="utf-8") as handle:
-            rows = list(csv.DictReader(handle))
-    except OSError as exc:
-        raise ConfigError(f"data.path: cannot read {file}: {exc.strerror or exc}") from None
-    if not rows:
-        raise ConfigError(f"data.path: {file} holds no data rows")
-    header = list(rows[0])
-    if key_column not in header:
-        raise ConfigError(f"data.key_column: column {key_column!r} is not in {file} (columns: {header})")
-    if time_column and time_column not in header:
-        raise ConfigError(f"data.time_column: column {time_column!r} is not in {file} (columns: {header})")
-    values = [c for c in header if c not in (key_column, time_column)]
-    if not values:
-        raise ConfigError(f"data.path: {file} has no value columns besides the key/time columns")
-    grouped: dict[str, list[tuple[float, list[float]]]] = {}
-    for line, row in enumerate(rows, start=2):
-        try:
-            vector = [float(row[c]) for c in values]
-            when = float(row[time_column]) if time_column else float(line)
-        except (TypeError, ValueError):
-            raise ConfigError(f"data.path: {file} line {line}: a value is not a number") from None
-        if not np.isfinite(vector).all():
-            raise ConfigError(f"data.path: {file} line {line}: a value is not finite")
-        grouped.setdefault(str(row[key_column]), []).append((when, vector))
-    stacked = np.array([v for group in grouped.values() for _, v in group], dtype=np.float64)
-    mean, std = stacked.mean(axis=0), stacked.std(axis=0)
-    std[std == 0] = 1.0
-    units = []
-    for key in sorted(grouped):
-        ordered = [v for _, v in sorted(grouped[key], key=lambda item: item[0])]
-        units.append((key, ((np.array(ordered) - mean) / std).astype(np.float32)))
-    return units
+def has_label_folders(path: str | Path) -> bool:
+    """True when ``path`` is a folder of sub-folders holding ``.txt`` files (one folder per label)."""
+    root = Path(path).expanduser()
+    return root.is_dir() and any(child.is_dir() and any(f.suffix == ".txt" for f in child.iterdir())
+                                 for child in root.iterdir())

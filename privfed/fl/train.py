@@ -39,7 +39,8 @@ from protocols.errors import ConfigError
 
 from .config import TrainConfig
 from .data import ClientDataset
-from .models import count_correct, flatten, task_loss
+from .metrics import IGNORE, ClassTally, ErrorTally
+from .models import flatten, task_loss
 
 __all__ = ["Trainer", "TrainResult", "train_standard", "select_trainer", "evaluate", "make_optimizer"]
 
@@ -95,19 +96,36 @@ def select_trainer(client_training: str) -> Trainer:
     raise ConfigError(f"unknown client_training {client_training!r} (standard or dp-sgd)")
 
 
-def evaluate(model: nn.Module, data: ClientDataset, batch_size: int = 256) -> dict[str, float]:
-    """Mean loss (per token for next-token) and, for token tasks, accuracy over ``data``."""
+def evaluate(model: nn.Module, data: ClientDataset, batch_size: int = 256) -> dict[str, Any]:
+    """Mean loss (per real token for next-token) and the task's metrics over ``data``: ``accuracy`` for token
+    tasks, plus ``macro_f1`` for classification; ``mae``/``rmse`` for forecasting, in the data's own units when
+    ``data.scale`` is set (the standardisation undone), else on the model's scale (see :mod:`privfed.fl.metrics`)."""
     model.eval()
-    total, count, correct, predictions = 0.0, 0, 0, 0
+    total, count = 0.0, 0
+    classes: ClassTally | None = None
+    errors: ErrorTally | None = None
     with torch.no_grad():
         for inputs, targets in data.batches(batch_size):
             outputs = model(inputs)
-            units = targets.numel() if data.task != "forecast" else len(targets)
-            total += float(task_loss(data.task, outputs, targets)) * units
-            count += units
-            hit, n = count_correct(data.task, outputs, targets)
-            correct, predictions = correct + hit, predictions + n
-    metrics = {"loss": total / count if count else math.nan, "samples": len(data)}
-    if data.task != "forecast":
-        metrics["accuracy"] = correct / predictions if predictions else math.nan
+            if data.task == "forecast":
+                units = len(targets)
+                if errors is None:
+                    std = data.scale.std if data.scale is not None else np.ones(outputs.shape[-1])
+                    errors = ErrorTally(std, data.target_names)
+                errors.add(outputs.numpy(), targets.numpy())
+            else:
+                units = int((targets != IGNORE).sum())
+                if classes is None:
+                    classes = ClassTally(int(outputs.shape[-1]))
+                classes.add(outputs.argmax(dim=-1).numpy(), targets.numpy())
+            if units:
+                total += float(task_loss(data.task, outputs, targets)) * units
+                count += units
+    metrics: dict[str, Any] = {"loss": total / count if count else math.nan, "samples": len(data)}
+    if data.task == "forecast":
+        metrics.update(errors.report() if errors is not None else {"mae": math.nan, "rmse": math.nan})
+    else:
+        metrics["accuracy"] = classes.accuracy() if classes is not None else math.nan
+        if data.task == "classification":
+            metrics["macro_f1"] = classes.macro_f1() if classes is not None else math.nan
     return metrics
