@@ -15,6 +15,7 @@ _COMMANDS = {
     "privacy": "privfed.cli.privacy:privacy",
     "plan": "privfed.cli.plan:plan",
     "audit": "privfed.cli.audit:audit",
+    "vertical": "privfed.cli.vertical:vertical",
 }
 
 

@@ -106,8 +106,10 @@ class LabelParty:
         if sorted(contributors) != list(range(self.n)):
             raise ProtocolAbort(f"secure sum holds parties {sorted(contributors)}, not all {self.n}: "
                                 "a sum without a party's features would misalign the top model's input")
-        return m.matrix(np.asarray(total, dtype=np.float32).reshape(-1), batch * self.dims[0], 1,
-                        "secure sum").reshape(batch, self.dims[0])
+        total = np.asarray(total, dtype=np.float32)
+        if total.size != batch * self.dims[0] or not np.isfinite(total).all():
+            raise ProtocolAbort(f"secure sum holds {total.size} values, expected {batch}x{self.dims[0]}")
+        return total.reshape(batch, self.dims[0])
 
     def gradient_messages(self, step: int, gradients: Mapping[int, np.ndarray]) -> dict[int, bytes]:
         return {k: m.pack(m.GRADIENT, step, m.LABEL_PARTY, values=np.asarray(g, dtype=np.float32))
