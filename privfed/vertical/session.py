@@ -212,7 +212,10 @@ class _Session:
     def run(self) -> dict[str, Any]:
         cfg = self.cfg
         self.load()
+        before = dict(self.books.seconds)
         self.align()
+        self.psi_seconds = {name: self.books.seconds[name] - before.get(name, 0.0)
+                            for name in [self.label_name, *self.names]}
         n = len(self.coordinator.aligned)
         order = np.random.default_rng(cfg.seed).permutation(n)  # experiment seed: data split and shuffles only
         n_test = max(1, int(round(cfg.test_fraction * n)))
@@ -265,6 +268,9 @@ def run_vertical(cfg: VerticalConfig, *, drops: Mapping[str, int] | None = None,
         summary["set_sizes"] = {session.label_name: len(lp.ids),
                                 **{session.names[k]: v for k, v in lp.their_set_sizes.items()}}
     summary["steps"] = session.step
+    summary["psi"] = {"seconds": getattr(session, "psi_seconds", None),
+                      "bytes_sent": {name: session.books.sent[name].get("psi", 0) for name in
+                                     [session.label_name, *session.names]}}
     summary["cut_layer"] = next(row for row in _catalogue() if row["protection"] == cfg.protection)
     if session.label_dp is not None:
         summary["label_dp"] = session.label_dp.describe(cfg.epochs)
