@@ -57,16 +57,14 @@ path = "telco.csv"
 @pytest.mark.parametrize("protection", names())
 def test_embedded_default_beats_the_majority_class(protection: str) -> None:
     overrides = [f'vertical.protection="{protection}"']
-    if "label-dp" in protection:  # OS noise cannot be seeded: a milder multiplier keeps this test reliable
-        overrides += ["vertical.noise_multiplier=0.5", "vertical.epochs=4"]
     summary = run_vertical(load_vertical_config(None, overrides))
     assert summary["status"] == "completed", summary["aborted"]
     assert summary["intersection_size"] == 221  # the shipped CSVs' common customers (checked independently below)
-    margin = 0.05 if "label-dp" in protection else 0.3
+    margin = 0.15 if "label-dp" in protection else 0.3  # DP noise comes from the OS: no seed makes it repeatable
     assert summary["final_metrics"]["accuracy"] > summary["baseline"]["accuracy"] + margin
     assert all(p["bytes_sent"] > 0 and p["seconds"] > 0 for p in summary["parties"].values())
     if "label-dp" in protection:
-        assert math.isfinite(summary["epsilon"]) and summary["epsilon"] > 0
+        assert math.isfinite(summary["epsilon"]) and 0 < summary["epsilon"] < 10  # z = 3, 4 epochs: about 6.1
     else:
         assert summary["epsilon"] is None
     if protection.startswith("secure-sum"):
@@ -151,7 +149,6 @@ def _flip(target_kind: str, sender: str | None = None):
 
 
 @pytest.mark.parametrize("kind, reason", [
-    ("psi-remasked", "rejected the PSI reply|aligned"),
     ("psi-finish", "refused|aligned"),
     ("aligned", "aligned .* differently"),
     ("embedding", "rejected the embedding|outside the declared range|NaN"),
@@ -162,6 +159,31 @@ def test_tampered_messages_abort_before_training_on_bad_rows(tmp_path: pathlib.P
     summary = run_vertical(load_vertical_config(_tiny(tmp_path)), tamper=_flip(kind))
     assert summary["status"] == "aborted", kind
     assert __import__("re").search(reason, summary["aborted"]), summary["aborted"]
+
+
+def test_a_reordered_psi_reply_aborts_at_the_alignment_check(tmp_path: pathlib.Path) -> None:
+    from protocols.wire import Message, encode, inspect
+
+    def reorder(kind: str, who: str, to: str, payload: bytes) -> bytes:
+        if kind != "psi-remasked" or who != "shop":
+            return payload
+        msg = inspect(payload)  # valid points, wrong order: the label party would pair elements with wrong ids
+        fields = dict(msg.fields, remasked=msg.fields["remasked"][::-1].copy())
+        return encode(Message(msg.protocol, msg.kind, msg.round_id, msg.sender, fields))
+
+    summary = run_vertical(load_vertical_config(_tiny(tmp_path)), tamper=reorder)
+    assert summary["status"] == "aborted"
+    assert "differently" in summary["aborted"] or "never intersect" in summary["aborted"]
+
+
+def test_a_changed_psi_element_aborts_or_leaves_one_agreed_alignment(tmp_path: pathlib.Path) -> None:
+    # one element of each feature party's masked set changed on the wire: either it is no curve point (abort) or that entity
+    # silently leaves the intersection on *both* sides (the digest check proves they agree): never misaligned rows
+    summary = run_vertical(load_vertical_config(_tiny(tmp_path)), tamper=_flip("psi-remasked"))
+    if summary["status"] == "aborted":
+        assert "not a point" in summary["aborted"]
+    else:
+        assert 33 <= summary["intersection_size"] <= 35  # shop and telco may each lose one shared entity
 
 
 class _Echo:
@@ -238,7 +260,12 @@ def test_label_dp_accounting_and_clipping() -> None:
     per_example = np.full((8, 6), 10.0)
     params, rows, clipped = LabelDP(noise_multiplier=1e-9, clip=1.0).release(per_example, 4, CSPRNG.from_os())
     assert clipped == 1.0
-    assert np.allclose(np.linalg.norm(np.hstack([np.full((8, 4), 10 / np.sqrt(600)), rows]), axis=1), 1.0)
-    assert np.allclose(params, 8 * 10 / np.sqrt(600))
+    assert np.allclose(params, 8 * np.sqrt(0.5) / 2)  # each parameter block clipped to C*sqrt(1 - cut_share)
+    assert np.allclose(np.linalg.norm(rows, axis=1), np.sqrt(0.5))  # each cut row to C*sqrt(cut_share)
+    joint = np.hstack([np.full((8, 4), np.sqrt(0.5) / 2), rows])
+    assert np.all(np.linalg.norm(joint, axis=1) <= 1.0 + 1e-9)  # the sensitivity argument's bound
+    small = np.full((3, 6), 0.01)
+    _, kept, none_clipped = LabelDP(noise_multiplier=1e-9).release(small, 4, CSPRNG.from_os())
+    assert none_clipped == 0.0 and np.allclose(kept, 0.01, atol=1e-6)
     with pytest.raises(ConfigError):
         dp.release(np.array([[np.nan, 1.0]]), 1, CSPRNG.from_os())

@@ -59,14 +59,17 @@ class VerticalConfig:
     cell: str = "gru"
     hidden: int = 16
     embedding: int = 8
+    top_hidden: int = 0
     epochs: int = 5
     batch_size: int = 32
     lr: float = 0.01
     test_fraction: float = 0.25
     seed: int = 0
-    noise_multiplier: float = 2.0
+    noise_multiplier: float = 3.0
     clip: float = 1.0
     delta: float = 1e-5
+    cut_share: float = 0.5
+    dp_lr: float = 0.5
     sum_protocol: str = "secagg"
     options: Mapping[str, Any] = field(default_factory=dict)
 
@@ -96,8 +99,12 @@ class VerticalConfig:
                               "protections deliver it to key holders instead)")
         for key in ("hidden", "embedding", "epochs", "batch_size"):
             _positive_int(key, getattr(self, key))
-        for key in ("lr", "noise_multiplier", "clip", "delta"):
+        for key in ("lr", "noise_multiplier", "clip", "delta", "dp_lr"):
             _positive(key, getattr(self, key))
+        if isinstance(self.top_hidden, bool) or not isinstance(self.top_hidden, int) or self.top_hidden < 0:
+            raise ConfigError(f"vertical.top_hidden must be an integer >= 0 (0: a linear top), got {self.top_hidden!r}")
+        if not (isinstance(self.cut_share, (int, float)) and 0 < self.cut_share < 1):
+            raise ConfigError(f"vertical.cut_share must be in (0, 1), got {self.cut_share!r}")
         if not 0 < self.test_fraction < 1:
             raise ConfigError(f"vertical.test_fraction must be in (0, 1), got {self.test_fraction!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):

@@ -35,7 +35,8 @@ class BottomNet(nn.Module):
 class TopNet(nn.Module):
     def __init__(self, inputs: int, hidden: int, outputs: int) -> None:
         super().__init__()
-        self.net = nn.Sequential(nn.Linear(inputs, hidden), nn.ReLU(), nn.Linear(hidden, outputs))
+        self.net = (nn.Sequential(nn.Linear(inputs, hidden), nn.ReLU(), nn.Linear(hidden, outputs)) if hidden
+                    else nn.Linear(inputs, outputs))  # hidden = 0: a linear top (fewer parameters to noise)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.net(z)
@@ -81,11 +82,15 @@ def _loss(task: str, out: torch.Tensor, y: torch.Tensor, reduction: str = "mean"
 class TopModel:
     """The label party's top model. ``step`` returns d loss / d input rows (exact or label-DP)."""
 
-    def __init__(self, inputs: int, outputs: int, task: str, *, hidden: int, lr: float, seed: int) -> None:
+    def __init__(self, inputs: int, outputs: int, task: str, *, hidden: int, lr: float, seed: int,
+                 private_lr: float | None = None) -> None:
         torch.manual_seed(seed + 7919)
         self.task = task
         self.net = TopNet(inputs, hidden, outputs)
-        self.optimizer = torch.optim.Adam(self.net.parameters(), lr=lr)
+        # under label DP the top model trains on noisy sums: plain SGD (a step scales with the signal) rather than
+        # Adam (whose per-coordinate normalisation turns pure-noise coordinates into full-size steps)
+        self.optimizer = (torch.optim.Adam(self.net.parameters(), lr=lr) if private_lr is None
+                          else torch.optim.SGD(self.net.parameters(), lr=private_lr, momentum=0.5))
         self.n_params = sum(p.numel() for p in self.net.parameters())
 
     def _target(self, y: np.ndarray) -> torch.Tensor:

@@ -64,7 +64,7 @@ class _Session:
         self.label_name = cfg.label_party
         self.names = [p.name for p in cfg.feature_parties]
         self.step = 0
-        self.label_dp = LabelDP(cfg.noise_multiplier, cfg.clip, cfg.delta) if self.protection.label_dp else None
+        self.label_dp = LabelDP(cfg.noise_multiplier, cfg.clip, cfg.delta, cut_share=cfg.cut_share) if self.protection.label_dp else None
         self.rng = CSPRNG.from_os() if self.label_dp else None
 
     # --- transport -----------------------------------------------------------------------------------------
@@ -225,7 +225,8 @@ class _Session:
         inputs = cfg.embedding * ((self.own is not None) + (len(self.names) if self.protection.combine == "concat"
                                                             else 1))
         outputs = len(self.data[self.label_name].classes) if cfg.task == "classification" else 1
-        self.top = TopModel(inputs, outputs, cfg.task, hidden=cfg.hidden, lr=cfg.lr, seed=cfg.seed)
+        self.top = TopModel(inputs, outputs, cfg.task, hidden=cfg.top_hidden, lr=cfg.lr, seed=cfg.seed,
+                            private_lr=cfg.dp_lr if self.label_dp is not None else None)
         shuffler = np.random.default_rng(cfg.seed + 1)
         history = []
         for epoch in range(1, cfg.epochs + 1):

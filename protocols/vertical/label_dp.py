@@ -3,7 +3,9 @@
 Threat model: protects each *training label* from the feature parties (and from anyone who later sees the label
 party's top model). Neighbouring datasets differ in one entity's label (replace-one adjacency). Mechanism: for every
 example i of a step the label party forms the joint per-example vector g_i = (gradient of the loss w.r.t. all of its
-own parameters, d loss / d cut-layer input of example i), clips it to L2 norm ``clip`` = C, and releases
+own parameters, d loss / d cut-layer input of example i), clips its two blocks separately to C*sqrt(1 - s) and
+C*sqrt(s) (``clip`` = C, ``cut_share`` = s; so the joint vector's L2 norm is at most C and neither block can crowd
+the other out), and releases
 
 * to itself: sum_i g_i[params] + N(0, (zC)^2 I)  — its own model trains by DP-SGD on this noisy sum only, and
 * to the feature parties: g_i[cut] + N(0, (zC)^2 I) for each example i of the batch.
@@ -44,8 +46,12 @@ class LabelDP:
     clip: float = 1.0
     delta: float = 1e-5
     accountant: str = "pld"
+    #: share of the squared clip norm given to the cut-layer rows (the rest to the label party's parameters)
+    cut_share: float = 0.5
 
     def __post_init__(self) -> None:
+        if not (isinstance(self.cut_share, (int, float)) and 0.0 < self.cut_share < 1.0):
+            raise ConfigError(f"label-dp cut_share must be in (0, 1), got {self.cut_share!r}")
         check_positive("label-dp noise_multiplier", self.noise_multiplier)
         check_positive("label-dp clip", self.clip)
         check_delta(self.delta)
@@ -73,18 +79,23 @@ class LabelDP:
             raise ConfigError("per_example must be (batch, n_params + cut) with n_params within it")
         if not np.isfinite(g).all():
             raise ConfigError("per-example gradients hold NaN or infinite entries")
-        norms = np.linalg.norm(g, axis=1)
-        scale = np.minimum(1.0, self.clip / np.maximum(norms, 1e-12))
-        clipped = g * scale[:, None]
+        param_part, param_hit = _clip_rows(g[:, :n_params], self.clip * math.sqrt(1.0 - self.cut_share))
+        cut_part, cut_hit = _clip_rows(g[:, n_params:], self.clip * math.sqrt(self.cut_share))
         std = self.noise_multiplier * self.clip
-        params = clipped[:, :n_params].sum(axis=0) + gaussian_noise(n_params, std, rng)
-        cut = clipped[:, n_params:] + gaussian_noise(clipped[:, n_params:].size, std, rng).reshape(
-            clipped.shape[0], -1)
-        return params, cut, float(np.mean(norms > self.clip))
+        params = param_part.sum(axis=0) + gaussian_noise(n_params, std, rng)
+        cut = cut_part + gaussian_noise(cut_part.size, std, rng).reshape(cut_part.shape)
+        return params, cut, float(np.mean(param_hit | cut_hit))
 
     def describe(self, epochs: int) -> dict[str, object]:
         eps = self.epsilon(epochs)
         return {"mechanism": "gaussian on clipped joint per-example gradients", "adjacency": ADJACENCY,
                 "noise_multiplier": self.noise_multiplier, "effective_multiplier": self.effective_multiplier,
-                "clip": self.clip, "delta": self.delta, "accountant": self.accountant, "epochs": epochs,
+                "clip": self.clip, "cut_share": self.cut_share, "delta": self.delta, "accountant": self.accountant, "epochs": epochs,
                 "sampling": "none (each label once per epoch)", "epsilon": eps if math.isfinite(eps) else "inf"}
+
+
+def _clip_rows(block: np.ndarray, bound: float) -> tuple[np.ndarray, np.ndarray]:
+    """Each row scaled to L2 norm <= bound; and which rows were clipped."""
+    norms = np.linalg.norm(block, axis=1)
+    hit = norms > bound
+    return block * np.minimum(1.0, bound / np.maximum(norms, 1e-300))[:, None], hit
