@@ -47,7 +47,8 @@ class FeatureParty:
         if index < 0:
             raise ValueError("feature party index must be >= 0")
         self.index, self.model, self.gradient_bound = index, model, gradient_bound
-        self._psi = PSIParty(ids)
+        self._ids = list(ids)
+        self._psi: PSIParty | None = None  # hashed and masked at the first PSI message (so its cost is the PSI's)
         self._state = "psi-1"
         self._their_remasked: np.ndarray | None = None
         self._aligned: list[str] = []
@@ -72,6 +73,7 @@ class FeatureParty:
         if self._state == "psi-1":
             msg = m.unpack(payload, [m.PSI_MASKED], m.ALIGN_ROUND, m.LABEL_PARTY)
             theirs = m.elements(msg["masked"], "psi-masked")
+            self._psi = PSIParty(self._ids)
             self._their_remasked = self._psi.remask(theirs)
             self._state = "psi-2"
             return m.pack(m.PSI_REMASKED, m.ALIGN_ROUND, self.index, remasked=self._their_remasked,
@@ -87,7 +89,7 @@ class FeatureParty:
         return self._forward(payload, round_id)
 
     def _finish_psi(self, msg: m.Message) -> bytes:
-        assert self._their_remasked is not None
+        assert self._their_remasked is not None and self._psi is not None
         combine = msg["combine"]
         if combine not in m.COMBINES:
             raise MessageError(f"unknown combine {combine!r}")

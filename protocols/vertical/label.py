@@ -35,7 +35,7 @@ class LabelParty:
             raise ConfigError("a secure sum of embeddings needs >= 2 feature parties with one embedding size")
         self.ids, self.n, self.combine = [str(i) for i in ids], n_parties, combine
         self.dims = tuple(int(d) for d in embedding_dims)
-        self._psi = {k: PSIParty(self.ids) for k in range(n_parties)}
+        self._psi: dict[int, PSIParty] = {}  # one fresh scalar per feature party, made when the PSI starts
         self._shared: dict[int, list[str]] = {}
         self._theirs: dict[int, np.ndarray] = {}
         self.pairwise_sizes: dict[int, int] = {}
@@ -46,6 +46,7 @@ class LabelParty:
 
     # --- alignment -------------------------------------------------------------------------------------------
     def psi_requests(self) -> dict[int, bytes]:
+        self._psi = {k: PSIParty(self.ids) for k in range(self.n)}
         return {k: m.pack(m.PSI_MASKED, m.ALIGN_ROUND, m.LABEL_PARTY, masked=self._psi[k].masked_own())
                 for k in range(self.n)}
 
