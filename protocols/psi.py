@@ -33,7 +33,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from .errors import ConfigError, MessageError
 
-__all__ = ["DST", "ELEMENT_BYTES", "expand_message_xmd", "hash_to_field", "hash_to_curve", "PSIParty",
+__all__ = ["DST", "ELEMENT_BYTES", "expand_message_xmd", "hash_to_field", "hash_to_curve", "PSIParty", "hashed_points",
            "MAX_SET_SIZE"]
 
 #: this suite's domain separation tag (RFC 9380 section 3.1: application, version, suite)
@@ -117,6 +117,15 @@ def hash_to_curve(msg: bytes, dst: bytes = DST) -> tuple[int, int]:
     return point
 
 
+def hashed_points(ids: Sequence[str]) -> list[bytes]:
+    """SEC1-uncompressed hash-to-curve points of the ids (UTF-8)."""
+    out = []
+    for entity in ids:
+        x, y = hash_to_curve(str(entity).encode("utf-8"))
+        out.append(b"\x04" + x.to_bytes(32, "big") + y.to_bytes(32, "big"))
+    return out
+
+
 def _multiply(private_key: ec.EllipticCurvePrivateKey, encoded_point: bytes) -> bytes:
     """x-coordinate of k·P through cryptography's ECDH; P given SEC1-encoded (validated on the curve)."""
     try:
@@ -147,6 +156,9 @@ class PSIParty:
     """One side of DH-PSI over its own ids. Its scalar is fresh from the OS and never leaves the object."""
 
     ids: Sequence[str]
+    #: the ids' hash-to-curve points, SEC1-uncompressed, when already computed (one party talking to several peers
+    #: hashes once, with a fresh scalar per peer); computed here otherwise
+    points: Sequence[bytes] | None = field(default=None, repr=False)
     _key: ec.EllipticCurvePrivateKey = field(init=False, repr=False)
     _order: list[str] = field(init=False, repr=False)
     _masked: list[bytes] = field(init=False, repr=False)
@@ -158,11 +170,11 @@ class PSIParty:
         if not 1 <= len(ids) <= MAX_SET_SIZE:
             raise ConfigError(f"PSI input must hold 1..{MAX_SET_SIZE} ids, got {len(ids)}")
         self._key = ec.generate_private_key(_CURVE)
-        pairs = []
-        for entity in ids:
-            x, y = hash_to_curve(entity.encode("utf-8"))
-            encoded = b"\x04" + x.to_bytes(32, "big") + y.to_bytes(32, "big")
-            pairs.append((_multiply(self._key, encoded), entity))
+        points = hashed_points(ids) if self.points is None else list(self.points)
+        if len(points) != len(ids):
+            raise ConfigError("one hashed point per id is needed")
+        pairs = [(_multiply(self._key, point), entity) for point, entity in zip(points, ids)]
+        self.points = None  # not kept: the masked values are what the object needs
         pairs.sort()  # sorted by masked value: a uniformly random order, unlinkable to the ids
         self._masked = [m for m, _ in pairs]
         self._order = [e for _, e in pairs]

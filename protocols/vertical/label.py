@@ -17,7 +17,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from ..errors import ConfigError, MessageError, ProtocolAbort
-from ..psi import PSIParty
+from ..psi import PSIParty, hashed_points
 from . import messages as m
 
 __all__ = ["LabelParty"]
@@ -46,7 +46,8 @@ class LabelParty:
 
     # --- alignment -------------------------------------------------------------------------------------------
     def psi_requests(self) -> dict[int, bytes]:
-        self._psi = {k: PSIParty(self.ids) for k in range(self.n)}
+        points = hashed_points(self.ids)
+        self._psi = {k: PSIParty(self.ids, points) for k in range(self.n)}
         return {k: m.pack(m.PSI_MASKED, m.ALIGN_ROUND, m.LABEL_PARTY, masked=self._psi[k].masked_own())
                 for k in range(self.n)}
 
