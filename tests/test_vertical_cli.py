@@ -36,6 +36,11 @@ def test_summary_json_reports_what_the_issue_asks(tmp_path: pathlib.Path) -> Non
     assert all(set(p) >= {"bytes_sent", "bytes_received", "seconds"} for p in summary["parties"].values())
     assert summary["psi"]["bytes_sent"]["b"] > 0 and summary["epsilon"] is None
     assert "plaintext" in done.output
+    entries = [json.loads(line) for line in (tmp_path / "run" / "transcript.jsonl").read_text().splitlines()]
+    kinds = {e["kind"] for e in entries}
+    assert {"psi-masked", "psi-remasked", "psi-finish", "aligned", "forward", "embedding", "gradient", "stop"} <= kinds
+    sent = sum(e["size"] for e in entries if e["sender"] == "b")
+    assert sent == summary["parties"]["b"]["bytes_sent"]  # the transcript and the byte counts are the same bytes
 
 
 def test_compare_runs_protections_side_by_side(tmp_path: pathlib.Path) -> None:

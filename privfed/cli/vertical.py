@@ -3,6 +3,7 @@ cut layer) from a TOML config or the embedded three-party default."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -67,8 +68,9 @@ def vertical(config_path: str | None, overrides: tuple[str, ...], compare: str |
     from privfed.vertical import load_vertical_config, run_vertical
     try:
         cfg = load_vertical_config(config_path, overrides)
+        transcript: list[Any] = []
         if compare is None:
-            summaries = [run_vertical(cfg)]
+            summaries = [run_vertical(cfg, transcript=transcript)]
         else:
             feature_count = len(cfg.feature_parties)
             names = ([r["protection"] for r in protection_table() if r["min_feature_parties"] <= feature_count]
@@ -80,6 +82,10 @@ def vertical(config_path: str | None, overrides: tuple[str, ...], compare: str |
     payload: Any = summaries[0] if compare is None else {"runs": summaries}
     if out_dir:
         write_json(Path(out_dir) / ("summary.json" if compare is None else "compare.json"), payload)
+        if transcript:
+            with (Path(out_dir) / "transcript.jsonl").open("w", encoding="utf-8") as handle:
+                for entry in transcript:
+                    handle.write(json.dumps(to_jsonable(dataclasses.asdict(entry))) + "\n")
     write_json(json_path, payload)
     console.print(_table(summaries))
     for s in summaries:
@@ -91,6 +97,3 @@ def vertical(config_path: str | None, overrides: tuple[str, ...], compare: str |
     if aborted:
         fail("; ".join(f"{s['protection']}: {s['aborted']}" for s in aborted))
 
-
-def _dump(payload: Any) -> str:  # pragma: no cover - debugging helper
-    return json.dumps(to_jsonable(payload), indent=2)

@@ -22,7 +22,7 @@ from protocols.csprng import CSPRNG
 from protocols.errors import MessageError, PrivfedError, ProtocolAbort
 from protocols.vertical import FeatureParty, LabelDP, LabelParty, get as get_protection
 from protocols.wire import peek_header
-from privfed.runtime.local import run_round
+from privfed.runtime.local import run_round, transcript_entry
 
 from .config import VerticalConfig
 from .data import PartyData, load_party
@@ -61,6 +61,7 @@ class _Session:
         self.cfg, self.drops, self.tamper = cfg, dict(drops), tamper
         self.protection = get_protection(cfg.protection)
         self.books = _Books()
+        self.transcript: list[Any] = []
         self.label_name = cfg.label_party
         self.names = [p.name for p in cfg.feature_parties]
         self.step = 0
@@ -78,6 +79,7 @@ class _Session:
             if payload is None:
                 return None
         self.books.message(phase, sender, recipient, len(payload))
+        self.transcript.append(transcript_entry(phase, sender, recipient, payload))
         return payload
 
     def _exchange(self, phase: str, requests: Mapping[int, bytes]) -> dict[int, bytes]:
@@ -252,8 +254,11 @@ class _Session:
 
 
 def run_vertical(cfg: VerticalConfig, *, drops: Mapping[str, int] | None = None,
-                 tamper: Tamper | None = None) -> dict[str, Any]:
-    """Run a session; the summary (``status`` 'completed' or 'aborted' with ``aborted`` naming why)."""
+                 tamper: Tamper | None = None, transcript: list[Any] | None = None) -> dict[str, Any]:
+    """Run a session; the summary (``status`` 'completed' or 'aborted' with ``aborted`` naming why).
+
+    ``transcript``, when given, receives one :class:`~privfed.runtime.local.TranscriptEntry` per delivered message
+    (the SecAgg rounds' own messages are counted in the bytes but not listed)."""
     started = time.perf_counter()
     session = _Session(cfg, drops or {}, tamper)
     summary: dict[str, Any] = {"protection": cfg.protection, "status": "completed", "aborted": None,
@@ -285,6 +290,8 @@ def run_vertical(cfg: VerticalConfig, *, drops: Mapping[str, int] | None = None,
                  "bytes_sent_by_phase": dict(session.books.sent[p.name]),
                  "seconds": session.books.seconds[p.name]}
         for p in cfg.parties}
+    if transcript is not None:
+        transcript.extend(session.transcript)
     summary["seconds_total"] = time.perf_counter() - started
     summary["config"] = cfg.describe()
     return summary
