@@ -269,3 +269,24 @@ def test_label_dp_accounting_and_clipping() -> None:
     assert none_clipped == 0.0 and np.allclose(kept, 0.01, atol=1e-6)
     with pytest.raises(ConfigError):
         dp.release(np.array([[np.nan, 1.0]]), 1, CSPRNG.from_os())
+
+
+def test_regression_with_an_lstm_reports_mae_and_rmse(tmp_path: pathlib.Path) -> None:
+    config = _tiny(tmp_path, extra='task = "regression"\ncell = "lstm"')
+    summary = run_vertical(load_vertical_config(config))
+    assert summary["status"] == "completed"
+    assert set(summary["final_metrics"]) == {"mae", "rmse"} == set(summary["baseline"])
+    assert 0 < summary["final_metrics"]["mae"] <= summary["final_metrics"]["rmse"]
+    text = (tmp_path / "bank.csv").read_text().replace(",0\n", ",zero\n", 3)  # entity e0's three rows
+    (tmp_path / "bank.csv").write_text(text)
+    with pytest.raises(ConfigError, match="regression labels must be numbers"):
+        run_vertical(load_vertical_config(config))
+
+
+def test_a_label_that_changes_over_time_is_refused(tmp_path: pathlib.Path) -> None:
+    config = _tiny(tmp_path)
+    lines = (tmp_path / "bank.csv").read_text().splitlines()
+    lines[2] = lines[2][:-1] + ("1" if lines[2].endswith("0") else "0")
+    (tmp_path / "bank.csv").write_text("\n".join(lines) + "\n")
+    with pytest.raises(ConfigError, match="label of entity 'e0' changes over time"):
+        run_vertical(load_vertical_config(config))
