@@ -290,3 +290,22 @@ def test_a_label_that_changes_over_time_is_refused(tmp_path: pathlib.Path) -> No
     (tmp_path / "bank.csv").write_text("\n".join(lines) + "\n")
     with pytest.raises(ConfigError, match="label of entity 'e0' changes over time"):
         run_vertical(load_vertical_config(config))
+
+
+@pytest.mark.parametrize("protection", ["plaintext", "label-dp"])
+def test_two_parties_with_a_label_only_party(tmp_path: pathlib.Path, protection: str) -> None:
+    rng = np.random.default_rng(5)
+    _write(tmp_path / "labels.csv", "id,y", [f"s{i},{'hot' if i % 3 == 0 else 'cold'}" for i in range(10, 90)])
+    _write(tmp_path / "sensor.csv", "id,t,temp,hum",
+           [f"s{i},{t},{rng.normal(2.0 * (i % 3 == 0)):.3f},{rng.normal():.3f}" for i in range(0, 70) for t in range(6)])
+    config = tmp_path / "two.toml"
+    config.write_text(f'[vertical]\nlabel_party = "owner"\nlabel_column = "y"\nid_column = "id"\ntime_column = "t"\n'
+                      f'protection = "{protection}"\nepochs = 8\nbatch_size = 16\nnoise_multiplier = 1.0\n'
+                      '[[vertical.party]]\nname = "owner"\npath = "labels.csv"\n'
+                      '[[vertical.party]]\nname = "sensors"\npath = "sensor.csv"\n')
+    summary = run_vertical(load_vertical_config(config))
+    assert summary["status"] == "completed", summary["aborted"]
+    assert summary["intersection_size"] == 60  # s10..s69, exactly
+    assert summary["set_sizes"] == {"owner": 80, "sensors": 70}
+    assert summary["final_metrics"]["accuracy"] > summary["baseline"]["accuracy"]
+    assert (summary["epsilon"] is None) == (protection == "plaintext")

@@ -1,7 +1,8 @@
 """Long CSVs of one vertical party: one row per (entity, time step), its own columns; checked, never guessed.
 
 Each party's file has the id column, the time column and its own feature columns; only the label party's file has
-the label column (constant per entity). Every entity of a party must have the same number of time steps (parties
+the label column (constant per entity). A label party without features of its own may omit the time column (one
+row per entity). Every entity of a party must have the same number of time steps (parties
 may differ from each other). Missing cells follow ``missing``: ``error`` (default: name the file, line and column),
 ``zero`` (the column mean, i.e. 0 after standardising) or ``ffill`` (the entity's previous value, else the mean).
 Features are standardised per column with the party's own statistics (nothing is shared for it).
@@ -74,8 +75,9 @@ def load_party(name: str, path: Path, *, id_column: str, time_column: str, label
         raise ConfigError(f"{where}: not a readable UTF-8 CSV: {exc}") from None
     if not rows:
         raise ConfigError(f"{where}: no data rows")
+    label_only = is_label_party and set(header) <= {id_column, time_column, label_column}
     for column in (id_column, time_column):
-        if column not in header:
+        if column not in header and not (label_only and column == time_column):
             raise ConfigError(f"{where}: column {column!r} missing (columns: {header})")
     if len(set(header)) != len(header):
         raise ConfigError(f"{where}: repeated column names in {header}")
@@ -104,7 +106,8 @@ def load_party(name: str, path: Path, *, id_column: str, time_column: str, label
             bad = features[[v is None for v in cells].index(True)]
             raise ConfigError(f"{where} line {line}: column {bad!r} is missing (set vertical.missing = "
                               "'zero' or 'ffill' to fill it)")
-        grouped.setdefault(entity, []).append((_time_key(row[time_column].strip()), cells, line))
+        when = _time_key(row[time_column].strip()) if time_column in row else (0, 0.0)
+        grouped.setdefault(entity, []).append((when, cells, line))
         if is_label_party:
             value = row[label_column].strip()
             if value.lower() in _MISSING_TOKENS:
