@@ -18,8 +18,8 @@ of it given the past outputs (adaptive composition). Epsilon = ``epochs`` Gaussi
 accounted with the shared accountant (:mod:`protocols.dp.accounting`, PLD by default), with **no** amplification by
 sampling (batches are not Poisson samples).
 
-Limits: features are not protected by this (the label party still sees embeddings under ``concat``); evaluation on
-held-out labels releases metrics, which are outside the guarantee; noise is drawn from the OS-keyed CSPRNG, never
+Limits: features are not protected by this (the label party still sees embeddings under ``concat``); evaluation metrics
+and the training loss the label party reports are computed from exact labels and are outside the guarantee; noise is drawn from the OS-keyed CSPRNG, never
 the experiment seed.
 """
 
