@@ -177,8 +177,8 @@ def test_a_reordered_psi_reply_aborts_at_the_alignment_check(tmp_path: pathlib.P
 
 
 def test_a_changed_psi_element_aborts_or_leaves_one_agreed_alignment(tmp_path: pathlib.Path) -> None:
-    # one element of each feature party's masked set changed on the wire: either it is no curve point (abort) or that entity
-    # silently leaves the intersection on *both* sides (the digest check proves they agree): never misaligned rows
+    # one element of each feature party's masked set changed on the wire: either it is no curve point (abort) or that
+    # entity silently leaves the intersection on *both* sides (the digest check proves they agree): never misaligned rows
     summary = run_vertical(load_vertical_config(_tiny(tmp_path)), tamper=_flip("psi-remasked"))
     if summary["status"] == "aborted":
         assert "not a point" in summary["aborted"]
@@ -297,7 +297,8 @@ def test_two_parties_with_a_label_only_party(tmp_path: pathlib.Path, protection:
     rng = np.random.default_rng(5)
     _write(tmp_path / "labels.csv", "id,y", [f"s{i},{'hot' if i % 3 == 0 else 'cold'}" for i in range(10, 90)])
     _write(tmp_path / "sensor.csv", "id,t,temp,hum",
-           [f"s{i},{t},{rng.normal(2.0 * (i % 3 == 0)):.3f},{rng.normal():.3f}" for i in range(0, 70) for t in range(6)])
+           [f"s{i},{t},{rng.normal(2.0 * (i % 3 == 0)):.3f},{rng.normal():.3f}"
+            for i in range(0, 70) for t in range(6)])
     config = tmp_path / "two.toml"
     config.write_text(f'[vertical]\nlabel_party = "owner"\nlabel_column = "y"\nid_column = "id"\ntime_column = "t"\n'
                       f'protection = "{protection}"\nepochs = 8\nbatch_size = 16\nnoise_multiplier = 1.0\n'

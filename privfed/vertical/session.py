@@ -65,7 +65,8 @@ class _Session:
         self.label_name = cfg.label_party
         self.names = [p.name for p in cfg.feature_parties]
         self.step = 0
-        self.label_dp = LabelDP(cfg.noise_multiplier, cfg.clip, cfg.delta, cut_share=cfg.cut_share) if self.protection.label_dp else None
+        self.label_dp = (LabelDP(cfg.noise_multiplier, cfg.clip, cfg.delta, cut_share=cfg.cut_share)
+                         if self.protection.label_dp else None)
         self.rng = CSPRNG.from_os() if self.label_dp else None
 
     # --- transport -----------------------------------------------------------------------------------------

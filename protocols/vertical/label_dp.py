@@ -18,9 +18,9 @@ of it given the past outputs (adaptive composition). Epsilon = ``epochs`` Gaussi
 accounted with the shared accountant (:mod:`protocols.dp.accounting`, PLD by default), with **no** amplification by
 sampling (batches are not Poisson samples).
 
-Limits: features are not protected by this (the label party still sees embeddings under ``concat``); evaluation metrics
-and the training loss the label party reports are computed from exact labels and are outside the guarantee; noise is drawn from the OS-keyed CSPRNG, never
-the experiment seed.
+Limits: features are not protected by this (the label party still sees embeddings under ``concat``); evaluation
+metrics and the training loss the label party reports are computed from exact labels and are outside the guarantee;
+noise is drawn from the OS-keyed CSPRNG, never the experiment seed.
 """
 
 from __future__ import annotations
@@ -90,7 +90,8 @@ class LabelDP:
         eps = self.epsilon(epochs)
         return {"mechanism": "gaussian on clipped joint per-example gradients", "adjacency": ADJACENCY,
                 "noise_multiplier": self.noise_multiplier, "effective_multiplier": self.effective_multiplier,
-                "clip": self.clip, "cut_share": self.cut_share, "delta": self.delta, "accountant": self.accountant, "epochs": epochs,
+                "clip": self.clip, "cut_share": self.cut_share, "delta": self.delta, "accountant": self.accountant,
+                "epochs": epochs,
                 "sampling": "none (each label once per epoch)", "epsilon": eps if math.isfinite(eps) else "inf"}
 
 
