@@ -119,8 +119,6 @@ class FixedPoint:
         y = clip(x) * scale and u = (next 64 keystream bits >> 11) / 2^53, i.e. u * 2^53 < frac * 2^53 (both
         exact), so each element consumes 8 keystream bytes in order, as ``rng.uniform`` would. Signed results are
         cast into ``out``'s dtype (two's complement wrap for unsigned words)."""
-        if not np.isfinite(x).all():
-            raise MessageError("input holds NaN or infinite entries")
         block = _QUANTIZE_BLOCK
         y = np.empty(min(block, x.size), dtype=np.float64)
         low = np.empty_like(y)
@@ -131,7 +129,11 @@ class FixedPoint:
         for lo in range(0, x.size, block):
             m = min(block, x.size - lo)
             yb, lb, ub, upb = y[:m], low[:m], u[:m], up[:m]
-            np.clip(x[lo:lo + m], -clip, clip, out=yb)
+            xb = x[lo:lo + m]
+            np.isfinite(xb, out=upb)
+            if not upb.all():
+                raise MessageError("input holds NaN or infinite entries")
+            np.clip(xb, -clip, clip, out=yb)
             yb *= scale
             np.floor(yb, out=lb)
             yb -= lb  # the fractional part in [0, 1)
@@ -154,7 +156,10 @@ class FixedPoint:
         """Ring elements (a sum of ``n_summed`` clients' values) -> signed int64, refusing more than declared."""
         if n_summed > self.max_clients:
             raise HeadroomError(f"a sum of {n_summed} clients exceeds the declared max_clients {self.max_clients}")
-        r = np.asarray(r).astype(np.uint64)
+        r = np.asarray(r)
+        if r.dtype.kind == "u" and r.dtype.itemsize * 8 == self.total_bits:  # 8/16/32/64-bit words: a signed view
+            return r.view(np.dtype(f"i{r.dtype.itemsize}")).astype(np.int64)
+        r = r.astype(np.uint64)
         if self.total_bits < 64:
             r = r & np.uint64(self.modulus - 1)
             half = np.uint64(1 << (self.total_bits - 1))
@@ -178,13 +183,15 @@ def weighted_vector(vector: np.ndarray, weight: float, max_weight: float) -> np.
         raise ConfigError(f"max_weight must be positive and finite, got {max_weight}")
     if weight > max_weight * (1 + 1e-12):
         raise ConfigError(f"weight {weight} exceeds the declared max_weight {max_weight}")
-    x = np.asarray(vector, dtype=np.float64)
+    x = np.asarray(vector)
+    if x.dtype.kind != "f":
+        x = x.astype(np.float64)
     if x.ndim != 1:
         raise MessageError(f"update must be a flat vector, got shape {x.shape}")
     check_finite(x, "update")
     w = weight / max_weight
     out = np.empty(x.size + 1, dtype=np.float64)
-    np.multiply(x, w, out=out[:-1])
+    np.multiply(x, w, out=out[:-1], dtype=np.float64)  # float32 inputs widen exactly inside the loop
     out[-1] = w
     return out
 

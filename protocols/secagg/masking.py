@@ -34,7 +34,7 @@ __all__ = ["MIN_BITS", "MAX_BITS", "ring_dtype", "keystream_words", "scratch", "
 MIN_BITS = 8
 MAX_BITS = 64
 _ZERO_IV = bytes(16)
-BLOCK_BYTES = 1 << 16  # bytes of the vector processed per key before moving on (stays in L1/L2 cache)
+BLOCK_BYTES = 1 << 18  # bytes of the vector processed per key before moving on (stays in L2 cache)
 _PARALLEL_MIN_BYTES = 1 << 20  # below this a second thread costs more than it saves
 
 
