@@ -48,20 +48,71 @@ def encode_speed(params: int, clients: int, sample: int) -> dict[str, Any]:
         public.encrypt(float(value), precision=PER_VALUE_PRECISION)
     per_value = (time.perf_counter() - started) / sample
 
-    protocol = PackedPaillierProtocol(authority=authority, max_weight=100.0)
-    started = time.perf_counter()
-    codec = protocol.client_codec(keys, params, clients)
-    codec.precompute()
-    precompute = time.perf_counter() - started
-    started = time.perf_counter()
-    ciphertexts = codec.encrypt(vector)
-    online = time.perf_counter() - started
-    packed = precompute + online
+    variants = {}
+    for label, randomness, workers in (("exact pool, all cores (default)", "crt-pool", None),
+                                       ("exact pool, one core", "crt-pool", 1),
+                                       ("short-exponent pool (option)", "short-exponent", None)):
+        protocol = PackedPaillierProtocol(authority=authority, max_weight=100.0, randomness=randomness)
+        keys = authority.client_bundle()  # a fresh bundle: the short-exponent tables are built inside the timing
+        started = time.perf_counter()
+        codec = protocol.client_codec(keys, params, clients)
+        if workers is None:
+            codec.precompute()
+        else:
+            codec._pool = keys.nth_residues(codec.n_ct, workers=workers)
+        precompute = time.perf_counter() - started
+        started = time.perf_counter()
+        ciphertexts = codec.encrypt(vector)
+        online = time.perf_counter() - started
+        variants[label] = {"precompute": precompute, "online": online, "total": precompute + online,
+                           "bytes": len(ciphertexts), "ratio": per_value * vector.size / (precompute + online),
+                           "online_ratio": per_value * vector.size / online}
+    default = variants["exact pool, all cores (default)"]
     return {"params": params, "sample": sample, "per_value_seconds_each": per_value,
             "per_value_seconds_extrapolated": per_value * vector.size,
-            "per_value_bytes": vector.size * 512, "packed_seconds": packed, "packed_precompute_seconds": precompute,
-            "packed_online_seconds": online, "packed_bytes": len(ciphertexts),
-            "ratio": per_value * vector.size / packed}
+            "per_value_bytes": vector.size * 512, "packed_seconds": default["total"],
+            "packed_precompute_seconds": default["precompute"], "packed_online_seconds": default["online"],
+            "packed_bytes": default["bytes"], "ratio": default["ratio"], "variants": variants}
+
+
+NVFLARE_DEFAULT = {"poly_modulus_degree": 8192, "coeff_mod_bit_sizes": [60, 40, 40], "scale_bits": 40}
+
+
+def ckks_peers(params: int, repeats: int = 3) -> list[dict[str, Any]]:
+    """Client encrypt seconds (best of ``repeats``) and ciphertext bytes of one update: NVFlare's default CKKS
+    configuration as TenSEAL calls (N=8192, coefficient moduli [60, 40, 40], scale 2^40, the whole flat vector in
+    one ``ts.ckks_vector`` and serialised, as NVFlare's model encryptor does per layer) beside privfed's CKKS
+    parameter sets through privfed's own client codec, on the same vector."""
+    import tenseal as ts
+
+    from protocols.ckks import PARAMETER_SETS, CKKSAuthority, CKKSProtocol
+
+    rng = np.random.default_rng(1)  # benchmark data only
+    vector = weighted_vector(rng.uniform(-1, 1, params).astype(np.float32), 37.0, 100.0)
+    rows = []
+    context = ts.context(ts.SCHEME_TYPE.CKKS, NVFLARE_DEFAULT["poly_modulus_degree"],
+                         coeff_mod_bit_sizes=NVFLARE_DEFAULT["coeff_mod_bit_sizes"])
+    context.global_scale = 2.0 ** NVFLARE_DEFAULT["scale_bits"]
+    best, size = float("inf"), 0
+    for _ in range(repeats):
+        started = time.perf_counter()
+        size = len(ts.ckks_vector(context, vector).serialize())
+        best = min(best, time.perf_counter() - started)
+    rows.append({"label": "NVFlare default (TenSEAL N=8192 [60,40,40], 2^40)", "seconds": best, "bytes": size})
+    for name in ("n4096", "n8192"):
+        authority = CKKSAuthority(PARAMETER_SETS[name])
+        codec = CKKSProtocol(authority=authority, max_weight=100.0, parameter_set=name).client_codec(
+            authority.client_bundle(), params, 10)
+        best = float("inf")
+        for _ in range(repeats):
+            started = time.perf_counter()
+            size = sum(len(c) for c in codec.encrypt(vector))
+            best = min(best, time.perf_counter() - started)
+        rows.append({"label": f"privfed ckks {name}" + (" (default)" if name == "n4096" else ""),
+                     "seconds": best, "bytes": size})
+    for row in rows:
+        row["ratio"] = row["bytes"] / (4 * params)
+    return rows
 
 
 ROWS = (
@@ -90,7 +141,7 @@ def table(sizes: list[tuple[int, int]], with_n8192: bool) -> list[dict[str, Any]
     return rows
 
 
-def render(speed: dict[str, Any], rows: list[dict[str, Any]], command: str) -> str:
+def render(speed: dict[str, Any], rows: list[dict[str, Any]], command: str, ckks: list[dict[str, Any]]) -> str:
     lines = [
         "# HE aggregation: measured costs",
         "",
@@ -107,11 +158,30 @@ def render(speed: dict[str, Any], rows: list[dict[str, Any]], command: str) -> s
         f"| phe per-value (timed on {speed['sample']} values, extrapolated x{speed['params'] + 1:,}) | "
         f"{speed['per_value_seconds_extrapolated']:.1f} ({1e3 * speed['per_value_seconds_each']:.2f} ms/value) | "
         f"{speed['per_value_bytes']:,} |",
-        f"| privfed packed, all client compute | {speed['packed_seconds']:.2f} | {speed['packed_bytes']:,} |",
-        f"| &nbsp;&nbsp;of which r^n pool (setup phase) | {speed['packed_precompute_seconds']:.2f} | |",
-        f"| &nbsp;&nbsp;of which online (encode + pack + multiply) | {speed['packed_online_seconds']:.2f} | |",
+    ]
+    for label, v in speed["variants"].items():
+        lines += [
+            f"| privfed packed, {label}: whole client round | {v['total']:.2f} ({v['ratio']:,.0f}x phe) | "
+            f"{v['bytes']:,} |",
+            f"| &nbsp;&nbsp;of which r^n pool (setup phase) | {v['precompute']:.2f} | |",
+            f"| &nbsp;&nbsp;of which online (encode + pack + multiply) | {v['online']:.2f} "
+            f"({v['online_ratio']:,.0f}x phe) | |",
+        ]
+    lines += [
         "",
-        f"**Packed is {speed['ratio']:.0f}x faster than per-value** (same run, same key).",
+        f"**Packed (default exact pool, all cores) is {speed['ratio']:,.0f}x faster than per-value for the whole "
+        f"client round, randomness included** (same run, same key). The short-exponent pool is an option, off by "
+        f"default, resting on an extra assumption (see `protocols/paillier_keys.py`).",
+        "",
+        f"## CKKS client encrypt, {speed['params']:,} params: "
+        f"NVFlare's default configuration beside privfed's",
+        "",
+        "| configuration | encrypt s (best of 3) | bytes | x float32 |",
+        "|---|---:|---:|---:|",
+    ]
+    for row in ckks:
+        lines.append(f"| {row['label']} | {row['seconds']:.3f} | {row['bytes']:,} | {row['ratio']:.2f} |")
+    lines += [
         "",
         "## One aggregation (privfed bench code path)",
         "",
@@ -146,19 +216,28 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sample", type=int, default=200, help="values timed for phe per-value encryption")
     parser.add_argument("--quick", action="store_true", help="100k rows only")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--speed-only", action="store_true",
+                        help="the encode-speed and CKKS-peer sections only, printed (no aggregation table, no file)")
+    parser.add_argument("--params", type=int, default=100_000, help="params of the encode-speed section")
     args = parser.parse_args(argv)
     command = "nice python benchmarks/bench_he.py" + (" --quick" if args.quick else "")
 
-    print("encode speed (100k) ...", file=sys.stderr, flush=True)
-    speed = encode_speed(100_000, args.clients, args.sample)
+    print(f"encode speed ({args.params:,}) ...", file=sys.stderr, flush=True)
+    speed = encode_speed(args.params, args.clients, args.sample)
     print(f"phe per-value: {1e3 * speed['per_value_seconds_each']:.2f} ms/value on {args.sample} values -> "
-          f"{speed['per_value_seconds_extrapolated']:.0f} s extrapolated for 100,001 values")
-    print(f"privfed packed: {speed['packed_seconds']:.2f} s in all (pool {speed['packed_precompute_seconds']:.2f} s, "
-          f"online {speed['packed_online_seconds']:.2f} s)")
-    print(f"ratio: packed is {speed['ratio']:.0f}x faster than per-value")
+          f"{speed['per_value_seconds_extrapolated']:.0f} s extrapolated for {args.params + 1:,} values")
+    for label, v in speed["variants"].items():
+        print(f"privfed packed, {label}: {v['total']:.2f} s whole client round ({v['ratio']:,.0f}x phe per value; "
+              f"pool {v['precompute']:.2f} s, online {v['online']:.2f} s = {v['online_ratio']:,.0f}x)")
+    ckks = ckks_peers(args.params)
+    for row in ckks:
+        print(f"CKKS {row['label']}: encrypt {row['seconds']:.3f} s, {row['bytes']:,} bytes ({row['ratio']:.2f}x float32)")
+    if args.speed_only:
+        print(render(speed, [], command, ckks))
+        return
     sizes = [(100_000, args.clients)] + ([] if args.quick else [(1_000_000, args.clients_1m)])
     rows = table(sizes, with_n8192=True)
-    text = render(speed, rows, command)
+    text = render(speed, rows, command, ckks)
     print(text)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)
