@@ -22,8 +22,10 @@ import numpy as np
 
 from .csprng import CSPRNG
 from .errors import ConfigError, HeadroomError, MessageError
+from .parallel import run_all, split, usable_cores
 
 _QUANTIZE_BLOCK = 1 << 15  # elements per block of the quantizer (its buffers stay in L2 cache)
+_PARALLEL_MIN_ELEMENTS = 1 << 18  # below this one thread is cheaper
 _TWO_POW_53 = float(1 << 53)
 
 __all__ = [
@@ -118,7 +120,15 @@ class FixedPoint:
         """Blocked kernel of :meth:`quantize`: per cache-sized block, q = floor(y) + [u < y - floor(y)] with
         y = clip(x) * scale and u = (next 64 keystream bits >> 11) / 2^53, i.e. u * 2^53 < frac * 2^53 (both
         exact), so each element consumes 8 keystream bytes in order, as ``rng.uniform`` would. Signed results are
-        cast into ``out``'s dtype (two's complement wrap for unsigned words)."""
+        cast into ``out``'s dtype (two's complement wrap for unsigned words). Inputs of at least
+        ``_PARALLEL_MIN_ELEMENTS`` are cut into one range per core: the first range draws from ``rng``, every
+        other from its own CSPRNG keyed with 32 fresh bytes of ``rng`` (independent uniforms, the same law)."""
+        workers = 1 if x.size < _PARALLEL_MIN_ELEMENTS else usable_cores()
+        ranges = split(x.size, workers, align=_QUANTIZE_BLOCK)
+        rngs = [rng] + [CSPRNG.from_key(rng.bytes(32)) for _ in ranges[1:]]
+        run_all(self._quantize_range, [(x[lo:hi], r, out[lo:hi]) for (lo, hi), r in zip(ranges, rngs)])
+
+    def _quantize_range(self, x: np.ndarray, rng: CSPRNG, out: np.ndarray) -> None:
         block = _QUANTIZE_BLOCK
         y = np.empty(min(block, x.size), dtype=np.float64)
         low = np.empty_like(y)

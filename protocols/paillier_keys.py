@@ -31,10 +31,8 @@ the exact pool.
 from __future__ import annotations
 
 import math
-import os
 import secrets
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import gmpy2
@@ -42,6 +40,7 @@ from phe import paillier
 
 from .errors import ConfigError, DecryptionError
 from .keyauthority import KeyAuthority, key_id_of
+from .parallel import resolve_workers, run_all, split
 
 __all__ = ["PaillierAuthority", "ClientKeys", "PublicKey", "MIN_SECURE_BITS", "check_key_bits"]
 
@@ -170,29 +169,16 @@ class ClientKeys:
 
 
 _TABLE_LOCK = threading.Lock()
-_POOL: ThreadPoolExecutor | None = None
-_POOL_LOCK = threading.Lock()
-
-
-def _usable_cores() -> int:
-    return max(1, min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1), 8))
 
 
 def _powmod_bases(bases: list, exponent, modulus, workers: int | None) -> list:
     """[b^exponent mod modulus for b in bases] in gmpy2's GIL-releasing list powmod, one slice per thread."""
-    workers = _usable_cores() if workers is None else workers
-    if workers < 1:
-        raise ConfigError(f"workers must be >= 1, got {workers}")
-    if workers == 1 or len(bases) < 2 * workers:
-        return list(gmpy2.powmod_base_list(bases, exponent, modulus))
-    global _POOL
-    with _POOL_LOCK:
-        if _POOL is None:
-            _POOL = ThreadPoolExecutor(max_workers=_usable_cores(), thread_name_prefix="privfed-paillier")
-        pool = _POOL
-    cuts = [len(bases) * i // workers for i in range(workers + 1)]
-    jobs = [pool.submit(gmpy2.powmod_base_list, bases[lo:hi], exponent, modulus) for lo, hi in zip(cuts, cuts[1:])]
-    return [value for job in jobs for value in job.result()]
+    workers = resolve_workers(workers)
+    if len(bases) < 2 * workers:
+        workers = 1
+    parts = run_all(gmpy2.powmod_base_list, [(bases[lo:hi], exponent, modulus)
+                                            for lo, hi in split(len(bases), workers)])
+    return [value for part in parts for value in part]
 
 
 class _FixedBase:

@@ -114,3 +114,51 @@ def test_csprng_fill_continues_the_same_stream_as_bytes(sizes: list[int]) -> Non
         assert words.tobytes() == b.bytes(8 * size)
     with pytest.raises(ConfigError):
         a.fill(np.empty(4, dtype=np.uint64))  # no room for the AES block of slack
+
+
+def test_parallel_quantizer_ranges_round_unbiased_with_independent_randomness(monkeypatch) -> None:
+    import protocols.encoding as encoding
+    monkeypatch.setattr(encoding, "usable_cores", lambda: 2)
+    monkeypatch.setattr(encoding, "_QUANTIZE_BLOCK", 1 << 10)
+    monkeypatch.setattr(encoding, "_PARALLEL_MIN_ELEMENTS", 1 << 12)
+    fp = FixedPoint(clip=1.0, frac_bits=4, total_bits=32, max_clients=1)
+    value = 0.3 / 16 + 1 / 32 * 0.37  # between two grid points
+    x = np.full(1 << 16, value)
+    q = fp.quantize(x, CSPRNG.from_os())
+    low = int(np.floor(value * 16))
+    assert set(np.unique(q)) <= {low, low + 1}
+    half = x.size // 2
+    assert not np.array_equal(q[:half], q[half:])  # the second range does not replay the first's randomness
+    for part in (q[:half], q[half:]):  # each range is unbiased on its own (6 sigma)
+        assert abs(fp.dequantize(part).mean() - value) < 6 * (1 / 32) / np.sqrt(part.size)
+    with pytest.raises(MessageError):
+        fp.quantize(np.concatenate([x, [np.inf]]), CSPRNG.from_os())  # a bad entry in the last range still raises
+
+
+@settings(max_examples=100, deadline=None)
+@given(total=st.integers(0, 10_000), parts=st.integers(1, 9), align=st.sampled_from([1, 2, 4, 1024]))
+def test_split_covers_the_range_with_aligned_cuts(total: int, parts: int, align: int) -> None:
+    from protocols.parallel import split
+    ranges = split(total, parts, align)
+    assert len(ranges) <= parts
+    assert [i for lo, hi in ranges for i in range(lo, hi)] == list(range(total))
+    assert all(lo % align == 0 for lo, _ in ranges)
+
+
+def test_run_all_keeps_order_and_reraises_after_every_slice() -> None:
+    from protocols.parallel import resolve_workers, run_all
+    done = []
+
+    def job(i: int) -> int:
+        done.append(i)
+        if i == 1:
+            raise MessageError("slice 1 is bad")
+        return i * i
+
+    assert run_all(lambda i: i * i, [(i,) for i in range(5)]) == [0, 1, 4, 9, 16]
+    with pytest.raises(MessageError, match="slice 1"):
+        run_all(job, [(i,) for i in range(4)])
+    assert sorted(done) == [0, 1, 2, 3]
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ConfigError):
+            resolve_workers(bad)

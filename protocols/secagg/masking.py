@@ -18,15 +18,13 @@ partial sum leaves the calling party's process; the threads only share its memor
 
 from __future__ import annotations
 
-import os
-import threading
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from ..errors import ConfigError
+from ..parallel import resolve_workers, run_all, split
 
 __all__ = ["MIN_BITS", "MAX_BITS", "ring_dtype", "keystream_words", "scratch", "add_mask", "sub_mask", "apply_masks",
            "reduce"]
@@ -86,22 +84,6 @@ def sub_mask(acc: np.ndarray, key: bytes, bits: int, out: np.ndarray | None = No
     acc -= keystream_words(key, acc.size, bits, out)
 
 
-def _workers() -> int:
-    return max(1, min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1), 8))
-
-
-_POOL: ThreadPoolExecutor | None = None
-_POOL_LOCK = threading.Lock()
-
-
-def _pool() -> ThreadPoolExecutor:
-    global _POOL
-    with _POOL_LOCK:
-        if _POOL is None:
-            _POOL = ThreadPoolExecutor(max_workers=_workers(), thread_name_prefix="privfed-mask")
-        return _POOL
-
-
 def _mask_range(acc: np.ndarray, start: int, stop: int, add_keys: Sequence[bytes], sub_keys: Sequence[bytes],
                 block_words: int) -> None:
     """acc[start:stop] += sum PRG(add)[start:stop] - sum PRG(sub)[start:stop]; ``start`` is a multiple of 16 bytes."""
@@ -136,21 +118,13 @@ def apply_masks(acc: np.ndarray, add_keys: Sequence[bytes], sub_keys: Sequence[b
         raise ConfigError(f"block_bytes must be a positive multiple of 16, got {block_bytes}")
     n, itemsize = acc.size, dtype.itemsize
     block_words = block_bytes // itemsize
-    workers = _workers() if workers is None else workers
-    if workers < 1:
-        raise ConfigError(f"workers must be >= 1, got {workers}")
+    workers = resolve_workers(workers)
     if not add_keys and not sub_keys or n == 0:
         return reduce(acc, bits)
-    per_block = 16 // itemsize
-    if workers == 1 or n * itemsize * (len(add_keys) + len(sub_keys)) < _PARALLEL_MIN_BYTES:
-        _mask_range(acc, 0, n, add_keys, sub_keys, block_words)
-        return reduce(acc, bits)
-    blocks = -(-n // per_block)
-    cuts = [min(n, (blocks * i // workers) * per_block) for i in range(workers + 1)]
-    jobs = [_pool().submit(_mask_range, acc, lo, hi, add_keys, sub_keys, block_words)
-            for lo, hi in zip(cuts, cuts[1:]) if hi > lo]
-    for job in jobs:
-        job.result()
+    if n * itemsize * (len(add_keys) + len(sub_keys)) < _PARALLEL_MIN_BYTES:
+        workers = 1
+    ranges = split(n, workers, align=16 // itemsize)  # each range starts on an AES block
+    run_all(_mask_range, [(acc, lo, hi, add_keys, sub_keys, block_words) for lo, hi in ranges])
     return reduce(acc, bits)
 
 
