@@ -37,11 +37,26 @@ class FlowerRound:
 def run_flower_secaggplus(vectors: dict[int, np.ndarray], weights: dict[int, float], num_shares: int,
                           threshold: int, clip: float = 1.0) -> FlowerRound:
     """One Flower SecAgg+ fit round over ``vectors`` (client id -> float32 vector) weighted by ``weights``."""
+    from flwr.common.logger import FLOWER_LOGGER
+    from flwr.supercore.task_identity import TaskIdentity
+
+    saved_level = FLOWER_LOGGER.level
+    saved_identity = (TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id)
+    FLOWER_LOGGER.setLevel(logging.ERROR)
+    try:
+        return _run(vectors, weights, num_shares, threshold, clip)
+    finally:  # leave Flower's process-wide state as found
+        FLOWER_LOGGER.setLevel(saved_level)
+        TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id = saved_identity
+
+
+def _run(vectors: dict[int, np.ndarray], weights: dict[int, float], num_shares: int, threshold: int,
+         clip: float) -> FlowerRound:
     from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
     from flwr.client import NumPyClient
     from flwr.client.mod import secaggplus_mod
     from flwr.clientapp import ClientApp
-    from flwr.common.logger import FLOWER_LOGGER
+    from flwr.common.constant import SUPERLINK_NODE_ID
     from flwr.common.serde import message_from_proto, message_to_proto
     from flwr.server import ServerConfig
     from flwr.server.client_manager import SimpleClientManager
@@ -51,11 +66,9 @@ def run_flower_secaggplus(vectors: dict[int, np.ndarray], weights: dict[int, flo
     from flwr.server.workflow import SecAggPlusWorkflow
     from flwr.server.workflow.constant import MAIN_CONFIGS_RECORD, MAIN_PARAMS_RECORD, Key
     from flwr.serverapp.grid import Grid
-    from flwr.common.constant import SUPERLINK_NODE_ID
     from flwr.supercore.run import Run
     from flwr.supercore.task_identity import TaskIdentity
 
-    FLOWER_LOGGER.setLevel(logging.ERROR)
     run_id = 1
     TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = run_id, SUPERLINK_NODE_ID, 1
     node_of = {cid: 1000 + cid for cid in vectors}
