@@ -75,6 +75,40 @@ def encode_speed(params: int, clients: int, sample: int) -> dict[str, Any]:
             "packed_bytes": default["bytes"], "ratio": default["ratio"], "variants": variants}
 
 
+def profile_paillier_client(params: int, clients: int) -> str:
+    """cProfile (process CPU time as the clock) of one packed-Paillier client round, r^n pool included, for the
+    default exact pool and the short-exponent option, top functions by own time; one thread, so that the pool's
+    exponentiations are attributed to the functions doing them."""
+    import cProfile
+    import io
+    import pstats
+
+    import protocols.parallel as parallel
+
+    authority = PaillierAuthority(2048)
+    rng = np.random.default_rng(0)  # benchmark data only
+    vector = weighted_vector(rng.uniform(-1, 1, params).astype(np.float32), 37.0, 100.0)
+    out = io.StringIO()
+    saved = parallel.usable_cores
+    for randomness in ("crt-pool", "short-exponent"):
+        protocol = PackedPaillierProtocol(authority=authority, max_weight=100.0, randomness=randomness)
+        keys = authority.client_bundle()
+        parallel.usable_cores = lambda: 1
+        try:
+            profiler = cProfile.Profile(time.process_time)
+            profiler.enable()
+            codec = protocol.client_codec(keys, params, clients)
+            codec.precompute()
+            codec.encrypt(vector)
+            profiler.disable()
+        finally:
+            parallel.usable_cores = saved
+        out.write(f"## packed Paillier client round, randomness={randomness}: {params:,} params, 2048-bit n\n\n```\n")
+        pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(15)
+        out.write("```\n\n")
+    return out.getvalue()
+
+
 NVFLARE_DEFAULT = {"poly_modulus_degree": 8192, "coeff_mod_bit_sizes": [60, 40, 40], "scale_bits": 40}
 
 
@@ -219,8 +253,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--speed-only", action="store_true",
                         help="the encode-speed and CKKS-peer sections only, printed (no aggregation table, no file)")
     parser.add_argument("--params", type=int, default=100_000, help="params of the encode-speed section")
+    parser.add_argument("--profile", type=Path, help="also write a CPU profile of the Paillier client round here")
     args = parser.parse_args(argv)
-    command = "nice python benchmarks/bench_he.py" + (" --quick" if args.quick else "")
+    command = "python benchmarks/bench_he.py" + "".join(f" {a}" for a in (argv if argv is not None else sys.argv[1:]))
 
     print(f"encode speed ({args.params:,}) ...", file=sys.stderr, flush=True)
     speed = encode_speed(args.params, args.clients, args.sample)
@@ -232,6 +267,9 @@ def main(argv: list[str] | None = None) -> None:
     ckks = ckks_peers(args.params)
     for row in ckks:
         print(f"CKKS {row['label']}: encrypt {row['seconds']:.3f} s, {row['bytes']:,} bytes ({row['ratio']:.2f}x float32)")
+    if args.profile:
+        args.profile.write_text(f"# Paillier client hot path ({platform.machine()}, Python {platform.python_version()})"
+                                f"\n\nCommand: `{command}`\n\n" + profile_paillier_client(args.params, args.clients))
     if args.speed_only:
         print(render(speed, [], command, ckks))
         return

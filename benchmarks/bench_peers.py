@@ -2,10 +2,13 @@
 
 Usage (from the repository root, with the project and flwr installed):
 
-    nice python benchmarks/bench_peers.py                       # 10 x 100k, 20 x 100k, 10 x 1M
-    nice python benchmarks/bench_peers.py --quick               # 10 x 100k only
-    nice python benchmarks/bench_peers.py --toy                 # 4 x 1,000 (the smoke test's size)
-    nice python benchmarks/bench_peers.py --write benchmarks/results/peers.md --profile benchmarks/results/profile_secagg.txt
+    python benchmarks/bench_peers.py                       # 10 x 100k, 20 x 100k, 10 x 1M
+    python benchmarks/bench_peers.py --quick               # 10 x 100k only
+    python benchmarks/bench_peers.py --toy                 # 4 x 1,000 (the smoke test's size)
+    python benchmarks/bench_peers.py --write benchmarks/results/peers.md --profile benchmarks/results/profile_secagg.md
+
+(Not under ``nice`` on a machine shared with busy jobs: a niced run barely gets a core, and the wall clock then
+measures the other jobs.)
 
 For each size the same synthetic float32 vectors and integer weights go to four settings, run in turn (privfed
 complete, Flower full, privfed sparse, Flower 5 shares) and repeated; each row reports the median of the repeats:
@@ -152,20 +155,31 @@ def report(rows: list[dict[str, Any]]) -> str:
 
 
 def profile_hot_paths(clients: int, params: int) -> str:
-    """cProfile of one privfed round and one Flower round at the given size (top functions by own time)."""
+    """cProfile (process CPU time as the clock, so other jobs on the machine do not inflate it) of one privfed
+    round and one Flower round at the given size, top functions by own time. privfed runs single-threaded here so
+    that the work of its pool threads is attributed to the functions doing it."""
+    import protocols.encoding as encoding
+    import protocols.parallel as parallel
+
     ups = synthetic(clients, params)
     exact = exact_mean(ups)
     out = io.StringIO()
-    for label, run in (("privfed secagg, complete graph", lambda: privfed_round(ups, {"graph": "complete"}, exact)),
+    saved = parallel.usable_cores, encoding.usable_cores
+    for label, run in (("privfed secagg, complete graph, one thread",
+                        lambda: privfed_round(ups, {"graph": "complete"}, exact)),
                        ("Flower SecAgg+, full", lambda: flower_round(ups, clients, max(2, -(-2 * clients // 3)),
                                                                      exact))):
-        run()  # warm
-        profiler = cProfile.Profile()
-        profiler.enable()
-        run()
-        profiler.disable()
+        parallel.usable_cores = encoding.usable_cores = lambda: 1
+        try:
+            run()  # warm
+            profiler = cProfile.Profile(time.process_time)
+            profiler.enable()
+            run()
+            profiler.disable()
+        finally:
+            parallel.usable_cores, encoding.usable_cores = saved
         out.write(f"## {label}: {clients} x {params:,}\n\n```\n")
-        pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(18)
+        pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(22)
         out.write("```\n\n")
     return out.getvalue()
 
@@ -194,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
                f"the end {load}")
     if args.write:
         import flwr
-        command = "nice python benchmarks/bench_peers.py" + " ".join(
+        command = "python benchmarks/bench_peers.py" + " ".join(
             [""] + [a for a in (argv if argv is not None else sys.argv[1:])])
         Path(args.write).write_text(
             f"# privfed SecAgg vs Flower SecAgg+ (same inputs, one run)\n\nCommand: `{command}`\n\n"
