@@ -4,6 +4,8 @@ Run (from the repository root, with the project installed)::
 
     nice python benchmarks/bench_he.py                     # prints everything, writes benchmarks/results/he.md
     nice python benchmarks/bench_he.py --quick             # 100k only, no 1M rows (minutes, not tens of minutes)
+    python benchmarks/bench_he.py --speed-only --out benchmarks/results/he_speed.md \
+        --profile benchmarks/results/profile_paillier.md   # sections 1 and 3 only, with a CPU profile
 
 1. **Encode speed** (checklist items 9-11). phe's per-value encryption (``PaillierPublicKey.encrypt`` of one float,
    one ciphertext each) is timed on a sample of ``--sample`` values and **extrapolated** linearly to the full
@@ -13,7 +15,14 @@ Run (from the repository root, with the project installed)::
    ``privfed bench``): upload bytes per client (and x float32), client seconds (all client compute, precomputation
    included), server seconds, the key holder's decrypt seconds, measured max |error| and the declared bound.
 
-All figures are wall-clock on whatever machine runs this; nothing here asserts a time.
+3. **CKKS against NVFlare's default** (issue 19): client encrypt seconds and bytes of one update under NVFlare's
+   default HE configuration expressed as TenSEAL calls (N=8192, coefficient moduli [60, 40, 40], scale 2^40, the
+   whole flat vector in one ``ts.ckks_vector``) beside privfed's CKKS parameter sets, on the same vector.
+
+Section 1 reports each randomness variant of packed Paillier (the default exact pool on all cores and on one core,
+and the optional short-exponent pool): the whole client round, r^n pool included, and its online part, each with
+its ratio to phe per value (wall, and process CPU seconds, which other jobs on a shared machine disturb less).
+All figures are measured on whatever machine runs this; nothing here asserts a time.
 """
 
 from __future__ import annotations
@@ -224,6 +233,8 @@ def render(speed: dict[str, Any], rows: list[dict[str, Any]], command: str, ckks
     ]
     for row in ckks:
         lines.append(f"| {row['label']} | {row['seconds']:.3f} | {row['bytes']:,} | {row['ratio']:.2f} |")
+    if not rows:
+        return "\n".join(lines + [""])
     lines += [
         "",
         "## One aggregation (privfed bench code path)",
@@ -258,7 +269,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--clients-1m", type=int, default=3, help="clients at 1M params (3 = the HE minimum)")
     parser.add_argument("--sample", type=int, default=200, help="values timed for phe per-value encryption")
     parser.add_argument("--quick", action="store_true", help="100k rows only")
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--out", type=Path, help=f"where to write the markdown (default {RESULTS}; with "
+                        "--speed-only only when given)")
     parser.add_argument("--speed-only", action="store_true",
                         help="the encode-speed and CKKS-peer sections only, printed (no aggregation table, no file)")
     parser.add_argument("--params", type=int, default=100_000, help="params of the encode-speed section")
@@ -281,15 +293,20 @@ def main(argv: list[str] | None = None) -> None:
         args.profile.write_text(f"# Paillier client hot path ({platform.machine()}, Python {platform.python_version()})"
                                 f"\n\nCommand: `{command}`\n\n" + profile_paillier_client(args.params, args.clients))
     if args.speed_only:
-        print(render(speed, [], command, ckks))
+        text = render(speed, [], command, ckks)
+        print(text)
+        if args.out:
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(text)
         return
     sizes = [(100_000, args.clients)] + ([] if args.quick else [(1_000_000, args.clients_1m)])
     rows = table(sizes, with_n8192=True)
     text = render(speed, rows, command, ckks)
     print(text)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text)
-    print(f"written to {args.out}", file=sys.stderr)
+    out = args.out or RESULTS
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    print(f"written to {out}", file=sys.stderr)
 
 
 if __name__ == "__main__":
