@@ -58,8 +58,9 @@ def test_short_exponent_pool_is_h_to_short_powers(authority: PaillierAuthority) 
     assert len({int(x) for x in pool}) == 6
     for x in pool:
         assert gmpy2.powmod(x, _lam(authority), n2) == 1 and math.gcd(int(x), n) == 1
-    assert keys.short_base == h  # one base per bundle, drawn once
-    assert authority.client_bundle().short_base != h  # another bundle draws its own
+    assert keys.short_base == h  # drawn once
+    assert authority.client_bundle().short_base == h  # shared by the key's bundles (DJN's public h)
+    assert PaillierAuthority(1024, insecure_test_keys=True).client_bundle().short_base != h  # another key, another h
 
 
 @settings(max_examples=80, deadline=None)
@@ -77,6 +78,18 @@ def test_fixed_base_refuses_long_or_negative_exponents() -> None:
         table.power(1 << 12)
     with pytest.raises(ConfigError):
         table.power(-1)
+
+
+def test_bundles_pickle_without_locks_or_tables_and_keep_their_base(authority: PaillierAuthority) -> None:
+    import pickle
+    keys = authority.client_bundle()
+    h = keys.short_base
+    keys.nth_residues_short(1)  # tables built
+    restored = pickle.loads(pickle.dumps(keys))  # how the Flower runtime keeps node state between messages
+    assert restored.short_base == h
+    assert len(pickle.dumps(keys)) < 20_000  # the tables are not part of the pickle
+    n2 = int(restored.n_square)
+    assert all(gmpy2.powmod(x, _lam(authority), n2) == 1 for x in restored.nth_residues_short(2))
 
 
 def test_short_exponent_round_matches_exact_mean(authority: PaillierAuthority) -> None:
