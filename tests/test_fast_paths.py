@@ -40,7 +40,12 @@ def test_apply_masks_equals_one_key_at_a_time(n: int, bits: int, n_add: int, n_s
     add = [os.urandom(32) for _ in range(n_add)]
     sub = [os.urandom(32) for _ in range(n_sub)]
     expected = _reference(acc, add, sub, bits)
-    got = masking.apply_masks(acc, add, sub, bits, workers=workers, block_bytes=block)
+    saved = masking._PARALLEL_MIN_BYTES
+    masking._PARALLEL_MIN_BYTES = 0  # split into ``workers`` ranges even at these small sizes
+    try:
+        got = masking.apply_masks(acc, add, sub, bits, workers=workers, block_bytes=block)
+    finally:
+        masking._PARALLEL_MIN_BYTES = saved
     assert got is acc
     assert np.array_equal(acc, expected)
 
