@@ -93,7 +93,7 @@ def public_material(n: int) -> bytes:
 class ClientKeys:
     """A client's secret bundle: phe's key pair plus gmpy2 constants for fast encryption."""
 
-    def __init__(self, n: int, p: int, q: int, short: "_ShortExponent | None" = None) -> None:
+    def __init__(self, n: int, p: int, q: int) -> None:
         self.public_key = paillier.PaillierPublicKey(n)
         self.private_key = paillier.PaillierPrivateKey(self.public_key, p, q)
         self.key_id = key_id_of(public_material(n))
@@ -104,7 +104,8 @@ class ClientKeys:
         if math.gcd(q, p - 1) != 1 or math.gcd(p, q - 1) != 1:
             raise ConfigError("Paillier key with gcd(q, p-1) != 1 or gcd(p, q-1) != 1")
         self._q2_inv = gmpy2.invert(self._q2, self._p2)
-        self._short = short if short is not None else _ShortExponent(self.n, self._p2, self._q2)
+        # the short-exponent base and tables: a bundle of its own (built lazily) unless its authority shares one
+        self._short = _ShortExponent(self.n, self._p2, self._q2)
 
     def __repr__(self) -> str:  # never print factors
         return f"ClientKeys(key_id={self.key_id.hex()[:16]}...)"
@@ -260,7 +261,9 @@ class PaillierAuthority(KeyAuthority[ClientKeys]):
         return self._public
 
     def client_bundle(self) -> ClientKeys:
-        return ClientKeys(self._n, self._p, self._q, self._short)
+        keys = ClientKeys(self._n, self._p, self._q)
+        keys._short = self._short  # one h and one set of tables per key, shared by its bundles
+        return keys
 
     def phe_private_key(self) -> paillier.PaillierPrivateKey:
         """phe's own private key object (the dealer's; used by known-answer tests)."""
