@@ -4,6 +4,8 @@ Run (from the repository root, with the project installed)::
 
     nice python benchmarks/bench_he.py                     # prints everything, writes benchmarks/results/he.md
     nice python benchmarks/bench_he.py --quick             # 100k only, no 1M rows (minutes, not tens of minutes)
+    python benchmarks/bench_he.py --speed-only --out benchmarks/results/he_speed.md \
+        --profile benchmarks/results/profile_paillier.md   # sections 1 and 3 only, with a CPU profile
 
 1. **Encode speed** (checklist items 9-11). phe's per-value encryption (``PaillierPublicKey.encrypt`` of one float,
    one ciphertext each) is timed on a sample of ``--sample`` values and **extrapolated** linearly to the full
@@ -13,7 +15,14 @@ Run (from the repository root, with the project installed)::
    ``privfed bench``): upload bytes per client (and x float32), client seconds (all client compute, precomputation
    included), server seconds, the key holder's decrypt seconds, measured max |error| and the declared bound.
 
-All figures are wall-clock on whatever machine runs this; nothing here asserts a time.
+3. **CKKS against NVFlare's default** (issue 19): client encrypt seconds and bytes of one update under NVFlare's
+   default HE configuration expressed as TenSEAL calls (N=8192, coefficient moduli [60, 40, 40], scale 2^40, the
+   whole flat vector in one ``ts.ckks_vector``) beside privfed's CKKS parameter sets, on the same vector.
+
+Section 1 reports each randomness variant of packed Paillier (the default exact pool on all cores and on one core,
+and the optional short-exponent pool): the whole client round, r^n pool included, and its online part, each with
+its ratio to phe per value (wall, and process CPU seconds, which other jobs on a shared machine disturb less).
+All figures are measured on whatever machine runs this; nothing here asserts a time.
 """
 
 from __future__ import annotations
@@ -43,25 +52,117 @@ def encode_speed(params: int, clients: int, sample: int) -> dict[str, Any]:
     vector = weighted_vector(x, 37.0, 100.0)
 
     public = keys.public_key
-    started = time.perf_counter()
-    for value in vector[:sample]:
-        public.encrypt(float(value), precision=PER_VALUE_PRECISION)
-    per_value = (time.perf_counter() - started) / sample
 
-    protocol = PackedPaillierProtocol(authority=authority, max_weight=100.0)
-    started = time.perf_counter()
-    codec = protocol.client_codec(keys, params, clients)
-    codec.precompute()
-    precompute = time.perf_counter() - started
-    started = time.perf_counter()
-    ciphertexts = codec.encrypt(vector)
-    online = time.perf_counter() - started
-    packed = precompute + online
-    return {"params": params, "sample": sample, "per_value_seconds_each": per_value,
+    def phe_sample() -> tuple[float, float]:
+        started, cpu_started = time.perf_counter(), time.process_time()
+        for value in vector[:sample]:
+            public.encrypt(float(value), precision=PER_VALUE_PRECISION)
+        return (time.perf_counter() - started) / sample, (time.process_time() - cpu_started) / sample
+
+    first = phe_sample()  # timed before and after privfed's variants; the mean of the two is used
+    variants = {}
+    for label, randomness, workers in (("exact pool, all cores (default)", "crt-pool", None),
+                                       ("exact pool, one core", "crt-pool", 1),
+                                       ("short-exponent pool (option)", "short-exponent", None)):
+        protocol = PackedPaillierProtocol(authority=authority, max_weight=100.0, randomness=randomness)
+        keys = authority.client_bundle()  # a fresh bundle: the short-exponent tables are built inside the timing
+        started, cpu_started = time.perf_counter(), time.process_time()
+        codec = protocol.client_codec(keys, params, clients)
+        if workers is None:
+            codec.precompute()
+        else:
+            codec._pool = keys.nth_residues(codec.n_ct, workers=workers)
+        precompute, precompute_cpu = time.perf_counter() - started, time.process_time() - cpu_started
+        started, cpu_started = time.perf_counter(), time.process_time()
+        ciphertexts = codec.encrypt(vector)
+        online, online_cpu = time.perf_counter() - started, time.process_time() - cpu_started
+        variants[label] = {"precompute": precompute, "online": online, "total": precompute + online,
+                           "cpu": precompute_cpu + online_cpu, "bytes": len(ciphertexts)}
+    second = phe_sample()
+    per_value, per_value_cpu = (first[0] + second[0]) / 2, (first[1] + second[1]) / 2
+    for v in variants.values():
+        v.update(ratio=per_value * vector.size / v["total"], online_ratio=per_value * vector.size / v["online"],
+                 cpu_ratio=per_value_cpu * vector.size / v["cpu"])
+    default = variants["exact pool, all cores (default)"]
+    return {"params": params, "sample": sample, "per_value_seconds_each": per_value, "per_value_cpu_each": per_value_cpu,
             "per_value_seconds_extrapolated": per_value * vector.size,
-            "per_value_bytes": vector.size * 512, "packed_seconds": packed, "packed_precompute_seconds": precompute,
-            "packed_online_seconds": online, "packed_bytes": len(ciphertexts),
-            "ratio": per_value * vector.size / packed}
+            "per_value_bytes": vector.size * 512, "packed_seconds": default["total"],
+            "packed_precompute_seconds": default["precompute"], "packed_online_seconds": default["online"],
+            "packed_bytes": default["bytes"], "ratio": default["ratio"], "variants": variants}
+
+
+def profile_paillier_client(params: int, clients: int) -> str:
+    """cProfile (process CPU time as the clock) of one packed-Paillier client round, r^n pool included, for the
+    default exact pool and the short-exponent option, top functions by own time; one thread, so that the pool's
+    exponentiations are attributed to the functions doing them."""
+    import cProfile
+    import io
+    import pstats
+
+    import protocols.parallel as parallel
+
+    authority = PaillierAuthority(2048)
+    rng = np.random.default_rng(0)  # benchmark data only
+    vector = weighted_vector(rng.uniform(-1, 1, params).astype(np.float32), 37.0, 100.0)
+    out = io.StringIO()
+    saved = parallel.usable_cores
+    for randomness in ("crt-pool", "short-exponent"):
+        protocol = PackedPaillierProtocol(authority=authority, max_weight=100.0, randomness=randomness)
+        keys = authority.client_bundle()
+        parallel.usable_cores = lambda: 1
+        try:
+            profiler = cProfile.Profile(time.process_time)
+            profiler.enable()
+            codec = protocol.client_codec(keys, params, clients)
+            codec.precompute()
+            codec.encrypt(vector)
+            profiler.disable()
+        finally:
+            parallel.usable_cores = saved
+        out.write(f"## packed Paillier client round, randomness={randomness}: {params:,} params, 2048-bit n\n\n```\n")
+        pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(15)
+        out.write("```\n\n")
+    return out.getvalue()
+
+
+NVFLARE_DEFAULT = {"poly_modulus_degree": 8192, "coeff_mod_bit_sizes": [60, 40, 40], "scale_bits": 40}
+
+
+def ckks_peers(params: int, repeats: int = 3) -> list[dict[str, Any]]:
+    """Client encrypt seconds (best of ``repeats``) and ciphertext bytes of one update: NVFlare's default CKKS
+    configuration as TenSEAL calls (N=8192, coefficient moduli [60, 40, 40], scale 2^40, the whole flat vector in
+    one ``ts.ckks_vector`` and serialised, as NVFlare's model encryptor does per layer) beside privfed's CKKS
+    parameter sets through privfed's own client codec, on the same vector."""
+    import tenseal as ts
+
+    from protocols.ckks import PARAMETER_SETS, CKKSAuthority, CKKSProtocol
+
+    rng = np.random.default_rng(1)  # benchmark data only
+    vector = weighted_vector(rng.uniform(-1, 1, params).astype(np.float32), 37.0, 100.0)
+    rows = []
+    context = ts.context(ts.SCHEME_TYPE.CKKS, NVFLARE_DEFAULT["poly_modulus_degree"],
+                         coeff_mod_bit_sizes=NVFLARE_DEFAULT["coeff_mod_bit_sizes"])
+    context.global_scale = 2.0 ** NVFLARE_DEFAULT["scale_bits"]
+    best, size = float("inf"), 0
+    for _ in range(repeats):
+        started = time.perf_counter()
+        size = len(ts.ckks_vector(context, vector).serialize())
+        best = min(best, time.perf_counter() - started)
+    rows.append({"label": "NVFlare default (TenSEAL N=8192 [60,40,40], 2^40)", "seconds": best, "bytes": size})
+    for name in ("n4096", "n8192"):
+        authority = CKKSAuthority(PARAMETER_SETS[name])
+        codec = CKKSProtocol(authority=authority, max_weight=100.0, parameter_set=name).client_codec(
+            authority.client_bundle(), params, 10)
+        best = float("inf")
+        for _ in range(repeats):
+            started = time.perf_counter()
+            size = sum(len(c) for c in codec.encrypt(vector))
+            best = min(best, time.perf_counter() - started)
+        rows.append({"label": f"privfed ckks {name}" + (" (default)" if name == "n4096" else ""),
+                     "seconds": best, "bytes": size})
+    for row in rows:
+        row["ratio"] = row["bytes"] / (4 * params)
+    return rows
 
 
 ROWS = (
@@ -90,7 +191,7 @@ def table(sizes: list[tuple[int, int]], with_n8192: bool) -> list[dict[str, Any]
     return rows
 
 
-def render(speed: dict[str, Any], rows: list[dict[str, Any]], command: str) -> str:
+def render(speed: dict[str, Any], rows: list[dict[str, Any]], command: str, ckks: list[dict[str, Any]]) -> str:
     lines = [
         "# HE aggregation: measured costs",
         "",
@@ -104,14 +205,37 @@ def render(speed: dict[str, Any], rows: list[dict[str, Any]], command: str) -> s
         "",
         "| method | seconds | bytes |",
         "|---|---:|---:|",
-        f"| phe per-value (timed on {speed['sample']} values, extrapolated x{speed['params'] + 1:,}) | "
-        f"{speed['per_value_seconds_extrapolated']:.1f} ({1e3 * speed['per_value_seconds_each']:.2f} ms/value) | "
+        f"| phe per-value (timed on {speed['sample']} values before and after, extrapolated "
+        f"x{speed['params'] + 1:,}) | {speed['per_value_seconds_extrapolated']:.1f} "
+        f"({1e3 * speed['per_value_seconds_each']:.2f} ms/value; CPU {1e3 * speed['per_value_cpu_each']:.2f}) | "
         f"{speed['per_value_bytes']:,} |",
-        f"| privfed packed, all client compute | {speed['packed_seconds']:.2f} | {speed['packed_bytes']:,} |",
-        f"| &nbsp;&nbsp;of which r^n pool (setup phase) | {speed['packed_precompute_seconds']:.2f} | |",
-        f"| &nbsp;&nbsp;of which online (encode + pack + multiply) | {speed['packed_online_seconds']:.2f} | |",
+    ]
+    for label, v in speed["variants"].items():
+        lines += [
+            f"| privfed packed, {label}: whole client round | {v['total']:.2f} ({v['ratio']:,.0f}x phe; CPU "
+            f"{v['cpu']:.2f} s, {v['cpu_ratio']:,.0f}x phe's CPU) | "
+            f"{v['bytes']:,} |",
+            f"| &nbsp;&nbsp;of which r^n pool (setup phase) | {v['precompute']:.2f} | |",
+            f"| &nbsp;&nbsp;of which online (encode + pack + multiply) | {v['online']:.2f} "
+            f"({v['online_ratio']:,.0f}x phe) | |",
+        ]
+    lines += [
         "",
-        f"**Packed is {speed['ratio']:.0f}x faster than per-value** (same run, same key).",
+        f"**Packed (default exact pool, all cores) is {speed['ratio']:,.0f}x faster than per-value for the whole "
+        f"client round, randomness included** (same run, same key). The short-exponent pool is an option, off by "
+        f"default, resting on an extra assumption (see `protocols/paillier_keys.py`).",
+        "",
+        f"## CKKS client encrypt, {speed['params']:,} params: "
+        f"NVFlare's default configuration beside privfed's",
+        "",
+        "| configuration | encrypt s (best of 3) | bytes | x float32 |",
+        "|---|---:|---:|---:|",
+    ]
+    for row in ckks:
+        lines.append(f"| {row['label']} | {row['seconds']:.3f} | {row['bytes']:,} | {row['ratio']:.2f} |")
+    if not rows:
+        return "\n".join(lines + [""])
+    lines += [
         "",
         "## One aggregation (privfed bench code path)",
         "",
@@ -145,24 +269,44 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--clients-1m", type=int, default=3, help="clients at 1M params (3 = the HE minimum)")
     parser.add_argument("--sample", type=int, default=200, help="values timed for phe per-value encryption")
     parser.add_argument("--quick", action="store_true", help="100k rows only")
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--out", type=Path, help=f"where to write the markdown (default {RESULTS}; with "
+                        "--speed-only only when given)")
+    parser.add_argument("--speed-only", action="store_true",
+                        help="the encode-speed and CKKS-peer sections only, printed (no aggregation table, no file)")
+    parser.add_argument("--params", type=int, default=100_000, help="params of the encode-speed section")
+    parser.add_argument("--profile", type=Path, help="also write a CPU profile of the Paillier client round here")
     args = parser.parse_args(argv)
-    command = "nice python benchmarks/bench_he.py" + (" --quick" if args.quick else "")
+    command = "python benchmarks/bench_he.py" + "".join(f" {a}" for a in (argv if argv is not None else sys.argv[1:]))
 
-    print("encode speed (100k) ...", file=sys.stderr, flush=True)
-    speed = encode_speed(100_000, args.clients, args.sample)
+    print(f"encode speed ({args.params:,}) ...", file=sys.stderr, flush=True)
+    speed = encode_speed(args.params, args.clients, args.sample)
     print(f"phe per-value: {1e3 * speed['per_value_seconds_each']:.2f} ms/value on {args.sample} values -> "
-          f"{speed['per_value_seconds_extrapolated']:.0f} s extrapolated for 100,001 values")
-    print(f"privfed packed: {speed['packed_seconds']:.2f} s in all (pool {speed['packed_precompute_seconds']:.2f} s, "
-          f"online {speed['packed_online_seconds']:.2f} s)")
-    print(f"ratio: packed is {speed['ratio']:.0f}x faster than per-value")
+          f"{speed['per_value_seconds_extrapolated']:.0f} s extrapolated for {args.params + 1:,} values")
+    for label, v in speed["variants"].items():
+        print(f"privfed packed, {label}: {v['total']:.2f} s whole client round ({v['ratio']:,.0f}x phe per value; "
+              f"pool {v['precompute']:.2f} s, online {v['online']:.2f} s = {v['online_ratio']:,.0f}x; CPU "
+              f"{v['cpu']:.2f} s = {v['cpu_ratio']:,.0f}x phe's CPU)")
+    ckks = ckks_peers(args.params)
+    for row in ckks:
+        print(f"CKKS {row['label']}: encrypt {row['seconds']:.3f} s, {row['bytes']:,} bytes ({row['ratio']:.2f}x float32)")
+    if args.profile:
+        args.profile.write_text(f"# Paillier client hot path ({platform.machine()}, Python {platform.python_version()})"
+                                f"\n\nCommand: `{command}`\n\n" + profile_paillier_client(args.params, args.clients))
+    if args.speed_only:
+        text = render(speed, [], command, ckks)
+        print(text)
+        if args.out:
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(text)
+        return
     sizes = [(100_000, args.clients)] + ([] if args.quick else [(1_000_000, args.clients_1m)])
     rows = table(sizes, with_n8192=True)
-    text = render(speed, rows, command)
+    text = render(speed, rows, command, ckks)
     print(text)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text)
-    print(f"written to {args.out}", file=sys.stderr)
+    out = args.out or RESULTS
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    print(f"written to {out}", file=sys.stderr)
 
 
 if __name__ == "__main__":

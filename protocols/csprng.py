@@ -21,6 +21,16 @@ from .errors import ConfigError
 __all__ = ["CSPRNG"]
 
 _TWO_POW_53 = float(1 << 53)
+_ZEROS = [b""]
+
+
+def _zeros(nbytes: int) -> bytes:
+    """A shared zero buffer (the CTR plaintext of :meth:`CSPRNG.fill`) of at least nbytes."""
+    zeros = _ZEROS[0]
+    if len(zeros) < nbytes:
+        zeros = bytes(max(nbytes, 1 << 16))
+        _ZEROS[0] = zeros
+    return zeros
 
 
 class CSPRNG:
@@ -47,6 +57,20 @@ class CSPRNG:
 
     def bytes(self, n: int) -> bytes:
         return self._encryptor.update(bytes(n))
+
+    def fill(self, out: np.ndarray, count: int | None = None) -> np.ndarray:
+        """Write the next keystream bytes into ``out[:count]`` (little-endian words; the same bytes :meth:`bytes`
+        would return) without allocating; ``out`` needs one AES block of slack beyond ``count`` items."""
+        count = out.size if count is None else count
+        nbytes = count * out.itemsize
+        raw = out.reshape(-1).view(np.uint8)
+        if len(raw) < nbytes + 15:
+            raise ConfigError("CSPRNG.fill needs one AES block of slack beyond the words it writes")
+        self._encryptor.update_into(memoryview(_zeros(nbytes))[:nbytes], raw)
+        words = out[:count]
+        if not np.little_endian and out.itemsize > 1:
+            words.byteswap(inplace=True)
+        return words
 
     def uint32(self, n: int) -> np.ndarray:
         return np.frombuffer(self.bytes(4 * n), dtype="<u4").astype(np.uint32)

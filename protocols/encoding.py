@@ -22,6 +22,11 @@ import numpy as np
 
 from .csprng import CSPRNG
 from .errors import ConfigError, HeadroomError, MessageError
+from .parallel import run_all, split, usable_cores
+
+_QUANTIZE_BLOCK = 1 << 15  # elements per block of the quantizer (its buffers stay in L2 cache)
+_PARALLEL_MIN_ELEMENTS = 1 << 18  # below this one thread is cheaper
+_TWO_POW_53 = float(1 << 53)
 
 __all__ = [
     "FixedPoint",
@@ -94,11 +99,61 @@ class FixedPoint:
     def quantize(self, x: np.ndarray, rng: CSPRNG) -> np.ndarray:
         """Clip, scale and round stochastically (unbiased) to int64. Non-finite input raises MessageError."""
         x = np.asarray(x, dtype=np.float64)
-        check_finite(x, "input")
-        y = np.clip(x, -self.clip, self.clip) * self.scale
-        low = np.floor(y)
-        q = low + (rng.uniform(y.size).reshape(y.shape) < (y - low))
-        return q.astype(np.int64)
+        out = np.empty(x.shape, dtype=np.int64)
+        self._quantize_into(x.reshape(-1), rng, out.reshape(-1))
+        return out
+
+    def quantize_ring(self, x: np.ndarray, rng: CSPRNG, dtype: np.dtype | type = np.uint64) -> np.ndarray:
+        """:meth:`quantize` followed by :meth:`to_ring`, written straight into a flat unsigned ``dtype`` array of at
+        least ``total_bits`` bits (the same random draws, the same ring elements, without int64 intermediates)."""
+        dtype = np.dtype(dtype)
+        if dtype.kind != "u" or dtype.itemsize * 8 < self.total_bits:
+            raise ConfigError(f"ring dtype must be unsigned with >= {self.total_bits} bits, got {dtype}")
+        x = np.asarray(x, dtype=np.float64).reshape(-1)
+        out = np.empty(x.size, dtype=dtype)
+        self._quantize_into(x, rng, out)
+        if self.total_bits < dtype.itemsize * 8:
+            out &= dtype.type(self.modulus - 1)
+        return out
+
+    def _quantize_into(self, x: np.ndarray, rng: CSPRNG, out: np.ndarray) -> None:
+        """Blocked kernel of :meth:`quantize`: per cache-sized block, q = floor(y) + [u < y - floor(y)] with
+        y = clip(x) * scale and u = (next 64 keystream bits >> 11) / 2^53, i.e. u * 2^53 < frac * 2^53 (both
+        exact), so each element consumes 8 keystream bytes in order, as ``rng.uniform`` would. Signed results are
+        cast into ``out``'s dtype (two's complement wrap for unsigned words). Inputs of at least
+        ``_PARALLEL_MIN_ELEMENTS`` are cut into one range per core: the first range draws from ``rng``, every
+        other from its own CSPRNG keyed with 32 fresh bytes of ``rng`` (independent uniforms, the same law)."""
+        workers = 1 if x.size < _PARALLEL_MIN_ELEMENTS else usable_cores()
+        ranges = split(x.size, workers, align=_QUANTIZE_BLOCK)
+        rngs = [rng] + [CSPRNG.from_key(rng.bytes(32)) for _ in ranges[1:]]
+        run_all(self._quantize_range, [(x[lo:hi], r, out[lo:hi]) for (lo, hi), r in zip(ranges, rngs)])
+
+    def _quantize_range(self, x: np.ndarray, rng: CSPRNG, out: np.ndarray) -> None:
+        block = _QUANTIZE_BLOCK
+        y = np.empty(min(block, x.size), dtype=np.float64)
+        low = np.empty_like(y)
+        u = np.empty(y.size + 2, dtype=np.uint64)
+        up = np.empty(y.size, dtype=bool)
+        q = np.empty(y.size, dtype=np.int64)
+        shift, clip, scale = np.uint64(11), self.clip, self.scale
+        for lo in range(0, x.size, block):
+            m = min(block, x.size - lo)
+            yb, lb, ub, upb = y[:m], low[:m], u[:m], up[:m]
+            xb = x[lo:lo + m]
+            np.isfinite(xb, out=upb)
+            if not upb.all():
+                raise MessageError("input holds NaN or infinite entries")
+            np.clip(xb, -clip, clip, out=yb)
+            yb *= scale
+            np.floor(yb, out=lb)
+            yb -= lb  # the fractional part in [0, 1)
+            yb *= _TWO_POW_53
+            rng.fill(u, m)
+            ub >>= shift
+            np.less(ub, yb, out=upb)
+            lb += upb
+            np.copyto(q[:m], lb, casting="unsafe")  # integral floats, |value| < 2^63 (clipped)
+            np.copyto(out[lo:lo + m], q[:m], casting="unsafe")  # int64 -> unsigned words wraps (two's complement)
 
     def to_ring(self, q: np.ndarray) -> np.ndarray:
         """Signed int64 -> two's complement in Z_{2^total_bits} as uint64."""
@@ -111,7 +166,10 @@ class FixedPoint:
         """Ring elements (a sum of ``n_summed`` clients' values) -> signed int64, refusing more than declared."""
         if n_summed > self.max_clients:
             raise HeadroomError(f"a sum of {n_summed} clients exceeds the declared max_clients {self.max_clients}")
-        r = np.asarray(r).astype(np.uint64)
+        r = np.asarray(r)
+        if r.dtype.kind == "u" and r.dtype.itemsize * 8 == self.total_bits:  # 8/16/32/64-bit words: a signed view
+            return r.view(np.dtype(f"i{r.dtype.itemsize}")).astype(np.int64)
+        r = r.astype(np.uint64)
         if self.total_bits < 64:
             r = r & np.uint64(self.modulus - 1)
             half = np.uint64(1 << (self.total_bits - 1))
@@ -135,13 +193,15 @@ def weighted_vector(vector: np.ndarray, weight: float, max_weight: float) -> np.
         raise ConfigError(f"max_weight must be positive and finite, got {max_weight}")
     if weight > max_weight * (1 + 1e-12):
         raise ConfigError(f"weight {weight} exceeds the declared max_weight {max_weight}")
-    x = np.asarray(vector, dtype=np.float64)
+    x = np.asarray(vector)
+    if x.dtype.kind != "f":
+        x = x.astype(np.float64)
     if x.ndim != 1:
         raise MessageError(f"update must be a flat vector, got shape {x.shape}")
     check_finite(x, "update")
     w = weight / max_weight
     out = np.empty(x.size + 1, dtype=np.float64)
-    np.multiply(x, w, out=out[:-1])
+    np.multiply(x, w, out=out[:-1], dtype=np.float64)  # float32 inputs widen exactly inside the loop
     out[-1] = w
     return out
 

@@ -17,7 +17,9 @@ max(clip, 1), scale, unbiased stochastic rounding from a CSPRNG), offset to [0, 
 decrypts (phe's CRT ``raw_decrypt``) and returns the packed plaintext sums; the server unpacks and subtracts
 k * M. The error bound (``error_bound``) is the fixed-point rounding bound. Encryption randomness r^n comes from a
 pool filled in the setup phase (``randomness="crt-pool"``, exact distribution, see
-:mod:`protocols.paillier_keys`) or is computed per ciphertext the textbook way (``randomness="online"``).
+:mod:`protocols.paillier_keys`), or is computed per ciphertext the textbook way (``randomness="online"``), or comes
+from the optional short-exponent pool (``randomness="short-exponent"``: faster, under an extra short-exponent
+assumption named in :mod:`protocols.paillier_keys`; off by default).
 
 ``paillier-per-value``: phe's own ``EncryptedNumber`` per float (precision 2^-32): the textbook construction, kept
 only to show what packing saves (about 3 hours and 512 MB per client per million parameters).
@@ -42,7 +44,7 @@ from .wire import FieldSpec
 
 __all__ = ["PackedPaillierProtocol", "PerValuePaillierProtocol", "RANDOMNESS"]
 
-RANDOMNESS = ("crt-pool", "online")
+RANDOMNESS = ("crt-pool", "online", "short-exponent")
 PER_VALUE_PRECISION = 2.0 ** -32  # phe encodes with exponent floor(log16(precision)) = -8
 _PER_VALUE_EXPONENT = -8
 
@@ -170,13 +172,15 @@ class PackedClientCodec(ClientCodec):
     def precompute(self) -> None:
         if self.randomness == "crt-pool":
             self._pool = self.keys.nth_residues(self.n_ct)
+        elif self.randomness == "short-exponent":
+            self._pool = self.keys.nth_residues_short(self.n_ct)
 
     def encrypt(self, vector: np.ndarray) -> bytes:
         if vector.size != self.count:
             raise ConfigError("vector length differs from the round's")
         plaintexts = self.packing.pack(self.packing.encode(vector, CSPRNG.from_os()))
         pool, self._pool = self._pool, []  # consumed once: randomness is never reused
-        if self.randomness == "crt-pool" and len(pool) != len(plaintexts):
+        if self.randomness != "online" and len(pool) != len(plaintexts):
             raise ConfigError("randomness pool does not match the round")
         out = []
         for i, m in enumerate(plaintexts):

@@ -159,13 +159,13 @@ class SecAggClient(ClientStateMachine):
         self._masked_with = frozenset(senders)
         bits = self.protocol.ring_bits
         acc = self._encode(plan)
-        buffer = masking.scratch(acc.size, bits)
-        masking.add_mask(acc, keys.self_mask_key(self._seed, self._salt, self.round_id, self.client_id), bits, buffer)
+        add_keys = [keys.self_mask_key(self._seed, self._salt, self.round_id, self.client_id)]
+        sub_keys: list[bytes] = []
         for peer in senders:
             shared = keys.agree(self._s_key, self._peer_s_pk[peer])
             key = keys.mask_key(shared, self._salt, self.round_id, self.client_id, peer)
-            (masking.add_mask if self.client_id < peer else masking.sub_mask)(acc, key, bits, buffer)
-        masking.reduce(acc, bits)
+            (add_keys if self.client_id < peer else sub_keys).append(key)
+        masking.apply_masks(acc, add_keys, sub_keys, bits)
         self._s_key = self._c_key = None  # not needed any more; drop the references early
         spec = masked_spec(self.update.vector.size, bits)
         return self._reply(spec.kind, {"y": acc}), "unmask"
@@ -177,7 +177,8 @@ class SecAggClient(ClientStateMachine):
         x = np.clip(self.update.vector, np.float32(-clip), np.float32(clip))  # the declared range, before weighting
         weighted = weighted_vector(x, float(self.update.weight), float(self.protocol.max_weight))
         rng = CSPRNG.from_os()
-        q = fp.quantize(weighted, rng)
+        dtype = masking.ring_dtype(self.protocol.ring_bits)
+        ring = fp.quantize_ring(weighted, rng, dtype)  # two's complement in the ring's word type
         noise_source = self.protocol.client_noise
         if noise_source is not None:
             dim = self.update.vector.size
@@ -186,9 +187,8 @@ class SecAggClient(ClientStateMachine):
                 raise HeadroomError("client_noise.sample must return an integer array of the vector's length")
             if dim and int(np.max(np.abs(noise.astype(np.int64)))) > fp.extra_per_client:
                 raise HeadroomError("client noise exceeds its declared bound; refusing to risk a wrapped sum")
-            q[:-1] += noise.astype(np.int64)
-        # two's complement into the ring's word type (what FixedPoint.to_ring computes, without a uint64 detour)
-        return masking.reduce(q.astype(masking.ring_dtype(self.protocol.ring_bits)), self.protocol.ring_bits)
+            ring[:-1] += noise.astype(np.int64).astype(dtype)  # wrapping: the same ring element as q + noise
+        return masking.reduce(ring, self.protocol.ring_bits)
 
     # -- phase 4 --------------------------------------------------------------------------------------------------
 

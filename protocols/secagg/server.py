@@ -219,13 +219,14 @@ class SecAggServer(ServerStateMachine):
     def _finish(self) -> AggregateResult:
         responders = self._close(self._replied)
         bits, total = self.bits, self._sum
-        buffer = masking.scratch(total.size, bits)
+        add_keys: list[bytes] = []
+        sub_keys: list[bytes] = []
         for v in sorted(self._u3):
             seed = shamir.reconstruct_secret(self._b_shares.get(v, []), keys.KEY_BYTES)
             if keys.commit_self_mask(seed, self.salt, self.round_id, v) != self._commit[v]:
                 raise ProtocolAbort(f"the self-mask seed of client {v} does not match its commitment: "
                                     f"a share was corrupted")
-            masking.sub_mask(total, keys.self_mask_key(seed, self.salt, self.round_id, v), bits, buffer)
+            sub_keys.append(keys.self_mask_key(seed, self.salt, self.round_id, v))
         for v in sorted(self._u2 - self._u3):
             raw = shamir.reconstruct_secret(self._s_shares.get(v, []), keys.KEY_BYTES)
             private = keys.private_from_bytes(raw)
@@ -234,8 +235,8 @@ class SecAggServer(ServerStateMachine):
                                     f"a share was corrupted")
             for u in sorted(self.graph.neighbours[v] & self._u3):
                 key = keys.mask_key(keys.agree(private, self.s_pk[u]), self.salt, self.round_id, u, v)
-                (masking.sub_mask if u < v else masking.add_mask)(total, key, bits, buffer)
-        masking.reduce(total, bits)
+                (sub_keys if u < v else add_keys).append(key)
+        masking.apply_masks(total, add_keys, sub_keys, bits)
         self._b_shares, self._s_shares = {}, {}
         self.decoded_ring_sum = total  # the aggregate the server is entitled to (kept for audits and tests)
         return self._decode(total, len(responders))
