@@ -122,6 +122,8 @@ _HE_LIMITS = ("any single key-holding client colluding with the server decrypts 
               "decrypts (a malicious server could have one update decrypted); with active=true a key holder decrypts "
               "only the sum it recomputed from >= min_clients signed contributions of this round, once per round",
               "with release=server the server learns the aggregate; release=key-holders keeps it with the clients")
+_SHORT_EXPONENT = ("with -o randomness=short-exponent (off by default) encryption also assumes that h^x for a short "
+                   "random x is indistinguishable from a uniform element of <h> (Damgard-Jurik-Nielsen)")
 _NO_OUTPUT_PRIVACY = "hides individual updates, not the aggregate: combine with DP for output privacy"
 _CKKS_LIMIT = ("CKKS decryptions released to the server are flooded with heuristic noise (flood_std, default "
                "2^-25) against key recovery (IND-CPA^D, Li-Micciancio 2021), not proof-level flooding; "
@@ -177,8 +179,8 @@ CATALOGUE: dict[str, Protection] = {p.name: p for p in (
         "paillier", "paillier", "none", hides="every individual update (packed Paillier ciphertexts)",
         hides_from="the server and eavesdroppers", assumptions=_HE_ASSUMPTIONS,
         tolerates_dropouts="any number, while >= 3 clients contribute", output_privacy="none",
-        limits=(*_HE_LIMITS, _NO_OUTPUT_PRIVACY), update_hiding=CRYPTOGRAPHIC, collusion_model="shared-key",
-        min_clients=3),
+        limits=(*_HE_LIMITS, _NO_OUTPUT_PRIVACY, _SHORT_EXPONENT), update_hiding=CRYPTOGRAPHIC,
+        collusion_model="shared-key", min_clients=3),
     Protection(
         "paillier-per-value", "paillier", "none", hides="every individual update (one Paillier ciphertext per value)",
         hides_from="the server and eavesdroppers", assumptions=_HE_ASSUMPTIONS,
