@@ -112,6 +112,9 @@ class HEProtocol(AggregationProtocol):
     phases: ClassVar[tuple[str, ...]] = ("setup", "upload", "decrypt")
     upload_phase: ClassVar[str] = "upload"
     key_slot: ClassVar[str] = "privfed.he.keys"
+    #: the state machines (a variant with another decrypt phase, e.g. threshold decryption, subclasses them)
+    server_type: ClassVar[type | None] = None
+    client_type: ClassVar[type | None] = None
 
     min_clients: int = 3
     allow_small_rounds: bool = False
@@ -167,15 +170,20 @@ class HEProtocol(AggregationProtocol):
             raise ConfigError(f"{len(ids)} clients invited, an HE round needs at least {self.min_clients}")
         authority = self.key_authority()
         codec = self.server_codec(authority.public_material, dim, len(ids))
-        return HEServer(self, round_id, ids, dim, authority.key_id, codec)
+        return (self.server_type or HEServer)(self, round_id, ids, dim, authority.key_id, codec)
 
     def client(self, client_id: int, round_id: int, update: ClientUpdate,
                state: MutableMapping[str, Any]) -> "HEClient":
         keys = provision(state, self.key_slot, self.key_authority())
-        return HEClient(self, client_id, round_id, update, keys, state)
+        return (self.client_type or HEClient)(self, client_id, round_id, update, keys, state)
+
+    @property
+    def key_mode(self) -> str:
+        """How the audit record names the key arrangement."""
+        return KEY_MODE
 
     def describe(self) -> Mapping[str, Any]:
-        return {"protocol": self.name, "key_mode": KEY_MODE, "min_clients": self.min_clients,
+        return {"protocol": self.name, "key_mode": self.key_mode, "min_clients": self.min_clients,
                 "release": self.release, "hides": "individual updates and weights from the server",
                 "learned_by": LEARNED_BY_SERVER if self.release == "server" else LEARNED_BY_KEY_HOLDERS}
 
@@ -233,19 +241,27 @@ class HEServer(ServerStateMachine):
         elif self.phase == "decrypt":
             if sender not in self._asked or sender in self._answered:
                 raise MessageError(f"client {sender} was not asked to decrypt")
-            if self.protocol.release == "server":
-                message = decode(payload, self._release_spec, protocol=self.name, round_id=self.round_id,
-                                 sender=sender)
-                if self._sum is None:
-                    self._sum = self.codec.decode_plaintext(message["plaintext"], len(self._contributors))
-            else:
-                message = decode(payload, ACK, protocol=self.name, round_id=self.round_id, sender=sender)
-                if message["key_id"] != self.key_id:
-                    raise MessageError("acknowledgement under another key")
-            self._timings["decrypt"].append(message["decrypt_seconds"])
-            self._answered.append(sender)
+            self._receive_decrypt(sender, payload)
         else:
-            raise MessageError("the round is over")
+            self._receive_other(sender, payload)
+
+    def _receive_other(self, sender: int, payload: bytes) -> None:
+        """A reply in a phase after ``decrypt`` (none in the shared-key round)."""
+        raise MessageError("the round is over")
+
+    def _receive_decrypt(self, sender: int, payload: bytes) -> None:
+        """One key holder's decrypt-phase reply (a released plaintext or an acknowledgement)."""
+        if self.protocol.release == "server":
+            message = decode(payload, self._release_spec, protocol=self.name, round_id=self.round_id,
+                             sender=sender)
+            if self._sum is None:
+                self._sum = self.codec.decode_plaintext(message["plaintext"], len(self._contributors))
+        else:
+            message = decode(payload, ACK, protocol=self.name, round_id=self.round_id, sender=sender)
+            if message["key_id"] != self.key_id:
+                raise MessageError("acknowledgement under another key")
+        self._timings["decrypt"].append(message["decrypt_seconds"])
+        self._answered.append(sender)
 
     def advance(self) -> Outgoing | AggregateResult:
         need = self.protocol.min_clients
@@ -264,6 +280,10 @@ class HEServer(ServerStateMachine):
             self._request = self._send("decrypt-request", {"ciphertexts": self.codec.sum_ciphertexts(),
                                                            "contributors": len(self._contributors)})
             return self._ask_next()
+        return self._advance_decrypt()
+
+    def _advance_decrypt(self) -> Outgoing | AggregateResult:
+        """After the decrypt phase's replies: the result, or the next key holder to ask."""
         if self.phase == "decrypt":
             if self.protocol.release == "server" and self._sum is not None:
                 return self._result()
@@ -284,7 +304,7 @@ class HEServer(ServerStateMachine):
         self.phase = "done"
         k = len(self._contributors)
         info: dict[str, Any] = {
-            "protocol": self.name, "key_mode": KEY_MODE, "release": self.protocol.release,
+            "protocol": self.name, "key_mode": self.protocol.key_mode, "release": self.protocol.release,
             "contributors": k, "decrypted_by": sorted(self._answered),
             "client_precompute_seconds_mean": _mean(self._timings["precompute"]),
             "client_online_seconds_mean": _mean(self._timings["online"]),
@@ -299,7 +319,7 @@ class HEServer(ServerStateMachine):
         assert self._sum is not None
         mean, total_weight = split_weighted(self._sum, self.protocol.max_weight)
         bound = weighted_mean_error_bound(self.codec.sum_error(k), float(self._sum[-1]), self.protocol.clip)
-        info["release_note"] = "the key holder's decryption of the sum was handed to the server"
+        info.setdefault("release_note", "the key holder's decryption of the sum was handed to the server")
         return AggregateResult(mean, total_weight, survivors, LEARNED_BY_SERVER, bound, info)
 
 
@@ -316,6 +336,7 @@ class HEClient(ClientStateMachine):
         self.server_codec: ServerCodec | None = None
         self.params: str | None = None
         self.uploaded = False
+        self.decrypted = False
 
     def _reply(self, kind: str, fields: Mapping[str, Any]) -> bytes:
         return encode(Message(self.name, kind, self.round_id, self.client_id, fields))
@@ -327,12 +348,22 @@ class HEClient(ClientStateMachine):
                 "decrypt-request", {"ciphertexts": self.server_codec.ciphertext_field,
                                     "contributors": FieldSpec("int", min_value=0)},
                 max_bytes=self.server_codec.max_message_bytes)
+            specs.update(self._extra_specs())
         message = decode(payload, specs, protocol=self.name, round_id=self.round_id, sender=-1)
         if message.kind == SETUP.kind:
             return self._setup(message)
         if message.kind == UPLOAD.kind:
             return self._upload(message)
-        return self._decrypt(message)
+        if message.kind == "decrypt-request":
+            return self._decrypt(message)
+        return self._handle_other(message)
+
+    def _extra_specs(self) -> dict[str, MessageSpec]:
+        """Requests of phases after ``decrypt`` (none in the shared-key round)."""
+        return {}
+
+    def _handle_other(self, message: Message) -> bytes | None:
+        raise MessageError(f"unexpected request {message.kind!r}")
 
     def _setup(self, message: Message) -> bytes:
         if self.codec is not None:
@@ -371,8 +402,16 @@ class HEClient(ClientStateMachine):
         assert self.codec is not None and self.server_codec is not None
         if not self.uploaded:
             raise MessageError("asked to decrypt a sum this client did not contribute to")
+        if self.decrypted:
+            raise MessageError("a client decrypts at most once per round")
         if message["contributors"] < self.protocol.min_clients:
             raise ProtocolAbort("refusing to decrypt a sum of fewer updates than an HE round needs")
+        self.decrypted = True
+        return self._decrypt_reply(message)
+
+    def _decrypt_reply(self, message: Message) -> bytes:
+        """Decrypt the sum with the shared key: release it to the server or keep it (``release``)."""
+        assert self.codec is not None and self.server_codec is not None
         started = time.perf_counter()
         try:
             plaintext = self.codec.decrypt(message["ciphertexts"])
