@@ -63,6 +63,8 @@ def _join(values: list, width: int) -> bytes:
 
 @dataclass(frozen=True)
 class _PaillierOptions(HEProtocol):
+    authority_type: ClassVar[type] = PaillierAuthority  # the dealer an ``authority=`` option must be
+
     key_bits: int = 2048
     insecure_test_keys: bool = False  # allows key_bits < 2048; tests only, never a default
     authority: PaillierAuthority | None = field(default=None, repr=False, compare=False)
@@ -71,8 +73,8 @@ class _PaillierOptions(HEProtocol):
         super().__post_init__()
         check_key_bits(self.key_bits, self.insecure_test_keys)
         if self.authority is not None:
-            if not isinstance(self.authority, PaillierAuthority):
-                raise ConfigError("authority must be a PaillierAuthority")
+            if not isinstance(self.authority, self.authority_type):
+                raise ConfigError(f"authority must be a {self.authority_type.__name__}")
             if self.authority.key_bits != self.key_bits:
                 raise ConfigError("the authority's key length differs from key_bits")
             self._cache["authority"] = self.authority
@@ -87,6 +89,7 @@ class PackedPaillierProtocol(_PaillierOptions):
 
     name: ClassVar[str] = "paillier"
     key_slot: ClassVar[str] = "privfed.paillier.keys"
+    randomness_choices: ClassVar[tuple[str, ...]] = RANDOMNESS
 
     slot_bits: int = 24
     randomness: str = "crt-pool"
@@ -95,8 +98,8 @@ class PackedPaillierProtocol(_PaillierOptions):
         super().__post_init__()
         if not isinstance(self.slot_bits, int) or not 8 <= self.slot_bits <= 63:
             raise ConfigError(f"slot_bits must be in 8..63, got {self.slot_bits!r}")
-        if self.randomness not in RANDOMNESS:
-            raise ConfigError(f"randomness must be one of {RANDOMNESS}, got {self.randomness!r}")
+        if self.randomness not in self.randomness_choices:
+            raise ConfigError(f"randomness must be one of {self.randomness_choices}, got {self.randomness!r}")
 
     def packing(self, n_bits: int, max_clients: int) -> SlotPacking:
         return SlotPacking.for_modulus(n_bits, self.slot_bits, max_clients, self.coded_range)
