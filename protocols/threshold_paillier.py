@@ -134,7 +134,7 @@ class ThresholdPaillierAuthority(KeyAuthority[ThresholdClientKeys]):
     it is delivered (:meth:`client_bundle`)."""
 
     def __init__(self, key_bits: int, holders: Sequence[int], threshold: int | float | None = None, *,
-                 insecure_test_keys: bool = False) -> None:
+                 insecure_test_keys: bool = False, keep_shares: bool = False) -> None:
         check_key_bits(key_bits, insecure_test_keys)
         holders = tuple(sorted(int(h) for h in holders))
         t = resolve_threshold(threshold, len(holders))
@@ -150,6 +150,7 @@ class ThresholdPaillierAuthority(KeyAuthority[ThresholdClientKeys]):
         self.public = dealt.public
         self._public = dealt.public.to_bytes()
         self._pending: dict[int, KeyShare] = dict(dealt.shares)
+        self.keep_shares = bool(keep_shares)
 
     def __repr__(self) -> str:
         return f"ThresholdPaillierAuthority(key_bits={self.key_bits}, T={self.threshold}, L={len(self.holders)})"
@@ -160,7 +161,10 @@ class ThresholdPaillierAuthority(KeyAuthority[ThresholdClientKeys]):
 
     def client_bundle(self, client_id: int | None = None) -> ThresholdClientKeys:
         """The bundle for ``client_id``: its share (handed over once, then forgotten) or the public side only."""
-        share = self._pending.pop(client_id, None) if client_id is not None else None
+        if client_id is None:
+            share = None
+        else:
+            share = self._pending.get(client_id) if self.keep_shares else self._pending.pop(client_id, None)
         if share is None and client_id in self.holders:
             raise ConfigError(f"key holder {client_id}'s share was already delivered; the authority keeps no copy")
         return ThresholdClientKeys(self.public, share)
@@ -223,6 +227,9 @@ class ThresholdPaillierProtocol(PackedPaillierProtocol):
     decryption: str = "threshold"
     threshold: int | float | None = None
     randomness: str = "public-pool"
+    #: in-process simulation only: the dealer keeps the shares to re-provision client machines that a harness
+    #: re-creates with empty state (a deployment keeps its share in the client's state; never set it there)
+    dealer_keeps_shares: bool = False
 
     def __post_init__(self) -> None:
         if self.decryption != "threshold":
@@ -247,7 +254,8 @@ class ThresholdPaillierProtocol(PackedPaillierProtocol):
     def server(self, round_id: int, client_ids: Sequence[int], dim: int) -> "ThresholdHEServer":
         if "authority" not in self._cache and len(tuple(client_ids)) >= self.min_clients:
             self._cache["authority"] = ThresholdPaillierAuthority(self.key_bits, tuple(client_ids), self.threshold,
-                                                                  insecure_test_keys=self.insecure_test_keys)
+                                                                  insecure_test_keys=self.insecure_test_keys,
+                                                                  keep_shares=self.dealer_keeps_shares)
         return super().server(round_id, client_ids, dim)  # type: ignore[return-value]
 
     def client(self, client_id: int, round_id: int, update: ClientUpdate,
@@ -268,6 +276,7 @@ class ThresholdPaillierProtocol(PackedPaillierProtocol):
 
     def describe(self) -> dict[str, Any]:
         out = {**super().describe(), "decryption": "threshold", "threshold": self.threshold,
+               "dealer_keeps_shares": self.dealer_keeps_shares,
                "hides": "individual updates and weights from the server plus fewer than T colluding key holders"}
         authority = self._cache.get("authority")
         if authority is not None:
