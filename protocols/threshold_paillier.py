@@ -1,24 +1,24 @@
 """Packed Paillier with threshold decryption: ``paillier`` with ``decryption="threshold"``.
 
 Threat model: hides every client's update and weight from the aggregating server (honest-but-curious) **plus up to
-T - 1 colluding key-holding clients**, under the decisional composite residuosity assumption (2048-bit n by
-default). A key authority deals Shamir shares of the decryption exponent (:mod:`protocols.threshold_paillier_keys`)
-to the first round's invited clients (the key holders, L of them) and keeps no copy; no client holds the
-factorisation of n. The server asks every contributing key holder for a partial decryption of the **summed**
+T - 1 colluding key-holding clients**, under the decisional composite residuosity assumption (2048-bit n by default).
+A key authority deals Shamir shares of the decryption exponent (:mod:`protocols.threshold_paillier_keys`) to the
+first round's invited clients (the key holders, L of them) and keeps no copy; no client holds the factorisation of
+n. The server asks T contributing key holders (more if some fail) for partial decryptions of the **summed**
 ciphertexts; each partial carries a zero-knowledge proof (Shoup's equality of discrete logs against the holder's
 verification key), checked before use, so a wrong, garbled, replayed or misaddressed partial is rejected and its
 sender treated as dropped; any T valid partials give the sum; fewer than T leave no result (a clean abort that names
 the phase, the count and the threshold), never a wrong mean. With ``release="server"`` the server combines the
-partials and learns the aggregate; with ``release="key-holders"`` the server forwards the T verified partials and the
-key holders (who check the proofs themselves) combine them, so only they learn it.
+partials and learns the aggregate; with ``release="key-holders"`` the server forwards the T verified partials and
+the key holders (who check the proofs themselves) combine them, so only they learn it.
 
 Assumptions and limits: the dealer is trusted at setup (dealer-free key generation is not implemented); T colluding
 key holders together with the server decrypt any single update; the server follows the protocol (a malicious server
 could ask for partials of one client's ciphertext: each key holder checks the contributor count but cannot verify
-it); clients are trusted to encode in range; HE hides individual updates, not the aggregate (combine with DP).
-Key holders are fixed at dealing: a later round's client that holds no share can contribute but not decrypt, and a
-round with fewer than T key holders among its contributors aborts. Packing, headroom and the error bound are those
-of :mod:`protocols.paillier` unchanged; encryption uses the public key only (clients hold no factors), with r^n
+it); clients are trusted to encode in range; HE hides individual updates, not the aggregate (combine with DP). Key
+holders are fixed at dealing: a later round's client that holds no share can contribute but not decrypt, and a round
+with fewer than T key holders among its contributors aborts. Packing, headroom and the error bound are those of
+:mod:`protocols.paillier` unchanged; encryption uses the public key only (clients hold no factors), with r^n
 precomputed in the setup phase (``randomness="public-pool"``) or per ciphertext (``"online"``).
 """
 

@@ -1,14 +1,15 @@
 """The decrypt (and combine) phase of an HE round under threshold decryption.
 
 Threat model: see :mod:`protocols.threshold_paillier` (hides updates from the server plus fewer than T colluding key
-holders; honest-but-curious server; dealer trusted at setup). This module only moves and checks partial
-decryptions: the server asks every contributing key holder once; each answers with its partial decryptions of the
-summed ciphertexts and a proof bound to the key, the round and those exact ciphertexts; the server checks each proof
-on arrival (a failure is a :class:`~protocols.errors.MessageError`: the runtime rejects the reply and treats its
-sender as dropped) and needs T valid partials, else it aborts with the phase, the count and the threshold. With
-``release="key-holders"`` a ``combine`` phase sends the T verified partials back to the key holders, who re-check
-every proof before combining (they do not trust the server's checking). A client answers one decrypt request and
-one combine request per round at most.
+holders; honest-but-curious server; dealer trusted at setup). This module only moves and checks partial decryptions:
+the server asks contributing key holders, each at most once; each answers with its partial decryptions of the summed
+ciphertexts and a proof bound to the key, the round and those exact ciphertexts; the server checks each proof on
+arrival (a failure is a :class:`~protocols.errors.MessageError`: the runtime rejects the reply and treats its sender
+as dropped) and needs T valid partials, else it aborts with the phase, the count and the threshold. It asks T key
+holders first and tops up from the others only for those that dropped or were rejected (T partials on the wire in a
+round without failures, one extra round trip per batch of failures). With ``release="key-holders"`` a ``combine``
+phase sends the T verified partials back to the key holders, who re-check every proof before combining (they do not
+trust the server's checking). A client answers one decrypt request and one combine request per round at most.
 """
 
 from __future__ import annotations
@@ -65,18 +66,20 @@ class ThresholdHEServer(HEServer):
         self._context = b""
 
     def _abort_below_threshold(self, phase: str, remaining: int) -> ProtocolAbort:
-        return ProtocolAbort(f"phase {phase}: {remaining} key holders remain, threshold {self.public.threshold} "
-                             f"— no result")
+        return ProtocolAbort(f"phase {phase}: {remaining} key holders remain, threshold {self.public.threshold}")
 
     def _ask_next(self) -> Outgoing:
-        if self._asked:  # every contributing key holder was asked at once; nobody is asked twice
-            raise self._abort_below_threshold("decrypt", len(self._valid))
-        holders = [c for c in self._decrypt_candidates if c in self.public.holders]
-        if len(holders) < self.public.threshold:
-            raise self._abort_below_threshold("decrypt", len(holders))
-        self._context = _context(self.key_id, self.round_id, self.codec.sum_ciphertexts())
-        self._asked.extend(holders)
-        return Outgoing("decrypt", {cid: self._request for cid in holders})
+        """Ask as many not-yet-asked contributing key holders as valid partials are missing (T at first; more
+        only when some dropped or were rejected); abort once fewer than T can still answer."""
+        unasked = [c for c in self._decrypt_candidates if c in self.public.holders and c not in self._asked]
+        missing = self.public.threshold - len(self._valid)
+        if len(unasked) < missing:
+            raise self._abort_below_threshold("decrypt", len(self._valid) + len(unasked))
+        if not self._context:
+            self._context = _context(self.key_id, self.round_id, self.codec.sum_ciphertexts())
+        chosen = unasked[:missing]
+        self._asked.extend(chosen)
+        return Outgoing("decrypt", {cid: self._request for cid in chosen})
 
     def _receive_decrypt(self, sender: int, payload: bytes) -> None:
         self._answered.append(sender)  # one reply per holder, valid or not
@@ -98,7 +101,7 @@ class ThresholdHEServer(HEServer):
         t = self.public.threshold
         if self.phase == "decrypt":
             if len(self._valid) < t:
-                raise self._abort_below_threshold("decrypt", len(self._valid))
+                return self._ask_next()
             chosen = sorted(self._valid)[:t]
             if self.protocol.release == "server":
                 partials = {self.public.index_of(c): _split(self._valid[c][0], self.codec.width) for c in chosen}

@@ -16,8 +16,8 @@ phe_paillier = pytest.importorskip("phe.paillier")
 from hypothesis import given, settings, strategies as st  # noqa: E402
 
 from protocols.errors import ConfigError, DecryptionError, MessageError  # noqa: E402
-from protocols.threshold_paillier import (ThresholdPaillierAuthority, resolve_threshold, threat_conditions,  # noqa: E402
-                                          tolerated_colluders)
+from protocols.threshold_paillier import (ThresholdPaillierAuthority, resolve_threshold,  # noqa: E402
+                                          threat_conditions, tolerated_colluders)
 from protocols.threshold_paillier_keys import (KeyShare, ThresholdPublic, combine, deal, lagrange_times_delta,  # noqa
                                                partial_decrypt, proof_bytes, prove, verify)
 
