@@ -8,7 +8,8 @@ the decrypted sum is handed to the server — that is its name and ``learned_by`
 ``release="key-holders"`` only the clients learn it and the server's result holds no mean), who took part, sizes
 and timing. Limits stated plainly:
 
-* any single key-holding client colluding with the server decrypts everyone's updates (shared client key);
+* any single key-holding client colluding with the server decrypts everyone's updates (shared client key; packed
+  Paillier with ``decryption="threshold"`` replaces this decrypt phase, see :mod:`protocols.threshold_round`);
 * the decrypting client checks the server's claim of how many updates are in the sum (>= ``min_clients``), but it
   cannot verify it: a malicious server could ask it to decrypt one client's ciphertext. The protection holds
   against an honest-but-curious server, not a malicious one (that needs threshold decryption or proofs);

@@ -110,7 +110,7 @@ class ThresholdHEServer(HEServer):
                     self._sum = self.codec.decode_plaintext(plaintext, len(self._contributors))
                 except (DecryptionError, MessageError) as exc:
                     raise ProtocolAbort(f"phase decrypt: the verified partial decryptions did not combine "
-                                        f"({exc}) — no result") from None
+                                        f"({exc})") from None
                 self._combined = chosen
                 return self._result()
             self.phase = "combine"
@@ -124,7 +124,7 @@ class ThresholdHEServer(HEServer):
             return Outgoing("combine", {cid: payload for cid in targets})
         if self.phase == "combine":
             if not self._acks:
-                raise ProtocolAbort("phase combine: no key holder acknowledged the combined result — no result")
+                raise ProtocolAbort("phase combine: no key holder acknowledged the combined result")
             return self._result()
         raise ProtocolAbort("the round is over")
 
