@@ -243,6 +243,9 @@ class ThresholdPaillierProtocol(PackedPaillierProtocol):
                               or (isinstance(t, float) and not (math.isfinite(t) and 0.0 < t <= 1.0))
                               or (isinstance(t, int) and t < 2)):
             raise ConfigError(f"threshold must be None, a fraction in (0, 1] or an integer >= 2, got {t!r}")
+        if self.authority is not None and t is not None and \
+                resolve_threshold(t, len(self.authority.holders)) != self.authority.threshold:
+            raise ConfigError("the authority's threshold differs from the threshold option")
 
     def _make_authority(self) -> KeyAuthority:
         raise ConfigError("threshold keys are dealt to the first round's invited clients when its server starts")

@@ -207,3 +207,12 @@ def test_fractional_threshold_of_the_key_holders(updates) -> None:
     report = run_round(protocol, 1, updates)
     _check(report, updates)
     assert report.result.info["threshold"] == 3
+
+
+def test_a_supplied_authority_must_match_the_threshold_option() -> None:
+    from protocols.threshold_paillier import ThresholdPaillierAuthority
+
+    authority = ThresholdPaillierAuthority(1024, range(N), 3, insecure_test_keys=True)
+    with pytest.raises(ConfigError, match="threshold"):
+        _protocol(authority=authority)  # threshold option 4, authority dealt with 3
+    assert _protocol(authority=authority, threshold=3).key_authority() is authority
