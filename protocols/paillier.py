@@ -5,7 +5,8 @@ public modulus n only) and from eavesdroppers, under the decisional composite re
 2048-bit n (~112-bit security; 3072 offered for ~128-bit). A key authority gives the secret key (p, q) to the
 clients only (:mod:`protocols.keyauthority`). Known limits: any one key-holding client colluding with the server
 decrypts everyone (shared key; ``decryption="threshold"``, :mod:`protocols.threshold_paillier`, raises this to T);
-the decrypted *sum* is released to the server with ``release="server"`` (the default, named as such) — HE hides individual updates, not the aggregate, so combine with DP for output privacy; rounds with fewer
+the decrypted *sum* is released to the server with ``release="server"`` (the default, named as such)
+— HE hides individual updates, not the aggregate, so combine with DP for output privacy; rounds with fewer
 than 3 contributors are refused; clients are trusted to encode in range (no proofs; an out-of-range packed slot is
 detected at decoding only when it leaves the range honest inputs can reach); Paillier ciphertexts are malleable
 (integrity comes from the authenticated transport, not from here). See :mod:`protocols.he_round` for the round.

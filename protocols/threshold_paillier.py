@@ -18,8 +18,10 @@ could ask for partials of one client's ciphertext: each key holder checks the co
 it); clients are trusted to encode in range; HE hides individual updates, not the aggregate (combine with DP). Key
 holders are fixed at dealing: a later round's client that holds no share can contribute but not decrypt, and a round
 with fewer than T key holders among its contributors aborts. Packing, headroom and the error bound are those of
-:mod:`protocols.paillier` unchanged; encryption uses the public key only (clients hold no factors), with r^n
-precomputed in the setup phase (``randomness="public-pool"``) or per ciphertext (``"online"``).
+:mod:`protocols.paillier` unchanged; encryption uses public values only (clients hold no factors): r^n precomputed in
+the setup phase by fixed-base exponentiation from the dealer's generator of J_n (``randomness="public-pool"``, the
+textbook distribution, :mod:`protocols.paillier_public_randomness`) or the textbook way per ciphertext
+(``"online"``).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from .errors import ConfigError, DecryptionError, MessageError
 from .keyauthority import KeyAuthority
 from .paillier import PackedClientCodec, PackedPaillierProtocol, PackedServerCodec, _join, _split_ciphertexts
 from .paillier_keys import PublicKey, check_key_bits
+from .paillier_public_randomness import FixedBaseResidues
 from .threshold_paillier_keys import (KeyShare, ThresholdPublic, combine, deal, partial_decrypt, proof_bytes, prove,
                                       safe_prime)
 from .threshold_round import ThresholdHEClient, ThresholdHEServer
@@ -102,13 +105,15 @@ class ThresholdClientKeys:
         self.key_id = public.key_id
         self.n = gmpy2.mpz(public.n)
         self.n_square = self.n * self.n
+        self._residues = FixedBaseResidues(public.n, public.h)
 
     def __repr__(self) -> str:
         return f"ThresholdClientKeys(key_id={self.key_id.hex()[:16]}..., holder={self.share is not None})"
 
     def nth_residues(self, count: int) -> list:
-        """``count`` values r^n mod n^2 for uniform units r, computed with the public key only."""
-        return [self.nth_residue_online() for _ in range(count)]
+        """``count`` values r^n mod n^2 for r uniform on Z*_n (statistically), from public values only, by
+        fixed-base exponentiation (:mod:`protocols.paillier_public_randomness`)."""
+        return [self._residues.sample() for _ in range(count)]
 
     def nth_residue_online(self):
         return gmpy2.powmod(_unit_below(self.n_square, self.n), self.n, self.n_square)

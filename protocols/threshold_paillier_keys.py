@@ -79,13 +79,15 @@ def _sieve_primes() -> list[int]:
 @dataclass(frozen=True)
 class ThresholdPublic:
     """The public side of a dealt key: modulus, threshold, key holders (client ids, share index = position + 1),
-    the verification base v and the verification keys."""
+    the verification base v, the verification keys, and h, a generator of J_n for fast public encryption
+    randomness (:mod:`protocols.paillier_public_randomness`)."""
 
     n: int
     threshold: int
     holders: tuple[int, ...]
     v: int
     verification_keys: tuple[int, ...]
+    h: int
 
     def __post_init__(self) -> None:
         if len(self.holders) != len(self.verification_keys) or len(set(self.holders)) != len(self.holders):
@@ -112,7 +114,7 @@ class ThresholdPublic:
         width = (self.n_square.bit_length() + 7) // 8
         parts = [_TAG, _int(self.n), _int(self.threshold), _int(len(self.holders)),
                  *(_int(h) for h in self.holders), _int(self.v, width),
-                 *(_int(k, width) for k in self.verification_keys)]
+                 *(_int(k, width) for k in self.verification_keys), _int(self.h, width)]
         return b"".join(parts)
 
     @classmethod
@@ -124,8 +126,9 @@ class ThresholdPublic:
         holders = tuple(reader.int() for _ in range(count))
         v = reader.int()
         keys = tuple(reader.int() for _ in range(count))
+        h = reader.int()
         reader.end()
-        return cls(n, threshold, holders, v, keys)
+        return cls(n, threshold, holders, v, keys, h)
 
     @property
     def key_id(self) -> bytes:
@@ -175,7 +178,7 @@ def deal(p: int, q: int, holders: Sequence[int], threshold: int) -> DealtKey:
     delta = math.factorial(len(holders))
     shares_raw = [_poly(coefficients, i + 1, nm) for i in range(len(holders))]
     keys = tuple(int(gmpy2.powmod(v, delta * s, n2)) for s in shares_raw)
-    public = ThresholdPublic(n, threshold, holders, v, keys)
+    public = ThresholdPublic(n, threshold, holders, v, keys, _generator_of_jn(n, p_, q_))
     shares = {h: KeyShare(public, h, s) for h, s in zip(holders, shares_raw)}
     del coefficients, d, shares_raw
     return DealtKey(public, shares)
@@ -296,6 +299,15 @@ def _challenge(pub: ThresholdPublic, index: int, context: bytes, *values) -> int
     for value in (pub.v, pub.verification_keys[index - 1], *values):
         digest.update(int(value).to_bytes(width, "big"))
     return int.from_bytes(digest.digest(), "big")
+
+
+def _generator_of_jn(n: int, p_: int, q_: int) -> int:
+    """h = -y^2 mod n of order λ(n) = 2 p' q' (so <h> = J_n): checked with the factors of λ."""
+    lam = 2 * p_ * q_
+    while True:
+        h = (-pow(_unit(n), 2, n)) % n
+        if all(pow(h, lam // r, n) != 1 for r in (2, p_, q_)):
+            return h
 
 
 def _poly(coefficients: list[int], x: int, modulus: int) -> int:

@@ -16,6 +16,7 @@ phe_paillier = pytest.importorskip("phe.paillier")
 from hypothesis import given, settings, strategies as st  # noqa: E402
 
 from protocols.errors import ConfigError, DecryptionError, MessageError  # noqa: E402
+from protocols.paillier_public_randomness import FixedBaseResidues  # noqa: E402
 from protocols.threshold_paillier import (ThresholdPaillierAuthority, resolve_threshold,  # noqa: E402
                                           threat_conditions, tolerated_colluders)
 from protocols.threshold_paillier_keys import (KeyShare, ThresholdPublic, combine, deal, lagrange_times_delta,  # noqa
@@ -27,7 +28,7 @@ H = lambda value: int(value, 16)  # noqa: E731
 
 def _kat_public() -> ThresholdPublic:
     return ThresholdPublic(H(KAT["n"]), KAT["threshold"], tuple(KAT["holders"]), H(KAT["v"]),
-                           tuple(H(k) for k in KAT["verification_keys"]))
+                           tuple(H(k) for k in KAT["verification_keys"]), H(KAT["h"]))
 
 
 def _kat_partials() -> dict[int, list[int]]:
@@ -94,6 +95,35 @@ def test_fewer_than_threshold_partials_do_not_decrypt() -> None:
     public, partials = _kat_public(), _kat_partials()
     with pytest.raises(DecryptionError):
         combine(public, {i: partials[i] for i in sorted(partials)[:public.threshold - 1]})
+
+
+def test_kat_public_encryption_randomness_fixed_base_matches_pow_and_decrypts() -> None:
+    n = H(KAT["n"])
+    residues = FixedBaseResidues(n, H(KAT["h"]))
+    phe_key = phe_paillier.PaillierPrivateKey(phe_paillier.PaillierPublicKey(n), H(KAT["p"]), H(KAT["q"]))
+    for case in KAT["residue_cases"]:
+        rn = residues.power(H(case["x"])) * (residues.u_n if case["b"] else 1) % (n * n)
+        assert rn == H(case["rn"])
+        assert phe_key.raw_decrypt(H(case["c"])) == H(case["m"])
+
+
+def test_dealt_h_generates_jn_and_public_randomness_covers_both_cosets(small_key) -> None:
+    dealt, p, q = small_key
+    n, h = dealt.public.n, dealt.public.h
+    lam = (p - 1) * (q - 1) // 2
+    assert gmpy2.jacobi(h, n) == 1 and pow(h, lam, n) == 1
+    assert all(pow(h, lam // r, n) != 1 for r in (2, (p - 1) // 2, (q - 1) // 2))  # order exactly λ
+    residues = FixedBaseResidues(n, h)
+    phe_key = phe_paillier.PaillierPrivateKey(phe_paillier.PaillierPublicKey(n), p, q)
+    seen = set()
+    for m in range(40):
+        rn = residues.sample()
+        assert phe_key.raw_decrypt(int((1 + m * n) * rn % (n * n))) == m  # a valid n-th residue
+        r = pow(int(rn), pow(n, -1, lam * 2), n)  # r^n mod n -> r mod n (n is invertible mod λ(n) = 2 p' q')
+        seen.add(int(gmpy2.jacobi(r, n)))
+    assert seen == {1, -1}  # r drawn from both cosets of J_n: the whole of Z*_n
+    with pytest.raises(ConfigError):
+        FixedBaseResidues(n, n - 1)
 
 
 # -- properties --------------------------------------------------------------------------------------------------
