@@ -40,7 +40,8 @@ def main() -> None:
     u = next(k for k in range(2, 1000) if _jacobi(k, n) == -1)
     residue_cases = []
     bits = 1024 + 128
-    for b, x in ((0, 0), (1, 0), (0, 1), (1, (1 << bits) - 1), (0, secrets.randbits(bits)), (1, secrets.randbits(bits))):
+    cases = ((0, 0), (1, 0), (0, 1), (1, (1 << bits) - 1), (0, secrets.randbits(bits)), (1, secrets.randbits(bits)))
+    for b, x in cases:
         rn = pow(u, n * b, n * n) * pow(dealt.public.h, n * x, n * n) % (n * n)
         residue_cases.append({"b": b, "x": hex(x), "rn": hex(rn), "m": hex(x % n),
                               "c": hex((1 + (x % n) * n) * rn % (n * n))})
