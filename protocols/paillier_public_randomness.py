@@ -26,7 +26,8 @@ __all__ = ["FixedBaseResidues", "STAT_BITS", "WINDOW_BITS"]
 
 STAT_BITS = 128
 WINDOW_BITS = 6
-_TABLES: dict[tuple[int, int], list[list]] = {}
+_TABLES: dict[tuple[int, int], list[list]] = {}  # public tables by key, the most recent _MAX_TABLES kept
+_MAX_TABLES = 4
 _LOCK = threading.Lock()
 
 
@@ -50,6 +51,8 @@ class FixedBaseResidues:
         with _LOCK:
             table = _TABLES.get(key)
             if table is None:
+                while len(_TABLES) >= _MAX_TABLES:  # a few MB each: keep the memory of a long test session bounded
+                    _TABLES.pop(next(iter(_TABLES)))
                 table = _TABLES[key] = self._build()
         return table
 
