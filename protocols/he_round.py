@@ -320,7 +320,7 @@ class HEServer(ServerStateMachine):
         assert self._sum is not None
         mean, total_weight = split_weighted(self._sum, self.protocol.max_weight)
         bound = weighted_mean_error_bound(self.codec.sum_error(k), float(self._sum[-1]), self.protocol.clip)
-        info.setdefault("release_note", "the key holder's decryption of the sum was handed to the server")
+        info["release_note"] = "the key holder's decryption of the sum was handed to the server"
         return AggregateResult(mean, total_weight, survivors, LEARNED_BY_SERVER, bound, info)
 
 
