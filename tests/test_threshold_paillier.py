@@ -91,6 +91,34 @@ def test_kat_proofs_verify_and_a_tampered_partial_is_detected() -> None:
             verify(public, index, cts, partials, proof, context + b"x")
 
 
+def test_every_t_minus_1_subset_is_consistent_with_another_key() -> None:
+    """T - 1 shares (and so their partials) do not determine the plaintext: for every (T-1)-subset there is a
+    share for one more holder, consistent with a key d' that decrypts every ciphertext to 2m, and the real T - 1
+    partials plus that one combine to 2m instead of m (Shamir over Z_{n p'q'} hides the secret)."""
+    public = _kat_public()
+    p, q = H(KAT["p"]), H(KAT["q"])
+    n, m_ = public.n, ((p - 1) // 2) * ((q - 1) // 2)
+    nm = n * m_
+    other_key = m_ * (2 * pow(m_, -1, n) % n) % nm  # d' = 0 mod p'q', d' = 2 mod n
+    shares = {public.index_of(int(h)): H(e["share"]) for h, e in KAT["key_holders"].items()}
+    partials = _kat_partials()
+    cts = [H(c) for c in KAT["ciphertexts"]]
+    expected = [2 * H(m) % n for m in KAT["phe_decryptions"]]
+    for subset in itertools.combinations(sorted(shares), public.threshold - 1):
+        points = [(0, other_key)] + [(i, shares[i]) for i in subset]
+        j = next(i for i in sorted(shares) if i not in subset)
+        forged = 0
+        for xk, yk in points:  # Lagrange interpolation at j over Z_{n p'q'}
+            term = yk
+            for xl, _ in points:
+                if xl != xk:
+                    term = term * (j - xl) * pow(xk - xl, -1, nm) % nm
+            forged = (forged + term) % nm
+        forged_partials = partial_decrypt(KeyShare(public, public.holders[j - 1], forged), cts)
+        combined = combine(public, {**{i: partials[i] for i in subset}, j: forged_partials})
+        assert combined == expected
+
+
 def test_fewer_than_threshold_partials_do_not_decrypt() -> None:
     public, partials = _kat_public(), _kat_partials()
     with pytest.raises(DecryptionError):
