@@ -216,3 +216,38 @@ def test_a_supplied_authority_must_match_the_threshold_option() -> None:
     with pytest.raises(ConfigError, match="threshold"):
         _protocol(authority=authority)  # threshold option 4, authority dealt with 3
     assert _protocol(authority=authority, threshold=3).key_authority() is authority
+
+
+def test_combine_requests_fuzzed_only_raise_privfed_errors_and_never_store_a_result(updates) -> None:
+    """Mutated combine requests (release=key-holders) against fresh key holders: privfed errors only, and a key
+    holder stores a mean only for an unmodified request."""
+    from contract.mutations import mutants
+
+    protocol = _protocol(release="key-holders", dealer_keeps_shares=True)
+    ids = tuple(range(N))
+
+    def to_combine():
+        server = protocol.server(1, ids, DIM)
+        outgoing = server.start()
+        clients = {c: protocol.client(c, 1, updates[c], {}) for c in ids}
+        while outgoing.phase != "combine":
+            for cid, payload in outgoing.messages.items():
+                server.receive(cid, clients[cid].handle(payload))
+            outgoing = server.advance()
+        return clients, outgoing
+
+    clients, outgoing = to_combine()
+    valid = outgoing.messages[0]
+    clients[T - 1].handle(valid)  # a holder outside the fuzz keeps the honest result to compare with
+    honest_mean, _ = clients[T - 1].state[RESULTS_SLOT][1]
+    for k, payload in enumerate(mutants([valid], 300, seed=13)):
+        holder = clients[k % (T - 1)]
+        holder.combined = False  # re-arm: each mutant meets a key holder waiting for its combine request
+        holder.state.pop(RESULTS_SLOT, None)
+        try:
+            holder.handle(payload)
+        except PrivfedError:
+            assert RESULTS_SLOT not in holder.state
+        else:
+            mean, _ = holder.state[RESULTS_SLOT][1]  # accepted (e.g. the unmodified request): never a wrong mean
+            assert np.array_equal(mean, honest_mean)
