@@ -73,27 +73,35 @@ def resolve_threshold(threshold: int | float | None, holders: int) -> int:
     return t
 
 
+def _holders(options: Mapping[str, Any], clients: int) -> int:
+    """How many key holders the dealer deals to: ``key_holders`` (the federation) or the round's clients."""
+    holders = options.get("key_holders")
+    return clients if holders is None else int(holders)
+
+
 def tolerated_colluders(options: Mapping[str, Any], clients: int) -> int:
     """How many key-holding clients may collude with the server without it decrypting an individual update
     (the single source of this fact: the threat catalogue, ``privfed plan`` and the audit call it)."""
     if options.get("decryption", "shared-key") != "threshold":
         return 0
-    return resolve_threshold(options.get("threshold"), clients) - 1
+    return resolve_threshold(options.get("threshold"), _holders(options, clients)) - 1
 
 
 def threat_conditions(options: Mapping[str, Any], clients: int, collusion: int = 0,
                       decrypt_dropouts: int = 0) -> dict[str, Any]:
-    """The threshold condition for a round of ``clients`` key holders: T, what it tolerates, and any unmet
-    requirement phrased for the catalogue (an empty ``unmet`` list means it holds)."""
-    t = resolve_threshold(options.get("threshold"), clients)
+    """The threshold condition for a round of ``clients`` (all key holders, the worst case when ``key_holders``
+    deals to a larger federation): T, what it tolerates, and any unmet requirement phrased for the catalogue (an
+    empty ``unmet`` list means it holds)."""
+    holders = _holders(options, clients)
+    t = resolve_threshold(options.get("threshold"), holders)
     unmet = []
     if collusion >= t:
-        unmet.append(f"its decryption threshold T={t} (of {clients} key holders) does not exceed the declared "
+        unmet.append(f"its decryption threshold T={t} (of {holders} key holders) does not exceed the declared "
                      f"collusion={collusion}: the server plus T colluding key holders decrypt any single update")
     if clients - decrypt_dropouts < t:
         unmet.append(f"only {clients - decrypt_dropouts} key holders would remain at decrypt, threshold {t}")
-    return {"collusion_model": "threshold", "threshold": t, "key_holders": clients,
-            "tolerated_colluders": t - 1, "tolerated_decrypt_dropouts": clients - t,
+    return {"collusion_model": "threshold", "threshold": t, "key_holders": holders,
+            "tolerated_colluders": t - 1, "tolerated_decrypt_dropouts": max(clients - t, 0),
             "hides_from": f"the server plus up to {t - 1} colluding key holders", "unmet": unmet}
 
 
@@ -235,6 +243,8 @@ class ThresholdPaillierProtocol(PackedPaillierProtocol):
     #: in-process simulation only: the dealer keeps the shares to re-provision client machines that a harness
     #: re-creates with empty state (a deployment keeps its share in the client's state; never set it there)
     dealer_keeps_shares: bool = False
+    #: deal to client ids 0 .. key_holders - 1 (the federation); None: to the first round's invited clients
+    key_holders: int | None = None
 
     def __post_init__(self) -> None:
         if self.decryption != "threshold":
@@ -248,6 +258,9 @@ class ThresholdPaillierProtocol(PackedPaillierProtocol):
                               or (isinstance(t, float) and not (math.isfinite(t) and 0.0 < t <= 1.0))
                               or (isinstance(t, int) and t < 2)):
             raise ConfigError(f"threshold must be None, a fraction in (0, 1] or an integer >= 2, got {t!r}")
+        holders = self.key_holders
+        if holders is not None and (isinstance(holders, bool) or not isinstance(holders, int) or holders < 2):
+            raise ConfigError(f"key_holders must be an integer >= 2 (client ids 0 .. key_holders - 1), got {holders!r}")
         if self.authority is not None and t is not None and \
                 resolve_threshold(t, len(self.authority.holders)) != self.authority.threshold:
             raise ConfigError("the authority's threshold differs from the threshold option")
@@ -261,7 +274,8 @@ class ThresholdPaillierProtocol(PackedPaillierProtocol):
 
     def server(self, round_id: int, client_ids: Sequence[int], dim: int) -> "ThresholdHEServer":
         if "authority" not in self._cache and len(tuple(client_ids)) >= self.min_clients:
-            self._cache["authority"] = ThresholdPaillierAuthority(self.key_bits, tuple(client_ids), self.threshold,
+            holders = tuple(client_ids) if self.key_holders is None else tuple(range(self.key_holders))
+            self._cache["authority"] = ThresholdPaillierAuthority(self.key_bits, holders, self.threshold,
                                                                   insecure_test_keys=self.insecure_test_keys,
                                                                   keep_shares=self.dealer_keeps_shares)
         return super().server(round_id, client_ids, dim)  # type: ignore[return-value]

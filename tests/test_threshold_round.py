@@ -251,3 +251,21 @@ def test_combine_requests_fuzzed_only_raise_privfed_errors_and_never_store_a_res
         else:
             mean, _ = holder.state[RESULTS_SLOT][1]  # accepted (e.g. the unmodified request): never a wrong mean
             assert np.array_equal(mean, honest_mean)
+
+
+def test_key_holders_option_deals_to_the_federation_so_sampled_rounds_decrypt() -> None:
+    federation = updates_for(8, DIM, seed=21)
+    protocol, states = _protocol(threshold=3, key_holders=8), {}
+    first = {c: federation[c] for c in (0, 1, 2, 3)}
+    later = {c: federation[c] for c in (4, 5, 6, 7)}  # none of them was invited in round 1
+    _check(run_round(protocol, 1, first, client_states=states), first)
+    report = run_round(protocol, 2, later, client_states=states)
+    _check(report, later)
+    assert report.result.info["key_holders"] == 8
+    # without key_holders the first round's clients are the only key holders: a disjoint round cannot decrypt
+    protocol, states = _protocol(threshold=3), {}
+    run_round(protocol, 1, first, client_states=states)
+    assert run_round(protocol, 2, later, client_states=states).aborted == \
+        "phase decrypt: 0 key holders remain, threshold 3"
+    with pytest.raises(ConfigError):
+        _protocol(key_holders=1)

@@ -34,3 +34,9 @@ def test_fractional_threshold_and_explanation() -> None:
     threat = ThreatModel.coerce("server=honest-but-curious,collusion=3")
     text = catalogue.explain("paillier", threat, catalogue.RoundContext(8, OPTIONS))
     assert "up to 3 colluding key holders" in text and "T=4 of 8" in text
+
+
+def test_key_holders_option_resolves_t_against_the_federation() -> None:
+    options = {"decryption": "threshold", "threshold": 0.5, "key_holders": 20}  # T = 10
+    assert _unmet(9, clients=20, options=options) == []
+    assert any("only 8 key holders" in r for r in _unmet(0, clients=8, options=options))  # a round of 8 < T
