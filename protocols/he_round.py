@@ -8,7 +8,8 @@ the decrypted sum is handed to the server — that is its name and ``learned_by`
 ``release="key-holders"`` only the clients learn it and the server's result holds no mean), who took part, sizes
 and timing. Limits stated plainly:
 
-* any single key-holding client colluding with the server decrypts everyone's updates (shared client key);
+* any single key-holding client colluding with the server decrypts everyone's updates (shared client key; packed
+  Paillier with ``decryption="threshold"`` replaces this decrypt phase, see :mod:`protocols.threshold_round`);
 * the decrypting client checks the server's claim of how many updates are in the sum (>= ``min_clients``), but it
   cannot verify it: a malicious server could ask it to decrypt one client's ciphertext. The protection holds
   against an honest-but-curious server, not a malicious one (that needs threshold decryption or proofs);
@@ -112,6 +113,9 @@ class HEProtocol(AggregationProtocol):
     phases: ClassVar[tuple[str, ...]] = ("setup", "upload", "decrypt")
     upload_phase: ClassVar[str] = "upload"
     key_slot: ClassVar[str] = "privfed.he.keys"
+    #: the state machines (a variant with another decrypt phase, e.g. threshold decryption, subclasses them)
+    server_type: ClassVar[type | None] = None
+    client_type: ClassVar[type | None] = None
 
     min_clients: int = 3
     allow_small_rounds: bool = False
@@ -176,7 +180,7 @@ class HEProtocol(AggregationProtocol):
             raise ConfigError(f"{len(ids)} clients invited, an HE round needs at least {self.min_clients}")
         authority = self.key_authority()
         codec = self.server_codec(authority.public_material, dim, len(ids))
-        server = HEServer(self, round_id, ids, dim, authority.key_id, codec)
+        server = (self.server_type or HEServer)(self, round_id, ids, dim, authority.key_id, codec)
         if self.active:
             self.identities().roster_for(ids)
         return server
@@ -184,7 +188,7 @@ class HEProtocol(AggregationProtocol):
     def client(self, client_id: int, round_id: int, update: ClientUpdate,
                state: MutableMapping[str, Any]) -> "HEClient":
         keys = provision(state, self.key_slot, self.key_authority())
-        client = HEClient(self, client_id, round_id, update, keys, state)
+        client = (self.client_type or HEClient)(self, client_id, round_id, update, keys, state)
         if self.active:
             client.identity = self.identities().identity(client_id, state)
         return client
@@ -197,8 +201,13 @@ class HEProtocol(AggregationProtocol):
             source = self._cache["identities"] = IdentitySource(self.roster, self.key_dir)
         return source
 
+    @property
+    def key_mode(self) -> str:
+        """How the audit record names the key arrangement."""
+        return KEY_MODE
+
     def describe(self) -> Mapping[str, Any]:
-        return {"protocol": self.name, "key_mode": KEY_MODE, "min_clients": self.min_clients,
+        return {"protocol": self.name, "key_mode": self.key_mode, "min_clients": self.min_clients,
                 "release": self.release, "hides": "individual updates and weights from the server",
                 "learned_by": LEARNED_BY_SERVER if self.release == "server" else LEARNED_BY_KEY_HOLDERS,
                 "active_adversary_checks": self.active}
@@ -276,19 +285,27 @@ class HEServer(ServerStateMachine):
         elif self.phase == "decrypt":
             if sender not in self._asked or sender in self._answered:
                 raise MessageError(f"client {sender} was not asked to decrypt")
-            if self.protocol.release == "server":
-                message = decode(payload, self._release_spec, protocol=self.name, round_id=self.round_id,
-                                 sender=sender)
-                if self._sum is None:
-                    self._sum = self._checked_release(message["plaintext"])
-            else:
-                message = decode(payload, ACK, protocol=self.name, round_id=self.round_id, sender=sender)
-                if message["key_id"] != self.key_id:
-                    raise MessageError("acknowledgement under another key")
-            self._timings["decrypt"].append(message["decrypt_seconds"])
-            self._answered.append(sender)
+            self._receive_decrypt(sender, payload)
         else:
-            raise MessageError("the round is over")
+            self._receive_other(sender, payload)
+
+    def _receive_other(self, sender: int, payload: bytes) -> None:
+        """A reply in a phase after ``decrypt`` (none in the shared-key round)."""
+        raise MessageError("the round is over")
+
+    def _receive_decrypt(self, sender: int, payload: bytes) -> None:
+        """One key holder's decrypt-phase reply (a released plaintext or an acknowledgement)."""
+        if self.protocol.release == "server":
+            message = decode(payload, self._release_spec, protocol=self.name, round_id=self.round_id,
+                             sender=sender)
+            if self._sum is None:
+                self._sum = self._checked_release(message["plaintext"])
+        else:
+            message = decode(payload, ACK, protocol=self.name, round_id=self.round_id, sender=sender)
+            if message["key_id"] != self.key_id:
+                raise MessageError("acknowledgement under another key")
+        self._timings["decrypt"].append(message["decrypt_seconds"])
+        self._answered.append(sender)
 
     def _checked_release(self, plaintext: Any) -> np.ndarray:
         """The released plaintext sum, refused (MessageError: the next key holder is asked) unless k honest
@@ -328,6 +345,10 @@ class HEServer(ServerStateMachine):
                 self._request = self._send("decrypt-request", {"ciphertexts": self.codec.sum_ciphertexts(),
                                                                "contributors": len(self._contributors)})
             return self._ask_next()
+        return self._advance_decrypt()
+
+    def _advance_decrypt(self) -> Outgoing | AggregateResult:
+        """After the decrypt phase's replies: the result, or the next key holder to ask."""
         if self.phase == "decrypt":
             if self.protocol.release == "server" and self._sum is not None:
                 return self._result()
@@ -348,7 +369,7 @@ class HEServer(ServerStateMachine):
         self.phase = "done"
         k = len(self._contributors)
         info: dict[str, Any] = {
-            "protocol": self.name, "key_mode": KEY_MODE, "release": self.protocol.release,
+            "protocol": self.name, "key_mode": self.protocol.key_mode, "release": self.protocol.release,
             "contributors": k, "decrypted_by": sorted(self._answered),
             "client_precompute_seconds_mean": _mean(self._timings["precompute"]),
             "client_online_seconds_mean": _mean(self._timings["online"]),
@@ -399,12 +420,22 @@ class HEClient(ClientStateMachine):
                 specs = {k: v for k, v in specs.items() if k != "decrypt-request"}
                 specs[DECRYPT_CONTRIBUTIONS] = MessageSpec(DECRYPT_CONTRIBUTIONS, {
                     "contributions": FieldSpec("list", max_length=1 << 20), **_active_specs()[2]})
+            specs.update(self._extra_specs())
         message = decode(payload, specs, protocol=self.name, round_id=self.round_id, sender=-1)
         if message.kind == SETUP.kind:
             return self._setup(message)
         if message.kind == UPLOAD.kind:
             return self._upload(message)
-        return self._decrypt(message)
+        if message.kind == "decrypt-request":
+            return self._decrypt(message)
+        return self._handle_other(message)
+
+    def _extra_specs(self) -> dict[str, MessageSpec]:
+        """Requests of phases after ``decrypt`` (none in the shared-key round)."""
+        return {}
+
+    def _handle_other(self, message: Message) -> bytes | None:
+        raise MessageError(f"unexpected request {message.kind!r}")
 
     def _setup(self, message: Message) -> bytes:
         if self.codec is not None:
@@ -455,6 +486,14 @@ class HEClient(ClientStateMachine):
         if self.decrypted:
             raise ProtocolAbort("asked to decrypt twice in one round: a key holder decrypts at most once per round")
         self.decrypted = True
+        if not self.protocol.active and message["contributors"] < self.protocol.min_clients:
+            raise ProtocolAbort("refusing to decrypt a sum of fewer updates than an HE round needs")
+        return self._decrypt_reply(message)
+
+    def _decrypt_reply(self, message: Message) -> bytes:
+        """Decrypt the sum with the shared key (after active mode's checks): release it to the server or keep it
+        (``release``)."""
+        assert self.codec is not None and self.server_codec is not None
         started = time.perf_counter()
         if self.protocol.active:
             ciphertexts, contributors = self._checked_sum(message)

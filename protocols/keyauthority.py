@@ -7,8 +7,12 @@ the client's bundle into its persistent ``state`` when the client machine is cre
 on a device at enrolment), and gives the server only **public** material (a public TenSEAL context, a Paillier
 modulus). Every client holds the same secret key ("shared client key" mode): the scheme hides the individual
 updates from the server and from outsiders, **not** from the other clients, and any single key-holding client that
-colludes with the server decrypts everyone's updates. A threshold (multi-party) key would remove that single point
-of failure; it is not implemented. The authority sees no updates.
+colludes with the server decrypts everyone's updates. For packed Paillier, ``decryption="threshold"``
+(:mod:`protocols.threshold_paillier`) removes that single point of failure: the authority deals Shamir shares of
+the decryption key, one per key holder, hands each share over once and keeps no copy (``client_bundle(client_id)``
+pops it), so the server plus fewer than T colluding key holders learn nothing; the dealer is still trusted while it
+deals (no dealer-free key generation). CKKS stays shared-key (no maintained threshold CKKS library for Python 3.11).
+The authority sees no updates.
 
 In this in-process implementation the authority object lives on the protocol instance (a per-run cache, created
 lazily on first use and never at construction); the server state machine only ever receives

@@ -4,8 +4,9 @@ Threat model: hides every client's update and weight from the aggregating server
 public modulus n only) and from eavesdroppers, under the decisional composite residuosity assumption with a
 2048-bit n (~112-bit security; 3072 offered for ~128-bit). A key authority gives the secret key (p, q) to the
 clients only (:mod:`protocols.keyauthority`). Known limits: any one key-holding client colluding with the server
-decrypts everyone; the decrypted *sum* is released to the server with ``release="server"`` (the default, named as
-such) — HE hides individual updates, not the aggregate, so combine with DP for output privacy; rounds with fewer
+decrypts everyone (shared key; ``decryption="threshold"``, :mod:`protocols.threshold_paillier`, raises this to T);
+the decrypted *sum* is released to the server with ``release="server"`` (the default, named as such)
+— HE hides individual updates, not the aggregate, so combine with DP for output privacy; rounds with fewer
 than 3 contributors are refused; clients are trusted to encode in range (no proofs; an out-of-range packed slot is
 detected at decoding only when it leaves the range honest inputs can reach); Paillier ciphertexts are malleable
 (integrity comes from the authenticated transport, not from here). See :mod:`protocols.he_round` for the round.
@@ -65,6 +66,8 @@ def _join(values: list, width: int) -> bytes:
 
 @dataclass(frozen=True)
 class _PaillierOptions(HEProtocol):
+    authority_type: ClassVar[type] = PaillierAuthority  # the dealer an ``authority=`` option must be
+
     key_bits: int = 2048
     insecure_test_keys: bool = False  # allows key_bits < 2048; tests only, never a default
     authority: PaillierAuthority | None = field(default=None, repr=False, compare=False)
@@ -73,8 +76,8 @@ class _PaillierOptions(HEProtocol):
         super().__post_init__()
         check_key_bits(self.key_bits, self.insecure_test_keys)
         if self.authority is not None:
-            if not isinstance(self.authority, PaillierAuthority):
-                raise ConfigError("authority must be a PaillierAuthority")
+            if not isinstance(self.authority, self.authority_type):
+                raise ConfigError(f"authority must be a {self.authority_type.__name__}")
             if self.authority.key_bits != self.key_bits:
                 raise ConfigError("the authority's key length differs from key_bits")
             self._cache["authority"] = self.authority
@@ -89,6 +92,7 @@ class PackedPaillierProtocol(_PaillierOptions):
 
     name: ClassVar[str] = "paillier"
     key_slot: ClassVar[str] = "privfed.paillier.keys"
+    randomness_choices: ClassVar[tuple[str, ...]] = RANDOMNESS
 
     slot_bits: int = 24
     randomness: str = "crt-pool"
@@ -97,8 +101,8 @@ class PackedPaillierProtocol(_PaillierOptions):
         super().__post_init__()
         if not isinstance(self.slot_bits, int) or not 8 <= self.slot_bits <= 63:
             raise ConfigError(f"slot_bits must be in 8..63, got {self.slot_bits!r}")
-        if self.randomness not in RANDOMNESS:
-            raise ConfigError(f"randomness must be one of {RANDOMNESS}, got {self.randomness!r}")
+        if self.randomness not in self.randomness_choices:
+            raise ConfigError(f"randomness must be one of {self.randomness_choices}, got {self.randomness!r}")
 
     def packing(self, n_bits: int, max_clients: int) -> SlotPacking:
         return SlotPacking.for_modulus(n_bits, self.slot_bits, max_clients, self.coded_range)

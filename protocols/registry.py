@@ -24,7 +24,7 @@ Factory = Callable[..., AggregationProtocol]
 _BUILTIN: dict[str, str] = {
     "plaintext": "protocols.plaintext:PlaintextProtocol",
     "ckks": "protocols.ckks:CKKSProtocol",
-    "paillier": "protocols.paillier:PackedPaillierProtocol",
+    "paillier": "protocols.threshold_paillier:packed_paillier",  # shared-key, or decryption="threshold"
     "paillier-per-value": "protocols.paillier:PerValuePaillierProtocol",
     "secagg": "protocols.secagg:SecAggProtocol",
     "dp": "protocols.dp.placements:central_dp",

@@ -298,7 +298,10 @@ def unmet_requirements(name: str, threat: ThreatModel, context: RoundContext | N
         elif p.update_hiding == NOISE and threat.update_privacy == "cryptographic":
             unmet.append(f"the server is {threat.server} and {name} shows it each client's own noised update "
                          f"(statistical hiding only; declare update_privacy=local-dp to accept that)")
-        if p.collusion_model == "shared-key" and threat.collusion >= 1:
+        threshold_he = _threshold_he_unmet(p, threat, ctx)  # issue 13: None unless paillier decryption=threshold
+        if threshold_he is not None:
+            unmet += threshold_he
+        elif p.collusion_model == "shared-key" and threat.collusion >= 1:
             unmet.append(f"any key-holding client colluding with the server decrypts every update, and "
                          f"collusion={threat.collusion} is declared")
         if p.collusion_model == "threshold" and ctx.clients is not None:
@@ -394,6 +397,38 @@ def secagg_reason(name: str, threat: ThreatModel, n: int, options: Mapping[str, 
             f"<= 2^-20")
 
 
+# -- threshold HE (issue 13): the condition is computed in protocols.threshold_paillier; this only phrases it --------
+
+def _threshold_he_unmet(p: Protection, threat: ThreatModel, ctx: RoundContext) -> list[str] | None:
+    """Unmet collusion/dropout requirements of ``paillier`` with ``decryption=threshold`` (None for other
+    protections and for shared-key decryption, which the shared-key check covers)."""
+    if p.protocol != "paillier" or ctx.options.get("decryption", "shared-key") != "threshold":
+        return None
+    from protocols.errors import ConfigError
+    from protocols.threshold_paillier import threat_conditions
+    t = ctx.options.get("threshold")
+    if ctx.clients is None:  # an absolute T is checked now; a fraction once the client count is known
+        if isinstance(t, int) and not isinstance(t, bool) and threat.collusion >= t:
+            return [f"its decryption threshold T={t} does not exceed the declared collusion={threat.collusion}: "
+                    f"the server plus T colluding key holders decrypt any single update"]
+        return []
+    try:
+        return list(threat_conditions(ctx.options, ctx.clients, threat.collusion,
+                                      threat.expected_dropouts(ctx.clients))["unmet"])
+    except ConfigError as exc:
+        return [str(exc)]
+
+
+def _threshold_he_explain(ctx: RoundContext) -> str:
+    from protocols.threshold_paillier import threat_conditions
+    if ctx.clients is None:
+        return "hides updates from the server + fewer than T colluding key holders (threshold decryption)"
+    c = threat_conditions(ctx.options, ctx.clients)
+    return (f"hides updates from the server + up to {c['tolerated_colluders']} colluding key holders (threshold "
+            f"decryption, T={c['threshold']} of {c['key_holders']}) and tolerates {c['tolerated_decrypt_dropouts']} "
+            f"key holder(s) gone at decrypt")
+
+
 def _keeps_aggregate(p: Protection, ctx: RoundContext) -> bool:
     """HE with ``release="key-holders"`` leaves the decrypted aggregate with the clients (the protocols' default,
     ``release="server"``, hands it to the server)."""
@@ -413,6 +448,8 @@ def explain(name: str, threat: ThreatModel, context: RoundContext | None = None)
         else:
             parts.append(f"hides updates from the server + fewer than t colluders (needs t > {threat.collusion} "
                          f"and n - t >= expected dropouts; checked when the client count is known)")
+    elif _threshold_he_unmet(p, threat, ctx) is not None:
+        parts.append(_threshold_he_explain(ctx))
     elif p.collusion_model == "shared-key":
         parts.append("hides updates from a server colluding with no client (collusion=0)")
     elif p.update_hiding == NOISE:
