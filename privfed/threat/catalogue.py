@@ -1,5 +1,8 @@
 """What each protection guarantees: what it hides, from whom, under which assumptions, and when it holds for a round.
 
+(Vertical FL's cut-layer protections have their own table: :mod:`protocols.vertical.protections`, ``privfed vertical
+--catalogue``.)
+
 Threat model: this module is the single statement of every protection's guarantees. The plan checker refuses a
 round whose protection fails :func:`unmet_requirements` against the declared :class:`~privfed.threat.model.ThreatModel`,
 SECURITY.md's table is :func:`security_table` rendered, and the audit re-runs the same check on a finished run.
@@ -11,6 +14,8 @@ Summary (n clients in the round, c declared colluders, t the SecAgg threshold, d
   released model is user-level DP against everyone else.
 * ``local-dp`` / ``dp-sgd``: the server sees each client's own noised update (user-level local DP, resp. record-level
   DP of the client's training); no cryptographic hiding.
+* ``paillier`` with ``decryption=threshold`` (Shoup-style t-of-n threshold Paillier, dealt shares): hides every update
+  from the server plus fewer than T colluding key holders; any T key holders decrypt the sum.
 * ``ckks`` / ``paillier`` (shared client key from a key authority): hide every update from a server that colludes
   with no client; any key-holding client colluding with the server decrypts everyone (so c >= 1 fails); tolerate
   any number of dropouts while >= 3 clients contribute; hide individual updates, not the aggregate.
@@ -115,8 +120,9 @@ _HE_ASSUMPTIONS = ("a key authority gives the secret key to the clients only; th
                    "the server follows the protocol (honest-but-curious), unless active=true: then it may deviate "
                    "and key holders check what they decrypt",
                    "clients encode honestly (no range proofs)")
-_HE_LIMITS = ("any single key-holding client colluding with the server decrypts every update (shared client key; "
-              "no threshold decryption)",
+_HE_LIMITS = ("with the shared client key (the default) any single key-holding client colluding with the server "
+              "decrypts every update; paillier with decryption=threshold needs T colluding key holders (threshold "
+              "CKKS: no maintained library on Python 3.11 offers it, so ckks stays shared-key)",
               "with 2 clients each learns the other's update from the mean (refused below 3)",
               "without active=true the decrypting client cannot verify how many ciphertexts are in the sum it "
               "decrypts (a malicious server could have one update decrypted); with active=true a key holder decrypts "
