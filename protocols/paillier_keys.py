@@ -35,6 +35,7 @@ import math
 import secrets
 import threading
 from dataclasses import dataclass
+from typing import Any
 
 import gmpy2
 from phe import paillier
@@ -90,7 +91,24 @@ def public_material(n: int) -> bytes:
     return _PUBLIC_TAG + n.to_bytes((n.bit_length() + 7) // 8, "big")
 
 
-class ClientKeys:
+class PublicEncryption:
+    """Encryption with the public modulus only (``self.n``, ``self.n_square``): shared by every client bundle."""
+
+    n: Any
+    n_square: Any
+
+    def nth_residue_online(self):
+        """One r^n mod n^2 the textbook way (a 2048-bit exponent modulo n^2), for the 'online' variant."""
+        return gmpy2.powmod(_unit_below(self.n_square, self.n), self.n, self.n_square)
+
+    def encrypt_raw(self, m: int, rn) -> int:
+        """(1 + m n) * r^n mod n^2 for 0 <= m < n and a precomputed r^n."""
+        if not 0 <= m < self.n:
+            raise ConfigError("plaintext out of range")
+        return int((1 + gmpy2.mpz(m) * self.n) * rn % self.n_square)
+
+
+class ClientKeys(PublicEncryption):
     """A client's secret bundle: phe's key pair plus gmpy2 constants for fast encryption."""
 
     def __init__(self, n: int, p: int, q: int) -> None:
@@ -140,16 +158,6 @@ class ClientKeys:
     def _crt(self, xp, xq):
         """The element of Z_{n^2} that is xp mod p^2 and xq mod q^2."""
         return xq + self._q2 * ((xp - xq) * self._q2_inv % self._p2)
-
-    def nth_residue_online(self):
-        """One r^n mod n^2 the textbook way (a 2048-bit exponent modulo n^2), for the 'online' variant."""
-        return gmpy2.powmod(_unit_below(self.n_square, self.n), self.n, self.n_square)
-
-    def encrypt_raw(self, m: int, rn) -> int:
-        """(1 + m n) * r^n mod n^2 for 0 <= m < n and a precomputed r^n."""
-        if not 0 <= m < self.n:
-            raise ConfigError("plaintext out of range")
-        return int((1 + gmpy2.mpz(m) * self.n) * rn % self.n_square)
 
     def decrypt_raw(self, c: int) -> int:
         """phe's CRT decryption; any failure is one opaque DecryptionError."""

@@ -27,7 +27,6 @@ textbook distribution, :mod:`protocols.paillier_public_randomness`) or the textb
 from __future__ import annotations
 
 import math
-import secrets
 import time
 from dataclasses import dataclass
 from typing import Any, ClassVar, Mapping, MutableMapping, Sequence
@@ -38,7 +37,7 @@ from .base import ClientUpdate
 from .errors import ConfigError, DecryptionError, MessageError
 from .keyauthority import KeyAuthority
 from .paillier import PackedClientCodec, PackedPaillierProtocol, PackedServerCodec, _join, _split_ciphertexts
-from .paillier_keys import PublicKey, check_key_bits
+from .paillier_keys import PublicEncryption, PublicKey, check_key_bits
 from .paillier_public_randomness import FixedBaseResidues
 from .threshold_paillier_keys import (KeyShare, ThresholdPublic, combine, deal, partial_decrypt, proof_bytes, prove,
                                       safe_prime)
@@ -105,7 +104,7 @@ def threat_conditions(options: Mapping[str, Any], clients: int, collusion: int =
             "hides_from": f"the server plus up to {t - 1} colluding key holders", "unmet": unmet}
 
 
-class ThresholdClientKeys:
+class ThresholdClientKeys(PublicEncryption):
     """A client's bundle: the public side (enough to encrypt) and, for a key holder, its share."""
 
     def __init__(self, public: ThresholdPublic, share: KeyShare | None) -> None:
@@ -123,23 +122,8 @@ class ThresholdClientKeys:
         fixed-base exponentiation (:mod:`protocols.paillier_public_randomness`)."""
         return [self._residues.sample() for _ in range(count)]
 
-    def nth_residue_online(self):
-        return gmpy2.powmod(_unit_below(self.n_square, self.n), self.n, self.n_square)
-
-    def encrypt_raw(self, m: int, rn) -> int:
-        if not 0 <= m < self.n:
-            raise ConfigError("plaintext out of range")
-        return int((1 + gmpy2.mpz(m) * self.n) * rn % self.n_square)
-
     def decrypt_raw(self, c: int) -> int:
         raise DecryptionError("decryption failed")  # no client holds the whole key
-
-
-def _unit_below(bound, n):
-    while True:
-        value = gmpy2.mpz(secrets.randbelow(int(bound)))
-        if value and gmpy2.gcd(value, n) == 1:
-            return value
 
 
 class ThresholdPaillierAuthority(KeyAuthority[ThresholdClientKeys]):
