@@ -37,7 +37,7 @@ __all__ = [
     "parse_override",
 ]
 
-SOURCES = ("stdlib-docstrings", "text", "synthetic-series", "csv")
+SOURCES = ("stdlib-docstrings", "stdlib-users", "text", "synthetic-series", "csv")  # stdlib-users: privfed.fl.corpus
 TASKS = ("next-token", "classification", "forecast")
 PARTITIONS = ("natural", "iid", "dirichlet")
 CELLS = ("lstm", "gru")

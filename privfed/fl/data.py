@@ -25,6 +25,7 @@ import torch
 
 from protocols.errors import ConfigError
 
+from . import corpus
 from . import partition as partitioners
 from . import sources
 from .config import DataConfig, ModelConfig
@@ -142,9 +143,11 @@ def _samples(config: DataConfig, seed: int) -> tuple[np.ndarray, np.ndarray, np.
     """All samples (inputs, targets) with the natural key index of each, plus vocabulary/classes/channels."""
     meta: dict[str, Any] = {"vocab": (), "classes": (), "channels": 0}
     xs, ys, keys = [], [], []
-    if config.source in ("stdlib-docstrings", "text"):
+    if config.source in ("stdlib-docstrings", "stdlib-users", "text"):
         units = (sources.stdlib_docstrings(config.modules, config.max_chars_per_client)
-                 if config.source == "stdlib-docstrings" else sources.text_files(config.path, config.max_chars_per_client))
+                 if config.source == "stdlib-docstrings"
+                 else corpus.stdlib_users(config.modules, config.max_chars_per_client)  # issue 17: one user per object
+                 if config.source == "stdlib-users" else sources.text_files(config.path, config.max_chars_per_client))
         token_lists = [tokenize(text, config.tokens) for _, text in units]
         vocab = build_vocab(token_lists, config.tokens, config.vocab_size)
         index = {token: i for i, token in enumerate(vocab)}
