@@ -36,14 +36,19 @@ DEFAULT_PROTECTIONS: tuple[str, ...] = ("plaintext", "dp", "local-dp", "dp-sgd",
 COMPARE_DEFAULTS: dict[str, Any] = {"data.source": "stdlib-users", "fl.rounds": 4, "fl.clients_per_round": 200,
                                     "train.max_batches": 2, "fl.transcripts": "false",
                                     "protection.options.secagg.graph": "harary",
-                                    "protection.options.secagg+dp.graph": "harary"}
+                                    "protection.options.secagg+dp.graph": "harary",
+                                    # user-level DP clips each update to L2 norm 3 (two Adam steps move ~2-3):
+                                    # a clip of 1 throttles learning more than the noise does at 200 users
+                                    "protection.options.dp.clip_norm": 3.0,
+                                    "protection.options.secagg+dp.clip_norm": 3.0,
+                                    "protection.options.local-dp.clip_norm": 3.0}
 
 #: the sizing under ``--attacks`` (its own small word-level corpus of a few clients, privfed.audit.attack_run)
 ATTACK_DEFAULTS: dict[str, Any] = {"fl.rounds": 3, "fl.clients_per_round": 5, "train.max_batches": 4}
 
 #: protections whose cost at that size would not fit in the main job: measured on fewer clients and rounds, and
 #: every output (table, JSON, CSV, plots) says so; ``--no-subsets`` runs them at full size
-COMPARE_SUBSETS: dict[str, dict[str, int]] = {"paillier": {"clients_per_round": 10, "rounds": 1},
+COMPARE_SUBSETS: dict[str, dict[str, int]] = {"paillier": {"clients_per_round": 5, "rounds": 1},
                                               "ckks": {"clients_per_round": 20, "rounds": 1},
                                               "dp-sgd": {"clients_per_round": 20, "rounds": 2}}
 
