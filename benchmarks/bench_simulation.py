@@ -8,7 +8,7 @@ Usage (from the repository root, with the project installed):
     nice python benchmarks/bench_simulation.py --write benchmarks/results/simulation.md
 
 Task: the embedded default (next-character prediction, one user per documented object of the standard library,
-the default LSTM: embedding 16, hidden 64, one local epoch of batch 32). The clients are the first N users in a
+the default LSTM: embedding 16, hidden 64, one local epoch of batch 32, at most 2 batches, as ``privfed compare``). The clients are the first N users in a
 fixed random order from the experiment seed (data only). For each N: local training of those N clients from the same
 global model, one client at a time (``privfed.fl.train.train_standard``, a fresh model copy each, as the FedAvg loop
 did) and batched, with the wall clock and the process CPU seconds (CPU seconds are much less sensitive to other jobs
@@ -39,6 +39,10 @@ from privfed.fl.models import ParamLayout, build_model, flatten
 from privfed.fl.train import train_standard
 
 
+#: the cross-device task of ``privfed compare`` (privfed.fl.corpus), two local batches per client at most
+TASK = ["data.source=stdlib-users", "train.max_batches=2"]
+
+
 def _clock(work: Callable[[], Any]) -> tuple[Any, float, float]:
     wall, cpu = time.perf_counter(), time.process_time()
     result = work()
@@ -65,7 +69,7 @@ def local_training(n: int, config: Any, data: Any) -> dict[str, Any]:
 
 
 def fedavg_rounds(clients_per_round: int, rounds: int) -> dict[str, Any]:
-    config = load_config(None, [f"fl.clients_per_round={clients_per_round}", f"fl.rounds={rounds}",
+    config = load_config(None, [*TASK, f"fl.clients_per_round={clients_per_round}", f"fl.rounds={rounds}",
                                 "fl.transcripts=false"])
     data = build_federated(config.data, config.seed)
     out: dict[str, Any] = {"clients_per_round": clients_per_round, "users": len(data.clients)}
@@ -81,9 +85,10 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="100 clients only, no FedAvg rounds")
     parser.add_argument("--write", metavar="PATH", help="also write the Markdown table to PATH")
     args = parser.parse_args()
-    config = load_config(None, [])
+    config = load_config(None, TASK)
     data = build_federated(config.data, config.seed)
     sizes = (100,) if args.quick else (100, 1000)
+    local_training(20, config, data)  # untimed warm-up: torch's one-off start-up costs would go to the first loop
     lines = [f"# Simulation speed (privfed.fl.batched vs the sequential loop)", "",
              f"python {platform.python_version()}, torch {torch.__version__}, {os.cpu_count()} CPUs, "
              f"torch threads {torch.get_num_threads()}, load average {os.getloadavg()[0]:.1f} at start; "

@@ -188,6 +188,11 @@ class _Optimiser:
         """One step for the ``active`` clients (bool ``[K]``); the others keep parameters and state."""
         local = self.local
         self.steps += active.to(torch.float64)
+        everyone = bool(active.all())
+
+        def keep_where(keep: torch.Tensor, new: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
+            return new if everyone else torch.where(keep, new, old)
+
         with torch.no_grad():
             for name, p in params.items():
                 shape = (-1, *([1] * (p.dim() - 1)))
@@ -204,17 +209,17 @@ class _Optimiser:
                     correction1 = (1 - beta1 ** steps).to(p.dtype).view(shape)
                     correction2 = torch.sqrt(1 - beta2 ** steps).to(p.dtype).view(shape)
                     moved = p - (local.lr / correction1) * new_first / (new_second.sqrt() / correction2 + _EPS)
-                    first.copy_(torch.where(keep, new_first, first))
-                    second.copy_(torch.where(keep, new_second, second))
+                    first.copy_(keep_where(keep, new_first, first))
+                    second.copy_(keep_where(keep, new_second, second))
                 elif local.momentum:
                     # a client's first step sets its buffer to the gradient (torch.optim.SGD, dampening 0)
                     fresh = (self.steps == 1).view(shape)
                     buffer = torch.where(fresh, grad, first * local.momentum + grad)
-                    first.copy_(torch.where(keep, buffer, first))
+                    first.copy_(keep_where(keep, buffer, first))
                     moved = p - local.lr * buffer
                 else:
                     moved = p - local.lr * grad
-                p.copy_(torch.where(keep, moved, p))
+                p.copy_(keep_where(keep, moved, p))
 
 
 def _train_chunk(spec: ModelSpec, layout: ParamLayout, start: torch.Tensor, clients: Sequence[ClientDataset],
