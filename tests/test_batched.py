@@ -67,8 +67,8 @@ def test_fedavg_rounds_equal_with_and_without_batching() -> None:
                                 "fl.rounds=2", "fl.clients_per_round=6", "train.max_batches=2",
                                 "fl.transcripts=false"])
     data = build_federated(config.data, config.seed)
-    batched = run_fedavg(config, None, dataset=data)
-    sequential = run_fedavg(config, None, dataset=data, batched_training=False)
+    batched = run_fedavg(config, None, dataset=data, batched_training=True)
+    sequential = run_fedavg(config, None, dataset=data)
     np.testing.assert_allclose(batched.vector, sequential.vector, atol=5e-4)
     assert not np.allclose(batched.vector, flatten(build_model(data.model_spec(config.model), config.seed)))
     for a, b in zip(batched.rounds, sequential.rounds):

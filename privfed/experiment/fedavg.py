@@ -225,7 +225,7 @@ def run_fedavg(config: ExperimentConfig, out_dir: str | Path | None = None, *, r
                client_overrides: Mapping[int, Callable[[ClientStateMachine], ClientStateMachine]] | None = None,
                tamper: Callable[[str, int, bytes], bytes | None] | None = None,
                record_server_view: bool = False, keep_reports: bool = False,
-               batched_training: bool = True) -> FedAvgResult:
+               batched_training: bool = False) -> FedAvgResult:
     """Run (or, with ``resume``, continue) a federated training run; see the module docstring.
 
     ``out_dir`` None keeps everything in memory (no files, no resume). ``on_round(record, report)`` is called after
@@ -234,7 +234,8 @@ def run_fedavg(config: ExperimentConfig, out_dir: str | Path | None = None, *, r
     malicious clients); ``record_server_view`` keeps the server's received bytes in each ``RoundReport``, and
     ``keep_reports`` returns the reports in :attr:`FedAvgResult.reports`. ``batched_training`` trains a round's
     clients as one tensor program (:mod:`privfed.fl.batched`) when the trainer is the standard one and the model
-    allows it; False keeps the one-client-at-a-time loop (same result within float tolerance; the baseline).
+    allows it (same result within float tolerance). Off by default: on the 2-core reference machine, one torch
+    thread, it measured slower than this one-client-at-a-time loop (benchmarks/bench_simulation.py).
     """
     started = time.perf_counter()
     torch_threads = torch.get_num_threads()
