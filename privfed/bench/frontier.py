@@ -150,26 +150,45 @@ def frontier_plot(rows: Sequence[dict[str, Any]], ceiling: dict[str, Any] | None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    fig, ax = plt.subplots(figsize=(10, 4.8))
     markers = ["o", "s", "^", "D", "v", "P"]
+    all_points: list[tuple[float, float]] = []
     for k, name in enumerate(dict.fromkeys(r["protection"] for r in rows)):
         points = sorted((float(r["epsilon"]) if isinstance(r.get("epsilon"), (int, float)) else r["target_epsilon"],
                          metric(r)) for r in rows if r["protection"] == name and metric(r) is not None)
-        level = next(r["level"] for r in rows if r["protection"] == name)
+        first = next(r for r in rows if r["protection"] == name)
+        measured = first.get("measured_on") or {}
+        subset = (f", subset: {measured['clients_per_round']} clients x {measured['rounds']} rounds"
+                  if measured.get("subset") else "")
         ax.plot([p[0] for p in points], [p[1] for p in points], marker=markers[k % len(markers)],
-                label=f"{name} ({level}-level)")
+                label=f"{name} ({first['level']}-level{subset})")
+        all_points += points
     if ceiling is not None and metric(ceiling) is not None:
         ax.axhline(float(metric(ceiling)), color="black", linestyle="--", linewidth=1,
                    label="plaintext (no DP, ε = ∞): the ceiling")
     initial = next((r.get("initial_metric") for r in rows if r.get("initial_metric") is not None), None)
     if initial is not None:
         ax.axhline(float(initial), color="grey", linestyle=":", linewidth=1, label="initial model: nothing learned")
+    floor = float(metric(ceiling)) if ceiling is not None and metric(ceiling) is not None else None
+    if initial is not None and floor is not None and initial > floor:
+        top = float(initial) + 1.5 * (float(initial) - floor)  # keep the interesting band readable
+        off = [(x, y) for x, y in all_points if y > top]
+        for x, y in off:
+            ax.annotate(f"{y:.3g} ↑", (x, top), textcoords="offset points", xytext=(0, -12), ha="center",
+                        fontsize=7)
+        if off:
+            ax.set_ylim(min(floor, min(y for _, y in all_points)) - 0.1 * (top - floor), top)
     ax.set_xscale("log", base=2)
+    ticks = sorted({float(r["target_epsilon"]) for r in rows if r.get("target_epsilon") is not None})
+    if ticks:
+        ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
     ax.set_xlabel("ε spent over the run (δ from the config; smaller = more private)")
     ax.set_ylabel("final global eval loss (lower is better)")
-    ax.set_title("Privacy–utility frontier: same task, seed and rounds; noise calibrated per target ε", fontsize=10)
+    ax.set_title("Privacy–utility frontier: same task, seed and rounds; noise calibrated per target ε"
+                 + ("\n(points above the plot: value ↑ at the top edge)" if ax.get_ylim()[1] < max(
+                     (y for _, y in all_points), default=0) else ""), fontsize=10)
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
