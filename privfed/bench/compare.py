@@ -18,20 +18,42 @@ from __future__ import annotations
 import dataclasses
 import time
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from protocols.errors import ConfigError
 from privfed.fl.config import ExperimentConfig
 from privfed.fl.data import build_federated
 from privfed.experiment.fedavg import FedAvgResult, run_fedavg
 
-__all__ = ["DEFAULT_PROTECTIONS", "COMPARE_DEFAULTS", "compare_config", "run_compare", "row_from_run"]
+__all__ = ["DEFAULT_PROTECTIONS", "COMPARE_DEFAULTS", "COMPARE_SUBSETS", "COMPARE_EPSILON", "ATTACK_DEFAULTS", "compare_config",
+           "run_compare", "run_frontier", "row_from_run", "subset_config"]
 
 DEFAULT_PROTECTIONS: tuple[str, ...] = ("plaintext", "dp", "local-dp", "dp-sgd", "ckks", "paillier", "secagg",
                                         "secagg+dp")
 
-#: the main job's size: every protection above within 3 minutes on 2 cores (see README for a serious comparison)
-COMPARE_DEFAULTS: dict[str, Any] = {"fl.rounds": 3, "fl.clients_per_round": 5, "train.max_batches": 4}
+#: the main job's size: a cross-device federation (one user per documented object of the standard library, a few
+#: hundred users per round) where user-level DP learns at epsilon <= 8, every protection within 3 minutes on 2 cores
+COMPARE_DEFAULTS: dict[str, Any] = {"data.source": "stdlib-users", "fl.rounds": 4, "fl.clients_per_round": 200,
+                                    "train.max_batches": 2, "fl.transcripts": "false",
+                                    "protection.options.secagg.graph": "harary",
+                                    "protection.options.secagg+dp.graph": "harary",
+                                    # user-level DP clips each update to L2 norm 3 (two Adam steps move ~2-3):
+                                    # a clip of 1 throttles learning more than the noise does at 200 users
+                                    "protection.options.dp.clip_norm": 3.0,
+                                    "protection.options.secagg+dp.clip_norm": 3.0,
+                                    "protection.options.local-dp.clip_norm": 3.0}
+
+#: the sizing under ``--attacks`` (its own small word-level corpus of a few clients, privfed.audit.attack_run)
+ATTACK_DEFAULTS: dict[str, Any] = {"fl.rounds": 3, "fl.clients_per_round": 5, "train.max_batches": 4}
+
+#: protections whose cost at that size would not fit in the main job: measured on fewer clients and rounds, and
+#: every output (table, JSON, CSV, plots) says so; ``--no-subsets`` runs them at full size
+COMPARE_SUBSETS: dict[str, dict[str, int]] = {"paillier": {"clients_per_round": 5, "rounds": 1},
+                                              "ckks": {"clients_per_round": 20, "rounds": 1},
+                                              "dp-sgd": {"clients_per_round": 20, "rounds": 2}}
+
+#: the main job calibrates every DP protection's noise to this target (at protection.delta) over its rounds
+COMPARE_EPSILON = 8.0
 
 Progress = Callable[[str, int, int], None]
 
@@ -39,6 +61,26 @@ Progress = Callable[[str, int, int], None]
 def compare_config(config: ExperimentConfig, protection: str) -> ExperimentConfig:
     """The same experiment with ``protection`` in every round (and no plan-level threat check)."""
     return dataclasses.replace(config, plan=protection)
+
+
+def subset_config(config: ExperimentConfig, subset: Mapping[str, int] | None) -> ExperimentConfig:
+    """The experiment on fewer clients per round and/or rounds (never more than configured)."""
+    if not subset:
+        return config
+    fl = config.fl
+    clients = min(int(subset.get("clients_per_round", fl.clients_per_round)), fl.clients_per_round or 10**9)
+    rounds = min(int(subset.get("rounds", fl.rounds)), fl.rounds)
+    return dataclasses.replace(config, fl=dataclasses.replace(fl, clients_per_round=clients, rounds=rounds))
+
+
+def _measured_on(config: ExperimentConfig, full: ExperimentConfig, n_clients: int) -> dict[str, Any]:
+    per_round = min(config.fl.clients_per_round or n_clients, n_clients)
+    full_round = min(full.fl.clients_per_round or n_clients, n_clients)
+    subset = (per_round, config.fl.rounds) != (full_round, full.fl.rounds)
+    return {"clients_per_round": per_round, "rounds": config.fl.rounds, "users": n_clients, "subset": subset,
+            "note": (f"measured on a subset: {per_round} clients x {config.fl.rounds} round(s) instead of "
+                     f"{full_round} x {full.fl.rounds} (its cost would not fit the main job); its eval loss is "
+                     f"not comparable with the full rows") if subset else ""}
 
 
 def _mean(records: list[dict[str, Any]], key: str) -> float:
@@ -131,8 +173,13 @@ def _relative(rows: list[dict[str, Any]]) -> None:
 def run_compare(config: ExperimentConfig, protections: Sequence[str], out_dir: str | Path, *,
                 progress: Progress | None = None,
                 after_run: Callable[[str, FedAvgResult, dict[str, Any]], None] | None = None,
-                record_server_view: bool = False) -> list[dict[str, Any]]:
+                record_server_view: bool = False, subsets: Mapping[str, Mapping[str, int]] | None = None,
+                epsilon: float | None = None) -> list[dict[str, Any]]:
     """Train the task once per protection (data built once) and return one row each (see the module docstring).
+
+    ``subsets`` runs the named protections on fewer clients/rounds (each row's ``measured_on`` says so);
+    ``epsilon`` calibrates every DP protection without an explicit ``noise_multiplier`` to that target over its
+    rounds (:func:`privfed.bench.frontier.noise_for_target`).
 
     ``after_run(protection, result, row)`` may add columns (the attack audit does); with ``record_server_view``
     each run keeps the bytes the server received (``result.reports``).
@@ -149,21 +196,79 @@ def run_compare(config: ExperimentConfig, protections: Sequence[str], out_dir: s
                           f"choose another --out (results are never overwritten)")
     out.mkdir(parents=True, exist_ok=True)
     dataset = build_federated(config.data, config.seed)
+    configs = {p: subset_config(compare_config(config, p), (subsets or {}).get(p)) for p in protections}
+    noise: dict[str, float] = {}
+    if epsilon is not None:  # calibrate every DP protection before anything runs (a refusal names the target)
+        from privfed.bench.frontier import FRONTIER_PROTECTIONS, USER_LEVEL, noise_for_target, with_noise
+
+        for p in protections:
+            explicit = "noise_multiplier" in config.protection.options.get(p, {})
+            if p in USER_LEVEL + FRONTIER_PROTECTIONS and not explicit:
+                noise[p] = noise_for_target(p, epsilon, configs[p], dataset)
+                configs[p] = with_noise(configs[p], p, noise[p])
     _warm_up(config, dataset)
     rows: list[dict[str, Any]] = []
     for index, protection in enumerate(protections):
+        run_config = configs[protection]
         if progress is not None:
             progress(protection, index, len(protections))
         started = time.perf_counter()
-        result = run_fedavg(compare_config(config, protection), out / protection.replace("+", "_"),
+        result = run_fedavg(run_config, out / protection.replace("+", "_"),
                             dataset=dataset, record_server_view=record_server_view,
                             keep_reports=record_server_view)
         row = row_from_run(protection, result, time.perf_counter() - started)
+        row["measured_on"] = _measured_on(run_config, config, len(dataset.clients))
+        if protection in noise:
+            row.update(target_epsilon=epsilon, noise_multiplier=noise[protection])
         if after_run is not None:
             after_run(protection, result, row)
         rows.append(row)
     _relative(rows)
     return rows
+
+
+def run_frontier(config: ExperimentConfig, protections: Sequence[str], epsilons: Sequence[float],
+                 out_dir: str | Path, *, progress: Progress | None = None,
+                 subsets: Mapping[str, Mapping[str, int]] | None = None
+                 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Plaintext once (the ceiling), then every DP protection at every target epsilon, same task and seed; noise
+    calibrated for each target before anything runs (see :mod:`privfed.bench.frontier`). Returns (rows, ceiling)."""
+    from privfed.bench.frontier import calibrate_all, frontier_row, with_noise
+
+    names = [p for p in dict.fromkeys(protections) if p != "plaintext"]
+    if not names:
+        raise ConfigError("--epsilons: name at least one DP protection (dp, secagg+dp, local-dp, dp-sgd)")
+    out = Path(out_dir)
+    if (out / "frontier.json").exists() or (out / "compare.json").exists():
+        raise ConfigError(f"{out} already holds a comparison; choose another --out (results are never overwritten)")
+    dataset = build_federated(config.data, config.seed)
+    configs = {p: subset_config(compare_config(config, p), (subsets or {}).get(p)) for p in names}
+    multipliers: dict[tuple[str, float], float] = {}
+    for p in names:  # every target calibrated (or refused) before the first round
+        multipliers.update(calibrate_all([p], epsilons, configs[p], dataset))
+    out.mkdir(parents=True, exist_ok=True)
+    _warm_up(config, dataset)
+    jobs = [("plaintext", None)] + [(p, e) for p in names for e in epsilons]
+    rows: list[dict[str, Any]] = []
+    ceiling: dict[str, Any] = {}
+    for index, (protection, target) in enumerate(jobs):
+        if progress is not None:
+            progress(protection if target is None else f"{protection} at epsilon {target:g}", index, len(jobs))
+        started = time.perf_counter()
+        if target is None:
+            run_config = compare_config(config, "plaintext")
+            result = run_fedavg(run_config, out / "plaintext", dataset=dataset)
+            ceiling = row_from_run("plaintext", result, time.perf_counter() - started)
+            ceiling["measured_on"] = _measured_on(run_config, config, len(dataset.clients))
+            continue
+        z = multipliers[(protection, target)]
+        run_config = with_noise(configs[protection], protection, z)
+        result = run_fedavg(run_config, out / f"{protection.replace('+', '_')}_eps{target:g}", dataset=dataset)
+        row = row_from_run(protection, result, time.perf_counter() - started)
+        row["measured_on"] = _measured_on(run_config, config, len(dataset.clients))
+        rows.append(frontier_row(protection, target, z, result, row))
+    _relative([ceiling, *rows])
+    return rows, ceiling
 
 
 def _warm_up(config: ExperimentConfig, dataset: Any) -> None:

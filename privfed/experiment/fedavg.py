@@ -236,19 +236,45 @@ def _check_sample_rate(name: str, protocol: AggregationProtocol, config: Experim
                           f"fl.sample_rate = {declared}")
 
 
+# -- batched local training (privfed.fl.batched; issue 17): a separate hook, the loop's bookkeeping is unchanged
+def _train_seed(config: ExperimentConfig, round_id: int, cid: int) -> int:
+    """Client ``cid``'s data-order seed in round ``round_id`` (experiment seed: never a secret path)."""
+    return int(np.random.default_rng([config.seed, STREAM_TRAIN, round_id, cid]).integers(2**62))
+
+
+def _batched_local_training(enabled: bool, spec: Any, layout: ParamLayout, vector: np.ndarray,
+                            data: FederatedDataset, sampled: list[int], config: ExperimentConfig,
+                            round_id: int) -> dict[int, Any]:
+    """``{cid: (update, n_samples, metrics)}`` for the sampled clients trained together, or ``{}`` when the round
+    uses another trainer, the model is not covered, or a client has no training data (the sequential path then
+    reports it exactly as before)."""
+    from privfed.fl import batched
+
+    if not enabled or len(sampled) < 2 or not batched.supports(spec) \
+            or any(len(data.clients[c].train) == 0 for c in sampled):
+        return {}
+    results = batched.train_batched(spec, layout, vector, [data.clients[c].train for c in sampled], config.train,
+                                    [_train_seed(config, round_id, c) for c in sampled])
+    return dict(zip(sampled, results))
+
+
 def run_fedavg(config: ExperimentConfig, out_dir: str | Path | None = None, *, resume: bool = False,
                on_round: RoundHook | None = None, stop_after: int | None = None,
                dataset: FederatedDataset | None = None,
                client_overrides: Mapping[int, Callable[[ClientStateMachine], ClientStateMachine]] | None = None,
                tamper: Callable[[str, int, bytes], bytes | None] | None = None,
-               record_server_view: bool = False, keep_reports: bool = False) -> FedAvgResult:
+               record_server_view: bool = False, keep_reports: bool = False,
+               batched_training: bool = False) -> FedAvgResult:
     """Run (or, with ``resume``, continue) a federated training run; see the module docstring.
 
     ``out_dir`` None keeps everything in memory (no files, no resume). ``on_round(record, report)`` is called after
     each round's checkpoint (raise :class:`StopRun` in it to stop early); ``stop_after=k`` stops after round k as if
     the process were killed (tests). ``client_overrides``/``tamper`` are passed to ``run_round`` (simulated
     malicious clients); ``record_server_view`` keeps the server's received bytes in each ``RoundReport``, and
-    ``keep_reports`` returns the reports in :attr:`FedAvgResult.reports`.
+    ``keep_reports`` returns the reports in :attr:`FedAvgResult.reports`. ``batched_training`` trains a round's
+    clients as one tensor program (:mod:`privfed.fl.batched`) when the trainer is the standard one and the model
+    allows it (same result within float tolerance). Off by default: on the 2-core reference machine, one torch
+    thread, it measured slower than this one-client-at-a-time loop (benchmarks/bench_simulation.py).
     """
     started = time.perf_counter()
     torch_threads = torch.get_num_threads()
@@ -351,15 +377,19 @@ def run_fedavg(config: ExperimentConfig, out_dir: str | Path | None = None, *, r
         failed: dict[int, dict[str, str]] = {}
         clipped, entries = 0, 0
         train_clock = time.perf_counter()
+        pretrained = _batched_local_training(batched_training and training_mode == "standard", spec, layout,
+                                             vector, data, sampled, config, r)
         for cid in sampled:
-            model = copy.deepcopy(template)
-            load_flat(model, vector, layout)
-            options: dict[str, Any] = {"seed": int(np.random.default_rng([config.seed, STREAM_TRAIN, r, cid])
-                                                   .integers(2**62)), "round": r, "client_id": cid}
+            options: dict[str, Any] = {"seed": _train_seed(config, r, cid), "round": r, "client_id": cid}
             if training_mode != "standard":
                 options.update(options_table, protocol=protocol)
             try:
-                update, n_samples, client_metrics = trainer(model, data.clients[cid].train, config.train, options)
+                if cid in pretrained:
+                    update, n_samples, client_metrics = pretrained[cid]
+                else:
+                    model = copy.deepcopy(template)
+                    load_flat(model, vector, layout)
+                    update, n_samples, client_metrics = trainer(model, data.clients[cid].train, config.train, options)
             except ConfigError:
                 raise  # a misconfiguration stops the run; it is not one client's failure
             except PrivfedError as exc:  # the client refused (e.g. its DP-SGD budget): it drops out of the round

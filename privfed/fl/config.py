@@ -38,7 +38,7 @@ __all__ = [
     "sampling_warnings",
 ]
 
-SOURCES = ("stdlib-docstrings", "text", "synthetic-series", "csv", "leaf")
+SOURCES = ("stdlib-docstrings", "stdlib-users", "text", "synthetic-series", "csv", "leaf")
 TASKS = ("next-token", "classification", "forecast")
 PARTITIONS = ("natural", "iid", "dirichlet")
 CELLS = ("lstm", "gru")

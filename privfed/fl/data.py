@@ -28,7 +28,7 @@ import torch
 from protocols.errors import ConfigError
 
 from . import partition as partitioners
-from . import sources, textdata, userdata
+from . import corpus, sources, textdata, userdata
 from .config import DataConfig, ModelConfig
 from .models import ModelSpec
 from .scaling import Scale
@@ -143,8 +143,12 @@ def _samples(config: DataConfig, seed: int) -> userdata.Samples:
                                                                 config.channels, rng), config.seq_len)
     if config.source == "text" and config.task == "classification" and sources.has_label_folders(config.path):
         return textdata.label_folders(config)
-    units = (sources.stdlib_docstrings(config.modules, config.max_chars_per_client)
-             if config.source == "stdlib-docstrings" else sources.text_files(config.path, config.max_chars_per_client))
+    if config.source == "stdlib-docstrings":
+        units = sources.stdlib_docstrings(config.modules, config.max_chars_per_client)
+    elif config.source == "stdlib-users":  # one user per documented class or function (privfed.fl.corpus)
+        units = corpus.stdlib_users(config.modules, config.max_chars_per_client)
+    else:
+        units = sources.text_files(config.path, config.max_chars_per_client)
     token_lists = [tokenize(text, config.tokens) for _, text in units]
     vocab = build_vocab(token_lists, config.tokens, config.vocab_size)
     index = {token: i for i, token in enumerate(vocab)}
