@@ -371,7 +371,8 @@ def test_he_key_holder_refuses_a_tampered_or_foreign_contribution() -> None:
     assert info.value.check == "roster"
 
 
-@pytest.mark.parametrize("extra,learned", [(["-o", "threshold=0.5"], True), (["-o", "active=true"], False)])
+@pytest.mark.parametrize("extra,learned", [(["-o", "threshold=0.5"], True), (["-o", "active=true"], False),
+                                           (["-o", "threshold=0.5", "-o", "active=true"], False)])
 @pytest.mark.parametrize("behaviour", ["forge-keys", "equivocate"])
 def test_bench_acceptance_commands(tmp_path, extra, learned, behaviour) -> None:
     from click.testing import CliRunner

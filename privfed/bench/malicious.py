@@ -79,7 +79,17 @@ def simulate_malicious_server(protection: str, options: Mapping[str, Any], updat
     reports: list[RoundReport] = []
     rounds = (1, 2) if behaviour == "replay" else (1,)
     for round_id in rounds:
-        report = run_round(hijacked, round_id, updates, client_states=states, transcript=False)  # type: ignore[arg-type]
+        try:
+            report = run_round(hijacked, round_id, updates, client_states=states,  # type: ignore[arg-type]
+                               transcript=False)
+        except ConfigError as exc:
+            if not getattr(protocol, "active", False):
+                raise
+            # active mode refuses parameters under which the paper's guarantee fails (e.g. 2t <= n + n_C) before any
+            # key, share or ciphertext exists: every honest client refuses, and the server learns nothing
+            reason = f"active check 'parameters' failed: {exc}"
+            return {"malicious_server": behaviour, "active": True, "target": target, "rounds": 0, "server_learned": [],
+                    "refusals": {str(c): reason for c in ids}, "round_aborted": reason, "round_completed": False}
         reports.append(report)
         if round_id == 1 and behaviour == "replay" and family == "he":
             memory["plain_sum"] = attackers[-1].recovered
