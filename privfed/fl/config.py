@@ -102,7 +102,8 @@ class DataConfig:
         _check(self.missing in MISSING, "data.missing", f"must be one of {MISSING}, got {self.missing!r}")
         if self.source in ("text", "csv", "leaf"):
             _check(bool(self.path), "data.path", f"is required when data.source = {self.source!r}")
-        allowed = {"stdlib-docstrings": ("next-token", "classification"), "text": ("next-token", "classification"),
+        allowed = {"stdlib-docstrings": ("next-token", "classification"),
+                   "stdlib-users": ("next-token", "classification"), "text": ("next-token", "classification"),
                    "synthetic-series": ("forecast",), "csv": ("forecast", "classification"),
                    "leaf": ("next-token", "classification")}[self.source]
         _check(self.task in allowed, "data.task", f"must be one of {allowed} for data.source = {self.source!r}, "
