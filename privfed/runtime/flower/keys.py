@@ -31,11 +31,18 @@ import tenseal as ts
 from protocols.ckks import PARAMETER_SETS, CKKSAuthority, CKKSParameters
 from protocols.errors import ConfigError
 
-from .config import needs_dealer
 
-__all__ = ["DealtCKKSAuthority", "deal", "load_authority", "SECRET", "PUBLIC", "META"]
+__all__ = ["DealtCKKSAuthority", "deal", "load_authority", "needs_dealer", "DEALT_PROTECTIONS", "SECRET", "PUBLIC",
+           "META"]
 
 SECRET, PUBLIC, META = "ckks.secret", "ckks.public", "ckks.json"
+#: protections whose clients hold keys from a key authority, dealt ahead of a Flower run
+DEALT_PROTECTIONS = ("ckks", "ckks+dp")
+
+
+def needs_dealer(protection: str) -> bool:
+    """Whether this protection's clients hold keys from a key authority (HE), dealt ahead of a Flower run."""
+    return protection in DEALT_PROTECTIONS
 
 
 class DealtCKKSAuthority(CKKSAuthority):

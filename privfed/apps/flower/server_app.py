@@ -1,6 +1,6 @@
 """The privfed ServerApp: runs privfed rounds over Flower's deployment engine (SuperLink + SuperNodes).
 
-``main`` reads the run configuration (:mod:`privfed.runtime.flower.config`), waits for ``clients`` nodes, asks
+``main`` reads the run configuration (:mod:`privfed.apps.flower.config`), waits for ``clients`` nodes, asks
 each for its partition id (``query.hello``: the protocol client id becomes the partition id, so survivors can be
 compared with the in-process runtime), then runs ``rounds`` rounds with
 :func:`~privfed.runtime.flower.driver.run_round_on_grid`, one send-and-receive per protocol phase. With
@@ -10,7 +10,7 @@ round: the same summary the local runtime gives (bytes, seconds, survivors, drop
 byte tables, the transport overhead, and the aggregate itself.
 
 Threat model: see :mod:`privfed.runtime.flower.driver` (the SuperLink sees what the server sees) and
-:mod:`privfed.runtime.flower.client_app` (nodes pin the protections they accept). The report holds only what the
+:mod:`privfed.apps.flower.client_app` (nodes pin the protections they accept). The report holds only what the
 server learned anyway (the aggregate, when the protocol delivers it to the server) and public figures; per-client
 figures that a round's protection hides (the nodes' training seconds) are left out by
 :func:`privfed.threat.disclosure.redact_round`, the rule every run record follows.
@@ -36,9 +36,11 @@ from privfed.runtime.local import RoundReport
 
 from .client_app import HELLO_MESSAGE_TYPE
 from .config import FlowerRunConfig, build_protocol, parse_run_config
-from .driver import collect, run_round_on_grid
+from privfed.runtime.flower.driver import collect, run_round_on_grid
 
-__all__ = ["app", "wait_for_nodes", "enrol", "report_record"]
+from .report import report_record
+
+__all__ = ["app", "wait_for_nodes", "enrol"]
 
 log = logging.getLogger("flwr.privfed.server")  # under Flower's logger: shown by `flwr run --stream`
 
@@ -80,27 +82,6 @@ def enrol(grid: Grid, node_ids: list[int], config: FlowerRunConfig) -> dict[int,
     if all(v >= 0 for v in values) and len(set(values)) == len(values):
         return {partition: node for node, partition in sorted(announced.items(), key=lambda item: item[1])}
     return {rank: node for rank, node in enumerate(sorted(announced))}
-
-
-def report_record(report: RoundReport, overhead: Mapping[str, Any], nodes: Mapping[int, int]) -> dict[str, Any]:
-    """One round of the JSON report: the local runtime's summary plus per-client tables and the aggregate."""
-    record = report.summary()
-    record.update(
-        survivor_ids=list(report.survivors),  # contributors: inputs in the result
-        completed_ids=list(report.completed),  # clients that took part in every phase
-        phases=list(report.phases),
-        nodes={str(cid): node for cid, node in nodes.items()},
-        upload_bytes={str(c): dict(p) for c, p in report.upload_bytes.items()},
-        download_bytes={str(c): dict(p) for c, p in report.download_bytes.items()},
-        client_seconds_by_client={str(c): s for c, s in report.client_seconds.items()},
-        exchange_seconds=[[phase, seconds] for phase, seconds in overhead.get("exchange_seconds", [])],
-        state_seconds={str(c): s for c, s in overhead.get("state_seconds", {}).items()},
-    )
-    if report.result is not None and report.result.learned_by == LEARNED_BY_SERVER:
-        record["mean"] = [float(v) for v in np.asarray(report.result.mean, dtype=np.float64)]
-        record["total_weight"] = float(report.result.total_weight)
-    # with learned_by "key-holders" only the nodes learned the mean (kept in their own state); the server has none
-    return record
 
 
 def _write_json(path: str, data: Mapping[str, Any]) -> None:

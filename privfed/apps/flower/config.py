@@ -6,7 +6,7 @@ with :func:`parse_run_config`; every value is validated before any message is se
 
 Threat model: the run configuration is chosen by whoever submits the run (the server's operator). A client
 never takes its protection from it blindly: a node pins the protections it accepts in its own ``node-config``
-(``protections="ckks,secagg"``), see :mod:`privfed.runtime.flower.client_app`.
+(``protections="ckks,secagg"``), see :mod:`privfed.apps.flower.client_app`.
 """
 
 from __future__ import annotations
@@ -18,14 +18,12 @@ from typing import Any, Mapping
 from protocols.errors import ConfigError
 
 __all__ = ["FlowerRunConfig", "parse_run_config", "parse_drops", "protocol_options", "build_protocol",
-           "needs_dealer", "DEFAULT_MAX_WEIGHT", "DEFAULT_CLIP"]
+           "DEFAULT_MAX_WEIGHT", "DEFAULT_CLIP"]
 
 #: the bench's bounds (privfed.bench.aggregation): synthetic weights are integers in [1, 100], values in [-1, 1]
 DEFAULT_MAX_WEIGHT = 100.0
 DEFAULT_CLIP = 1.0
 UPDATE_SOURCES = ("synthetic", "train")
-#: protections whose clients hold keys from a key authority, dealt ahead of a Flower run (privfed.runtime.flower.keys)
-DEALT_PROTECTIONS = ("ckks", "ckks+dp")
 
 
 @dataclass(frozen=True)
@@ -154,16 +152,12 @@ def protocol_options(config: FlowerRunConfig, protection: str, base: Mapping[str
     return {**defaults, **config.options_for(protection)}
 
 
-def needs_dealer(protection: str) -> bool:
-    """Whether this protection's clients hold keys from a key authority (HE), dealt ahead of a Flower run."""
-    return protection in DEALT_PROTECTIONS
-
-
 def build_protocol(config: FlowerRunConfig, protection: str | None = None, *, key_dir: str = "",
                    secret: bool = False, base: Mapping[str, Any] | None = None):
     """The protocol instance for ``protection`` (default: the plan's first). HE protections get their dealt key
     authority from ``key_dir`` (node side: ``secret=True``, the secret context; server side: public material only)."""
     from protocols import registry
+    from privfed.runtime.flower.keys import needs_dealer
 
     name = protection or config.plan[0]
     options = protocol_options(config, name, base)
@@ -172,7 +166,7 @@ def build_protocol(config: FlowerRunConfig, protection: str | None = None, *, ke
             where = "node-config key-dir" if secret else "run-config key-dir"
             raise ConfigError(f"{name!r} over Flower needs keys dealt ahead of the run "
                               f"(python -m privfed.runtime.flower.keys DIR) and {where} pointing at them")
-        from .keys import load_authority
+        from privfed.runtime.flower.keys import load_authority
 
         options["authority"] = load_authority(key_dir, secret=secret,
                                               parameter_set=str(options.get("parameter_set", "n4096")))

@@ -34,10 +34,11 @@ from flwr.clientapp import ClientApp
 
 from protocols.base import AFTER_UPLOAD, ClientUpdate
 from protocols.errors import MessageError, PrivfedError
+from privfed.runtime.local import INTERNAL_ERROR
 
 from .config import FlowerRunConfig, build_protocol, parse_run_config
-from .envelope import STATUS_NONE, STATUS_REFUSED, STATUS_REPLY, pack_reply, unpack_request
-from .state import NodeState, load_node_state, save_node_state
+from privfed.runtime.flower.envelope import STATUS_NONE, STATUS_REFUSED, STATUS_REPLY, pack_reply, unpack_request
+from privfed.runtime.flower.state import NodeState, load_node_state, save_node_state
 from .updates import synthetic_update, train_update
 
 __all__ = ["app", "HELLO_MESSAGE_TYPE"]
@@ -157,12 +158,17 @@ def phase(message: Message, context: Context) -> Message:
             reply = node.machine.handle(request.payload)
         finally:
             client_seconds = time.perf_counter() - clock
-    except PrivfedError as exc:
+    except Exception as exc:  # noqa: BLE001 - last resort, as privfed.runtime.local.run_round contains it
+        # a PrivfedError is this client's refusal; anything else is a protocol bug, contained: the node drops out of
+        # the round with a reason naming only the exception type (its text could quote secret state)
+        reason = str(exc) if isinstance(exc, PrivfedError) else f"{INTERNAL_ERROR}: client machine ({type(exc).__name__})"
+        if not isinstance(exc, PrivfedError):
+            log.error("contained %s in the client machine", type(exc).__name__)
         node.machine = None
         clock = time.perf_counter()
         save_node_state(context.state, node)
         state_seconds += time.perf_counter() - clock
-        return Message(pack_reply(STATUS_REFUSED, None, reason=str(exc), client_seconds=client_seconds,
+        return Message(pack_reply(STATUS_REFUSED, None, reason=reason, client_seconds=client_seconds,
                                   state_seconds=state_seconds), reply_to=message)
     clock = time.perf_counter()
     try:

@@ -34,7 +34,7 @@ from protocols.base import LEARNED_BY_SERVER, AggregationProtocol, ClientUpdate
 from protocols.errors import ConfigError, MessageError
 
 from .config import FlowerRunConfig
-from .driver import collect, run_round_on_grid
+from privfed.runtime.flower.driver import collect, run_round_on_grid
 
 __all__ = ["experiment", "protocol_base_options", "run_training", "client_train"]
 
@@ -103,7 +103,7 @@ def run_training(grid: Grid, protocol_for: Callable[[int], AggregationProtocol],
     from privfed.fl.models import flatten, load_flat
     from privfed.fl.train import evaluate
 
-    from .server_app import report_record
+    from .report import report_record
 
     config, data, _, layout, template = experiment(run.fl_overrides, run.seed)
     vector = flatten(template).astype(np.float32)
