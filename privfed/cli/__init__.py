@@ -16,6 +16,7 @@ _COMMANDS = {
     "plan": "privfed.cli.plan:plan",
     "audit": "privfed.cli.audit:audit",
     "keys": "privfed.cli.keys:keys",
+    "schema": "privfed.cli.schema:schema",
 }
 
 

@@ -72,6 +72,10 @@ class DataConfig:
     channels: int = 3
     series_clients: int = 8
     series_length: int = 400
+    # --- public task schema (issue 15): a JSON file from `privfed schema`; its vocabulary, channels and scaling,
+    # sequence length and model are what every party agrees on (privfed.fl.schema). Over Flower the nodes' data
+    # lives on the nodes (node-config data-path), so data.path is then not needed.
+    schema: str = ""
 
     def __post_init__(self) -> None:
         _check(self.source in SOURCES, "data.source", f"must be one of {SOURCES}, got {self.source!r}")
@@ -89,7 +93,7 @@ class DataConfig:
         _check(self.channels >= 1, "data.channels", "must be >= 1")
         _check(self.series_clients >= 1, "data.series_clients", "must be >= 1")
         _check(self.series_length > self.seq_len + 1, "data.series_length", "must exceed data.seq_len + 1")
-        if self.source in ("text", "csv"):
+        if self.source in ("text", "csv") and not self.schema:
             _check(bool(self.path), "data.path", f"is required when data.source = {self.source!r}")
         if self.source in ("synthetic-series", "csv"):
             _check(self.task == "forecast", "data.task", f"must be 'forecast' for data.source = {self.source!r}")
@@ -334,4 +338,6 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] = (),
     table = apply_overrides(table, overrides)
     if seed is not None:
         table["seed"] = seed
-    return config_from_table(table)
+    # public task schema (issue 15): its seq_len and model are the agreed ones
+    from .schema import apply_schema_table
+    return config_from_table(apply_schema_table(table))

@@ -147,6 +147,9 @@ def _samples(config: DataConfig, seed: int) -> tuple[np.ndarray, np.ndarray, np.
                  if config.source == "stdlib-docstrings" else sources.text_files(config.path, config.max_chars_per_client))
         token_lists = [tokenize(text, config.tokens) for _, text in units]
         vocab = build_vocab(token_lists, config.tokens, config.vocab_size)
+        if config.schema:  # public task schema (issue 15): the agreed vocabulary, not one built from client data
+            from .schema import schema_vocab
+            vocab = schema_vocab(config.schema, config.tokens)
         index = {token: i for i, token in enumerate(vocab)}
         meta.update(vocab=vocab, classes=tuple(name for name, _ in units), names=[name for name, _ in units])
         for k, tokens in enumerate(token_lists):
