@@ -63,6 +63,16 @@ class FlowerRunConfig:
     key_dir: str = ""
     #: privfed.fl experiment overrides for update_source="train" ("key=value;key=value")
     fl_overrides: str = ""
+    #: the whole privfed experiment configuration as JSON (ExperimentConfig.to_table(); ``privfed run`` sets it);
+    #: when set it replaces fl-overrides and seed
+    experiment: str = ""
+    #: the public task schema as JSON (privfed.fl.schema): the server builds the model from it, each node cuts its
+    #: own data (node-config data-path) with it. Without it nodes simulate partitions of one data set (tests).
+    schema: str = ""
+    #: where the ServerApp writes a privfed run directory (rounds.jsonl, summary.json, transcripts); "" = none
+    run_dir: str = ""
+    #: the plan's reason for each round's protection ("|"-separated, as privfed.threat.resolve_plan gave them)
+    plan_reasons: str = ""
 
     def __post_init__(self) -> None:
         if self.rounds < 1:
@@ -75,6 +85,8 @@ class FlowerRunConfig:
             raise ConfigError("reply-timeout and connect-timeout must be positive")
         if not self.straggler_grace >= 0:
             raise ConfigError("straggler-grace must be >= 0")
+        if (self.experiment or self.schema or self.run_dir) and self.update_source != "train":
+            raise ConfigError("experiment, schema and run-dir need update-source = \"train\"")
         if not self.plan or not all(self.plan):
             raise ConfigError(f"protection must name one protection or a comma-separated plan, got "
                               f"{self.protection!r}")
@@ -118,6 +130,7 @@ _KEYS = {
     "protection": str, "options": str, "rounds": int, "update-source": str, "params": int, "seed": int,
     "clients": int, "reply-timeout": float, "straggler-grace": float, "connect-timeout": float, "drops": str,
     "stop-after-upload": int, "stop-round": int, "report": str, "fl-overrides": str, "key-dir": str,
+    "experiment": str, "schema": str, "run-dir": str, "plan-reasons": str,
 }
 
 

@@ -26,13 +26,11 @@ import time
 from pathlib import Path
 from typing import Any, Mapping
 
-import numpy as np
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.serverapp import Grid, ServerApp
 
-from protocols.base import LEARNED_BY_SERVER, AggregationProtocol
-from protocols.errors import ConfigError, ProtocolAbort
-from privfed.runtime.local import RoundReport
+from protocols.base import AggregationProtocol
+from protocols.errors import PrivfedError, ProtocolAbort
 
 from .client_app import HELLO_MESSAGE_TYPE
 from .config import FlowerRunConfig, build_protocol, parse_run_config
@@ -97,6 +95,7 @@ def _write_json(path: str, data: Mapping[str, Any]) -> None:
 def main(grid: Grid, context: Context) -> None:
     config = parse_run_config(context.run_config)
     output: dict[str, Any] = {"protection": config.protection, "runtime": "flower", "rounds": []}
+    recorder = None
     try:
         protocols: dict[str, AggregationProtocol] = {}
         for name in dict.fromkeys(config.plan):  # validate every protection of the plan before any round
@@ -112,14 +111,27 @@ def main(grid: Grid, context: Context) -> None:
         def protocol_for(round_id: int) -> AggregationProtocol:
             return protocols[config.protection_for(round_id)]
 
+        if config.run_dir:
+            from .rundir import FlowerRunRecorder
+            from .training import task_for
+            recorder = FlowerRunRecorder(config.run_dir, task_for(config),
+                                         [config.protection_for(r) for r in range(1, config.rounds + 1)],
+                                         config.plan_reasons.split("|") if config.plan_reasons else [])
         nodes = enrol(grid, wait_for_nodes(grid, config), config)
         if len(nodes) < config.clients:
             raise ProtocolAbort(f"{len(nodes)} nodes enrolled, {config.clients} needed")
         nodes = dict(sorted(nodes.items())[:config.clients])  # the run's clients: the lowest client ids
         output["nodes"] = {str(cid): node for cid, node in nodes.items()}
         if config.update_source == "train":
-            from .training import run_training
-            output["rounds"] = run_training(grid, protocol_for, nodes, config)
+            from privfed.fl.models import flatten
+
+            from .training import federated_evaluation, run_training, task_for
+            if recorder is not None:
+                recorder.initial(nodes, federated_evaluation(grid, flatten(task_for(config).template), 0, nodes,
+                                                             config.reply_timeout))
+            output["rounds"] = run_training(grid, protocol_for, nodes, config,
+                                            sink=recorder.round if recorder is not None else None,
+                                            transcript_key=recorder.key if recorder is not None else None)
         else:
             for round_id in range(1, config.rounds + 1):
                 overhead: dict[str, Any] = {}
@@ -128,10 +140,12 @@ def main(grid: Grid, context: Context) -> None:
                                            straggler_grace=config.straggler_grace, overhead=overhead)
                 log.info("privfed round %d: %s", round_id, json.dumps(report.summary()))
                 output["rounds"].append(report_record(report, overhead, nodes))
-    except (ConfigError, ProtocolAbort) as exc:
+    except (PrivfedError, ProtocolAbort) as exc:
         output["error"] = f"{type(exc).__name__}: {exc}"
         log.error("privfed run failed: %s", exc)
     finally:
+        if recorder is not None:
+            recorder.finish(output.get("error"))
         if config.report:  # the report is shareable: per-client figures a round's protection hides stay out
             from privfed.threat.disclosure import redact_round  # the app layer (DESIGN: privfed/apps)
             output["rounds"] = [redact_round(record) for record in output["rounds"]]

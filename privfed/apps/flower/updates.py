@@ -2,8 +2,9 @@
 
 ``synthetic``: :func:`privfed.bench.aggregation.synthetic_updates` with the run's ``clients``, ``params`` and
 ``seed``, picking this node's ``partition-id`` — the very inputs the in-process runtime gets, so a Flower round can
-be checked against ``run_round`` on the same data. ``train``: the node trains the global model on its own
-partition with privfed.fl and keeps the update (new minus old parameters) and its sample count as the weight.
+be checked against ``run_round`` on the same data. ``train``: the node trains the global model on its own data
+(node-config ``data-path`` cut with the run's schema; without a schema, a simulated partition) and keeps the update
+(new minus old parameters) and its sample count, capped at the public bound, as the weight.
 
 Threat model: the experiment seed drives data only (never keys, masks or noise, which the protocols draw from the
 OS). The update never leaves the node except inside the protocol's upload.
@@ -18,9 +19,9 @@ from flwr.app import Context, RecordDict
 from protocols.base import ClientUpdate
 from protocols.errors import ConfigError, MessageError
 
-from .config import FlowerRunConfig
+from .config import FlowerRunConfig, build_protocol
 
-__all__ = ["synthetic_update", "train_update"]
+__all__ = ["synthetic_update", "train_update", "evaluate_update"]
 
 
 def synthetic_update(partition_id: int, config: FlowerRunConfig) -> ClientUpdate:
@@ -32,31 +33,37 @@ def synthetic_update(partition_id: int, config: FlowerRunConfig) -> ClientUpdate
     return synthetic_updates(config.clients, config.params, config.seed)[partition_id]
 
 
-def train_update(content: RecordDict, context: Context, config: FlowerRunConfig
+def _round_of(content: RecordDict) -> int:
+    try:
+        return int(content.config_records["privfed-train"]["round"])
+    except (KeyError, TypeError, ValueError):
+        raise MessageError("malformed train message") from None
+
+
+def train_update(content: RecordDict, context: Context, config: FlowerRunConfig, client_id: int
                  ) -> tuple[ClientUpdate, Mapping[str, Any], dict[str, Any]]:
     """Train locally from the global model in ``content``: (update, plain metrics, the protocol's base options)."""
     from protocols import registry
 
-    from .training import client_train, protocol_base_options
+    from .training import client_train, node_data, protocol_base_options, task_for
 
-    partition = context.node_config.get("partition-id", -1)
-    if not isinstance(partition, int) or isinstance(partition, bool) or partition < 0:
-        raise ConfigError("local training needs node-config partition-id (this node's partition of the data)")
-    try:
-        round_id = int(content.config_records["privfed-train"]["round"])
-    except (KeyError, TypeError, ValueError):
-        raise MessageError("malformed train message") from None
-    protection = config.protection_for(round_id)
-    client_training = registry.protocol_class(protection).client_training
+    task = task_for(config)
+    split = node_data(task, context)
+    protection = config.protection_for(_round_of(content))
+    client_training = getattr(registry.protocol_class(protection), "client_training", "standard")
     base = protocol_base_options(config, protection)
     extra: dict[str, Any] = {}
-    if client_training != "standard":  # as privfed.fl's loop: the protection's option table and its instance
-        from .config import build_protocol
-        from .training import experiment
-
-        fl_config = experiment(config.fl_overrides, config.seed)[0]
-        extra = {**dict(fl_config.protection.options.get(protection, {})),
+    if client_training != "standard":  # as privfed's FedAvg loop: the protection's option table and its instance
+        extra = {**dict(task.config.protection.options.get(protection, {})),
                  "protocol": build_protocol(config, protection, key_dir=str(context.node_config.get("key-dir", "")),
                                             secret=True, base=base)}
-    update, metrics = client_train(content, partition, config, client_training, extra)
+    update, metrics = client_train(content, split, task, client_training, client_id, extra)
     return update, metrics, base
+
+
+def evaluate_update(content: RecordDict, context: Context, config: FlowerRunConfig) -> dict[str, float]:
+    """This node's evaluation counts and sums for the model in ``content``."""
+    from .training import node_data, node_evaluate, task_for
+
+    task = task_for(config)
+    return node_evaluate(content, node_data(task, context), task)
