@@ -1,0 +1,133 @@
+"""Node-local data over Flower (in-memory Grid, real ClientApp handlers): each node trains only on its own folder
+cut with the public schema, the server builds the model from the schema alone, a node whose data does not fit
+refuses and counts as dropped, and the ServerApp writes a run directory that ``privfed audit`` reads."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.flower
+pytest.importorskip("flwr")
+pytest.importorskip("torch")
+
+from click.testing import CliRunner  # noqa: E402
+from flwr.app import Context, RecordDict  # noqa: E402
+
+from privfed.apps.flower import server_app, training  # noqa: E402
+from privfed.apps.flower.config import parse_run_config  # noqa: E402
+from privfed.apps.flower.updates import train_update  # noqa: E402
+from privfed.cli import main as cli  # noqa: E402
+from privfed.fl import sources  # noqa: E402
+from privfed.fl.config import load_config  # noqa: E402
+from privfed.fl.schema import schema_from_text  # noqa: E402
+from privfed.fl.config import ModelConfig  # noqa: E402
+from test_flower_driver import NODE_IDS, MemoryGrid, _task_identity  # noqa: E402,F401 (autouse fixture)
+
+PUBLIC = "a federation of small language models learns from text that never leaves its owner. " * 30
+TEXTS = ["the nodes keep their own data and only send protected updates. " * 12,
+         "secure aggregation hides each update from the server, only the sum is learned. " * 12,
+         "differential privacy adds noise so that no single record stands out in the model. " * 12]
+
+
+@pytest.fixture()
+def deployment(tmp_path: Path) -> dict[str, Any]:
+    (tmp_path / "public.txt").write_text(PUBLIC + " ".join(TEXTS) + " completely different")
+    schema = schema_from_text(tmp_path / "public.txt", seq_len=12, model=ModelConfig(hidden=8, embedding=4),
+                              max_unknown_fraction=0.05)
+    schema.save(tmp_path / "schema.json")
+    for i, text in enumerate(TEXTS):
+        (tmp_path / f"node-{i}").mkdir()
+        (tmp_path / f"node-{i}" / "notes.txt").write_text(text)
+    config = load_config(None, ["data.source=text", f"data.schema={tmp_path / 'schema.json'}", "fl.rounds=2",
+                                "train.max_batches=2"])
+    run_config = {"protection": "plaintext", "rounds": 2, "clients": 3, "reply-timeout": 1.0, "update-source": "train",
+                  "experiment": json.dumps(config.to_table()), "schema": json.dumps(schema.to_json()),
+                  "run-dir": str(tmp_path / "run")}
+    return {"root": tmp_path, "run_config": run_config,
+            "node_config": lambda p: {"partition-id": p, "data-path": str(tmp_path / f"node-{p}")}}
+
+
+def _context(deployment: dict[str, Any], partition: int) -> Context:
+    return Context(run_id=1, node_id=NODE_IDS[partition], node_config=deployment["node_config"](partition),
+                   state=RecordDict(), run_config=deployment["run_config"])
+
+
+def _train_message(deployment: dict[str, Any]) -> RecordDict:
+    from privfed.fl.models import flatten
+
+    task = training.task_for(parse_run_config(deployment["run_config"]))
+    return training._message(flatten(task.template), 1, NODE_IDS[0], training.TRAIN_MESSAGE_TYPE).content
+
+
+def test_server_needs_the_schema_and_no_data(deployment: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    training._build_task.cache_clear()
+
+    def forbidden(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError(f"the server opened data: {args}")
+
+    monkeypatch.setattr(sources, "text_files", forbidden)
+    monkeypatch.setattr(sources, "stdlib_docstrings", forbidden)
+    task = training.task_for(parse_run_config(deployment["run_config"]))
+    assert task.node_local and task.data is None and task.layout.size > 0
+
+
+def test_each_update_depends_only_on_its_own_folder(deployment: dict[str, Any],
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    config = parse_run_config(deployment["run_config"])
+    content = _train_message(deployment)
+    opened: list[str] = []
+    real = sources.text_files
+    monkeypatch.setattr(sources, "text_files", lambda path, *a: opened.append(str(path)) or real(path, *a))
+    training._node_split.cache_clear()
+    first, _, _ = train_update(content, _context(deployment, 0), config, 0)
+    assert opened == [str(deployment["root"] / "node-0")]  # node 0 read its own folder only
+    (deployment["root"] / "node-1" / "notes.txt").write_text("completely different text for node one. " * 20)
+    training._node_split.cache_clear()
+    again, _, _ = train_update(content, _context(deployment, 0), config, 0)
+    assert np.array_equal(first.vector, again.vector) and first.weight == again.weight
+    (deployment["root"] / "node-0" / "notes.txt").write_text(TEXTS[2])
+    training._node_split.cache_clear()
+    changed, _, _ = train_update(content, _context(deployment, 0), config, 0)
+    assert not np.array_equal(first.vector, changed.vector)
+
+
+def test_run_directory_with_a_refusing_node_that_audit_reads(deployment: dict[str, Any]) -> None:
+    root = deployment["root"]
+    (root / "node-2" / "notes.txt").write_text("数据不符合模式。" * 40)  # outside the schema's vocabulary
+    training._node_split.cache_clear()
+    grid = MemoryGrid(deployment["run_config"], node_config=deployment["node_config"])
+    server_app.main(grid, Context(run_id=1, node_id=0, node_config={}, state=RecordDict(),
+                                  run_config=deployment["run_config"]))
+    rounds = [json.loads(line) for line in (root / "run" / "rounds.jsonl").read_text().splitlines()]
+    assert [r["round"] for r in rounds] == [1, 2]
+    for record in rounds:
+        assert record["survivors"] == 2 and record["aborted"] is None
+        assert "outside the schema's vocabulary" in record["dropped"]["2"]["reason"]
+        assert record["dropped"]["2"]["phase"] == "local-training"
+        assert record["metrics"]["evaluated_by"] == 2 and np.isfinite(record["metrics"]["loss"])
+        assert (root / "run" / "transcripts" / f"round_{record['round']:03d}.json").exists()
+    summary = json.loads((root / "run" / "summary.json").read_text())
+    assert summary["status"] == "complete" and summary["runtime"]["kind"] == "flower"
+    assert summary["final_metrics"]["loss"] < summary["initial_metrics"]["loss"]
+    result = CliRunner().invoke(cli, ["audit", str(root / "run")])
+    assert result.exit_code == 0, result.output
+
+
+def test_node_without_data_path_refuses(deployment: dict[str, Any]) -> None:
+    run_config = {**deployment["run_config"], "rounds": 1}
+    run_config.pop("run-dir")
+
+    def config(p: int) -> dict[str, Any]:
+        return {k: v for k, v in deployment["node_config"](p).items() if p != 1 or k != "data-path"}
+
+    path = deployment["root"] / "report.json"
+    run_config["report"] = str(path)
+    server_app.main(MemoryGrid(run_config, node_config=config),
+                    Context(run_id=1, node_id=0, node_config={}, state=RecordDict(), run_config=run_config))
+    (record,) = json.loads(path.read_text())["rounds"]
+    assert "no node-config data-path" in record["dropped"]["1"]["reason"] and record["survivors"] == 2
