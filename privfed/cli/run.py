@@ -60,6 +60,9 @@ def run(config_path: str | None, overrides: tuple[str, ...], seed: int | None, o
     module, 5 rounds of 5 clients, plaintext FedAvg."""
     if resume and out_dir is None:
         fail("--resume needs --out DIR (the run directory to continue)")
+    if _wants_flower(config_path, overrides):
+        _run_on_flower(config_path, overrides, seed, out_dir, resume, json_path)
+        return
     if threads is not None:
         if threads < 1:
             fail("--threads must be >= 1")
@@ -95,4 +98,43 @@ def run(config_path: str | None, overrides: tuple[str, ...], seed: int | None, o
                   f"upload {summary['totals']['upload_bytes']:,.0f} B in total; run directory {result.out_dir}")
     for note in summary["data"].get("notes", []):
         console.print(f"[yellow]note:[/] {note}")
+    write_json(json_path, summary)
+
+
+# --- runtime.kind = "flower" (issue 15): the same config drives a Flower deployment -------------------------------
+def _wants_flower(config_path: str | None, overrides: tuple[str, ...]) -> bool:
+    """Whether the run's [runtime] table (file or -c runtime.kind=...) asks for Flower."""
+    if not any(o.strip().startswith("runtime.") for o in overrides) and not (
+            config_path and "runtime" in Path(config_path).read_text(encoding="utf-8", errors="replace")):
+        return False
+    try:
+        from privfed.apps.flower.submit import split_runtime
+        return split_runtime(config_path, overrides)[1].get("kind", "local") == "flower"
+    except PrivfedError as exc:
+        fail(exc)
+        return False
+
+
+def _run_on_flower(config_path: str | None, overrides: tuple[str, ...], seed: int | None, out_dir: str | None,
+                   resume: bool, json_path: str | None) -> None:
+    if resume:
+        fail("--resume is not supported over Flower yet")
+    try:
+        from privfed.apps.flower.submit import load_with_runtime, submit
+        from privfed.experiment.rundir import RunDir
+        config, runtime = load_with_runtime(config_path, overrides, seed)
+        out = Path(out_dir) if out_dir else Path("runs") / _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        console.print(f"[bold]privfed run[/] on Flower at {runtime.superlink}: plan {config.plan!r}, "
+                      f"{config.fl.rounds} rounds, {config.fl.clients_per_round} nodes -> {out}")
+        with console.status("waiting for the deployment"):
+            summary = submit(config, runtime, out)
+        rounds = RunDir(out).read_rounds()
+    except PrivfedError as exc:
+        fail(exc)
+        return
+    console.print(_table(rounds))
+    initial, final = summary.get("initial_metrics", {}), summary.get("final_metrics", {})
+    console.print(f"eval loss {_fmt(initial.get('loss'), '.4f')} -> {_fmt(final.get('loss'), '.4f')} (federated "
+                  f"evaluation); {summary['rounds_completed']}/{config.fl.rounds} rounds ({summary['status']}); "
+                  f"run directory {out}")
     write_json(json_path, summary)
