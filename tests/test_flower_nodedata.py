@@ -84,15 +84,15 @@ def test_each_update_depends_only_on_its_own_folder(deployment: dict[str, Any],
     real = sources.text_files
     monkeypatch.setattr(sources, "text_files", lambda path, *a: opened.append(str(path)) or real(path, *a))
     training._node_split.cache_clear()
-    first, _, _ = train_update(content, _context(deployment, 0), config, 0)
+    first, *_ = train_update(content, _context(deployment, 0), config, 0)
     assert opened == [str(deployment["root"] / "node-0")]  # node 0 read its own folder only
     (deployment["root"] / "node-1" / "notes.txt").write_text("completely different text for node one. " * 20)
     training._node_split.cache_clear()
-    again, _, _ = train_update(content, _context(deployment, 0), config, 0)
+    again, *_ = train_update(content, _context(deployment, 0), config, 0)
     assert np.array_equal(first.vector, again.vector) and first.weight == again.weight
     (deployment["root"] / "node-0" / "notes.txt").write_text(TEXTS[2])
     training._node_split.cache_clear()
-    changed, _, _ = train_update(content, _context(deployment, 0), config, 0)
+    changed, *_ = train_update(content, _context(deployment, 0), config, 0)
     assert not np.array_equal(first.vector, changed.vector)
 
 
@@ -131,3 +131,23 @@ def test_node_without_data_path_refuses(deployment: dict[str, Any]) -> None:
                     Context(run_id=1, node_id=0, node_config={}, state=RecordDict(), run_config=run_config))
     (record,) = json.loads(path.read_text())["rounds"]
     assert "no node-config data-path" in record["dropped"]["1"]["reason"] and record["survivors"] == 2
+
+
+def test_dpsgd_nodes_report_their_accounting_to_the_server_ledger(deployment: dict[str, Any]) -> None:
+    """DP-SGD over Flower: each node's (noise multiplier, sampling rate, steps) reaches the server's protocol, so
+    the run's ledger holds a record-level event per round (not the 'no report: no bound' event)."""
+    pytest.importorskip("opacus")
+    root = deployment["root"]
+    config = load_config(None, ["data.source=text", f"data.schema={root / 'schema.json'}", "fl.rounds=1",
+                                "train.max_batches=2", "protection.options.dp-sgd.noise_multiplier=1.0"])
+    run_config = {**deployment["run_config"], "protection": "dp-sgd", "rounds": 1,
+                  "experiment": json.dumps(config.to_table()), "run-dir": str(root / "dp-run")}
+    training._build_task.cache_clear()
+    training._node_split.cache_clear()
+    server_app.main(MemoryGrid(run_config, node_config=deployment["node_config"]),
+                    Context(run_id=1, node_id=0, node_config={}, state=RecordDict(), run_config=run_config))
+    (record,) = [json.loads(line) for line in (root / "dp-run" / "rounds.jsonl").read_text().splitlines()]
+    assert record["survivors"] == 3, record.get("dropped")
+    events = json.dumps(record["dp_events"])
+    assert "gaussian" in events and "did not report" not in events
+    assert record["epsilon_unit"] == "record" and 0 < float(record["epsilon_server"]) < float("inf")

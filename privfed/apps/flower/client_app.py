@@ -92,8 +92,8 @@ def train(message: Message, context: Context) -> Message:
         node = load_node_state(context.state)
         node.update, node.protocol_options = None, None
         client_id = _partition_id(context)
-        update, info, options = train_update(message.content, context, config,
-                                             client_id if client_id >= 0 else context.node_id % 2**31)
+        update, info, options, dp_report = train_update(message.content, context, config,
+                                                        client_id if client_id >= 0 else context.node_id % 2**31)
         node.update = (update.vector.tobytes(), float(update.weight))
         node.protocol_options = options
         save_node_state(context.state, node)
@@ -107,7 +107,10 @@ def train(message: Message, context: Context) -> Message:
     # (the weight the protocol protects); the acknowledgement carries only the time the server could observe anyway
     log.info("local training: %s", {k: round(v, 6) for k, v in info.items()})
     metrics = {"train-seconds": time.perf_counter() - started}
-    return Message(RecordDict({"metrics": MetricRecord(metrics)}), reply_to=message)
+    content = RecordDict({"metrics": MetricRecord(metrics)})
+    if dp_report is not None:  # DP-SGD's public parameters, for the server's privacy ledger
+        content["privfed-dpsgd"] = ConfigRecord(dict(dp_report))
+    return Message(content, reply_to=message)
 
 
 @app.evaluate()

@@ -240,6 +240,23 @@ def federated_evaluation(grid: Grid, vector: np.ndarray, round_id: int, nodes: M
     return metrics
 
 
+def _account_dpsgd(protocol: AggregationProtocol, round_id: int, cid: int, record: Any) -> None:
+    """A DP-SGD node's report (noise multiplier, sampling rate, steps: public parameters) goes to the server's
+    protocol instance, which builds the round's ledger event from the survivors' reports exactly as in-process (a
+    survivor without a report makes the event 'none': epsilon infinite, never a silent figure)."""
+    if getattr(protocol, "client_training", "standard") != "dp-sgd":
+        return
+    if record is None:
+        return  # no report: the protocol itself records no bound for this round
+    try:
+        z, q, steps = float(record["noise_multiplier"]), float(record["sample_rate"]), record["steps"]
+    except (KeyError, TypeError, ValueError):
+        raise MessageError("malformed DP-SGD report") from None
+    if isinstance(steps, bool) or not isinstance(steps, int):
+        raise MessageError("malformed DP-SGD report: steps must be an integer")
+    protocol.report_training(round_id, cid, z, q, steps)  # validates (ConfigError on nonsense)
+
+
 def run_training(grid: Grid, protocol_for: Callable[[int], AggregationProtocol], nodes: Mapping[int, int],
                  run: FlowerRunConfig, sink: RoundSink | None = None,
                  transcript_key: Any = None) -> list[dict[str, Any]]:
@@ -268,6 +285,11 @@ def run_training(grid: Grid, protocol_for: Callable[[int], AggregationProtocol],
             if refusal is not None:
                 failed[str(cid)] = {"phase": "local-training",
                                     "reason": f"client stopped: {str(refusal.get('reason', ''))[:300]}"}
+                continue
+            try:
+                _account_dpsgd(protocol_for(round_id), round_id, cid, reply.content.config_records.get("privfed-dpsgd"))
+            except PrivfedError as exc:
+                failed[str(cid)] = {"phase": "local-training", "reason": f"DP-SGD report refused: {exc}"}
                 continue
             trained[cid] = reply.metadata.src_node_id
         train_seconds = time.perf_counter() - clock

@@ -21,7 +21,7 @@ from protocols.errors import ConfigError, MessageError
 
 from .config import FlowerRunConfig, build_protocol
 
-__all__ = ["synthetic_update", "train_update", "evaluate_update"]
+__all__ = ["synthetic_update", "train_update", "evaluate_update", "TrainingReport"]
 
 
 def synthetic_update(partition_id: int, config: FlowerRunConfig) -> ClientUpdate:
@@ -41,8 +41,9 @@ def _round_of(content: RecordDict) -> int:
 
 
 def train_update(content: RecordDict, context: Context, config: FlowerRunConfig, client_id: int
-                 ) -> tuple[ClientUpdate, Mapping[str, Any], dict[str, Any]]:
-    """Train locally from the global model in ``content``: (update, plain metrics, the protocol's base options)."""
+                 ) -> tuple[ClientUpdate, Mapping[str, Any], dict[str, Any], dict[str, float] | None]:
+    """Train locally from the global model in ``content``: (update, plain metrics, the protocol's base options, the
+    DP-SGD accounting report for the server's ledger or None)."""
     from protocols import registry
 
     from .training import client_train, node_data, protocol_base_options, task_for
@@ -53,12 +54,32 @@ def train_update(content: RecordDict, context: Context, config: FlowerRunConfig,
     client_training = getattr(registry.protocol_class(protection), "client_training", "standard")
     base = protocol_base_options(config, protection)
     extra: dict[str, Any] = {}
+    reporter = None
     if client_training != "standard":  # as privfed's FedAvg loop: the protection's option table and its instance
-        extra = {**dict(task.config.protection.options.get(protection, {})),
-                 "protocol": build_protocol(config, protection, key_dir=str(context.node_config.get("key-dir", "")),
-                                            secret=True, base=base)}
+        reporter = TrainingReport(build_protocol(config, protection, key_dir=str(context.node_config.get("key-dir", "")),
+                                                 secret=True, base=base))
+        extra = {**dict(task.config.protection.options.get(protection, {})), "protocol": reporter}
     update, metrics = client_train(content, split, task, client_training, client_id, extra)
-    return update, metrics, base
+    return update, metrics, base, (reporter.report if reporter is not None else None)
+
+
+class TrainingReport:
+    """Stands in for the protocol the DP-SGD trainer reports to (``report_training``): keeps the node's report so
+    it can travel to the server's protocol instance, which accounts the round (its parameters are public: noise
+    multiplier, sampling rate, steps). Everything else is the wrapped protocol's."""
+
+    def __init__(self, protocol: Any) -> None:
+        self._protocol = protocol
+        self.report: dict[str, float] | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._protocol, name)
+
+    def report_training(self, round_id: int, client_id: int, noise_multiplier: float, sample_rate: float,
+                        steps: int) -> None:
+        self._protocol.report_training(round_id, client_id, noise_multiplier, sample_rate, steps)  # validates
+        self.report = {"noise_multiplier": float(noise_multiplier), "sample_rate": float(sample_rate),
+                       "steps": int(steps)}
 
 
 def evaluate_update(content: RecordDict, context: Context, config: FlowerRunConfig) -> dict[str, float]:
