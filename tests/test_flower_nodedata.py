@@ -151,3 +151,28 @@ def test_dpsgd_nodes_report_their_accounting_to_the_server_ledger(deployment: di
     events = json.dumps(record["dp_events"])
     assert "gaussian" in events and "did not report" not in events
     assert record["epsilon_unit"] == "record" and 0 < float(record["epsilon_server"]) < float("inf")
+
+
+def test_a_protocol_bug_in_a_node_is_contained(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A foreign exception in a node's client machine (a protocol bug) does not crash the node: that client drops
+    out with an INTERNAL_ERROR reason naming only the exception type, and the round goes on without it."""
+    from protocols.plaintext import PlaintextProtocol
+
+    from privfed.runtime.local import INTERNAL_ERROR
+    from test_flower_driver import _run_config, _server_round
+
+    real = PlaintextProtocol.client
+
+    def buggy(self: Any, client_id: int, *args: Any, **kwargs: Any) -> Any:
+        machine = real(self, client_id, *args, **kwargs)
+        if client_id == 1:
+            def handle(payload: bytes) -> bytes:
+                raise ValueError("secret state 1234")
+            machine.handle = handle
+        return machine
+
+    monkeypatch.setattr(PlaintextProtocol, "client", buggy)
+    report = _server_round(MemoryGrid(_run_config("plaintext")), _run_config("plaintext"))
+    assert report.survivors == (0, 2) and report.result is not None
+    reason = report.dropped[1]["reason"]
+    assert INTERNAL_ERROR in reason and "ValueError" in reason and "1234" not in reason
