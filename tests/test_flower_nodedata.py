@@ -176,3 +176,32 @@ def test_a_protocol_bug_in_a_node_is_contained(monkeypatch: pytest.MonkeyPatch) 
     assert report.survivors == (0, 2) and report.result is not None
     reason = report.dropped[1]["reason"]
     assert INTERNAL_ERROR in reason and "ValueError" in reason and "1234" not in reason
+
+
+def test_paillier_with_dealt_keys_over_flower(tmp_path: Path) -> None:
+    """Paillier over Flower: keys dealt to files (factors to the nodes, the modulus to the server), one round on the
+    in-memory Grid matching the exact weighted mean within the declared bound; the server's authority has no
+    secret."""
+    pytest.importorskip("phe")
+    from protocols.errors import ConfigError
+    from privfed.apps.flower.config import build_protocol
+    from privfed.bench.aggregation import synthetic_updates
+    from privfed.runtime.flower.keys import deal, load_paillier_authority
+    from test_flower_driver import CLIENTS, PARAMS, SEED, _node_config, _run_config, _server_round
+
+    options = {"key_bits": 1024, "insecure_test_keys": True}
+    nodes_dir, server_dir = deal(tmp_path / "keys", "paillier", options)
+    assert not (server_dir / "paillier.secret").exists()
+    config = _run_config("paillier", **{"key-dir": str(server_dir), "options": json.dumps(options)})
+    grid = MemoryGrid(config, node_config=lambda p: {**_node_config(p), "key-dir": str(nodes_dir)})
+    report = _server_round(grid, config)
+    assert report.survivors == (0, 1, 2) and report.result is not None, (report.dropped, report.rejected)
+    updates = synthetic_updates(CLIENTS, PARAMS, SEED)
+    updates = [updates[c] for c in range(CLIENTS)]
+    weights = np.array([u.weight for u in updates])
+    exact = weights @ np.stack([u.vector.astype(np.float64) for u in updates]) / weights.sum()
+    assert np.max(np.abs(report.result.mean - exact)) <= report.result.error_bound + 1e-12
+    with pytest.raises(ConfigError, match="public key material only"):
+        load_paillier_authority(server_dir, secret=False, key_bits=1024).client_bundle()
+    with pytest.raises(ConfigError):  # a node's key directory is needed for the factors
+        build_protocol(parse_run_config(config), key_dir=str(server_dir), secret=True)

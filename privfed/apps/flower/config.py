@@ -179,8 +179,12 @@ def build_protocol(config: FlowerRunConfig, protection: str | None = None, *, ke
             where = "node-config key-dir" if secret else "run-config key-dir"
             raise ConfigError(f"{name!r} over Flower needs keys dealt ahead of the run "
                               f"(python -m privfed.runtime.flower.keys DIR) and {where} pointing at them")
-        from privfed.runtime.flower.keys import load_authority
+        from privfed.runtime.flower.keys import PAILLIER_PROTECTIONS, load_authority, load_paillier_authority
 
-        options["authority"] = load_authority(key_dir, secret=secret,
-                                              parameter_set=str(options.get("parameter_set", "n4096")))
+        if name in PAILLIER_PROTECTIONS:
+            options["authority"] = load_paillier_authority(key_dir, secret=secret,
+                                                           key_bits=int(options.get("key_bits", 2048)))
+        else:
+            options["authority"] = load_authority(key_dir, secret=secret,
+                                                  parameter_set=str(options.get("parameter_set", "n4096")))
     return registry.create(name, options)
