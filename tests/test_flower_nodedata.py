@@ -205,3 +205,30 @@ def test_paillier_with_dealt_keys_over_flower(tmp_path: Path) -> None:
         load_paillier_authority(server_dir, secret=False, key_bits=1024).client_bundle()
     with pytest.raises(ConfigError):  # a node's key directory is needed for the factors
         build_protocol(parse_run_config(config), key_dir=str(server_dir), secret=True)
+
+
+def test_csv_nodes_forecast_with_the_public_scaling(tmp_path: Path) -> None:
+    """A CSV schema (channels and their public mean/std) over Flower: each node's own CSV is scaled with the
+    schema's figures and a node whose columns differ is refused."""
+    from privfed.fl.schema import schema_from_csv
+
+    t = np.arange(120)
+    rows = lambda shift: "\n".join(f"a,{np.sin(i / 5 + shift):.4f},{np.cos(i / 7):.4f}" for i in t)  # noqa: E731
+    (tmp_path / "public.csv").write_text("client,x,y\n" + rows(0) + "\n")
+    schema = schema_from_csv(tmp_path / "public.csv", seq_len=6, model=ModelConfig(hidden=8))
+    for i in range(3):
+        header = "client,x,y" if i < 2 else "client,x,z"
+        (tmp_path / f"node-{i}.csv").write_text(f"{header}\n" + rows(i) + "\n")
+    config = load_config(None, ["data.source=csv", "data.task=forecast", "data.schema=", "data.path=unused.csv",
+                                "train.max_batches=2"])
+    run_config = {"protection": "plaintext", "rounds": 1, "clients": 3, "reply-timeout": 1.0,
+                  "update-source": "train", "experiment": json.dumps(config.to_table()),
+                  "schema": json.dumps(schema.to_json()), "report": str(tmp_path / "report.json")}
+    training._build_task.cache_clear()
+    training._node_split.cache_clear()
+    server_app.main(MemoryGrid(run_config, node_config=lambda p: {"partition-id": p,
+                                                                 "data-path": str(tmp_path / f"node-{p}.csv")}),
+                    Context(run_id=1, node_id=0, node_config={}, state=RecordDict(), run_config=run_config))
+    (record,) = json.loads((tmp_path / "report.json").read_text())["rounds"]
+    assert record["survivor_ids"] == [0, 1] and "channels" in record["dropped"]["2"]["reason"]
+    assert np.isfinite(record["metrics"]["loss"]) and record["metrics"]["evaluated_by"] == 2
