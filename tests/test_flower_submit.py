@@ -125,3 +125,20 @@ def test_privfed_run_on_a_loopback_deployment(tmp_path: Path) -> None:
           "ratio", round(rounds[1]["round_seconds"] / rounds[0]["round_seconds"], 2))
     audit = runner.invoke(cli, ["audit", str(tmp_path / "RUN")])
     assert audit.exit_code == 0, audit.output
+
+
+def test_malformed_schema_is_refused_before_anything_runs(tmp_path: Path) -> None:
+    (tmp_path / "schema.json").write_text('{"format": "privfed-schema/1", "source": "text", "seq_len": 1}')
+    result = CliRunner().invoke(cli, ["run", "-c", "runtime.kind=flower", "-c", "data.source=text",
+                                      "-c", f"data.schema={tmp_path / 'schema.json'}", "--out", str(tmp_path / "RUN")])
+    assert result.exit_code != 0 and "schema seq_len" in result.output
+    assert not (tmp_path / "RUN").exists()
+
+
+def test_runtime_flower_is_transport_only() -> None:
+    """privfed/runtime/flower moves bytes: it imports no application, training, data, threat or experiment code."""
+    import re
+
+    pattern = re.compile(r"^\s*(from|import)\s+privfed\.(apps|fl|threat|experiment|bench|audit|cli)\b", re.M)
+    offenders = [p.name for p in (ROOT / "privfed" / "runtime" / "flower").glob("*.py") if pattern.search(p.read_text())]
+    assert offenders == []

@@ -104,8 +104,12 @@ def run(config_path: str | None, overrides: tuple[str, ...], seed: int | None, o
 # --- runtime.kind = "flower" (issue 15): the same config drives a Flower deployment -------------------------------
 def _wants_flower(config_path: str | None, overrides: tuple[str, ...]) -> bool:
     """Whether the run's [runtime] table (file or -c runtime.kind=...) asks for Flower."""
-    if not any(o.strip().startswith("runtime.") for o in overrides) and not (
-            config_path and "runtime" in Path(config_path).read_text(encoding="utf-8", errors="replace")):
+    try:
+        in_file = bool(config_path) and "runtime" in Path(str(config_path)).read_text(encoding="utf-8",
+                                                                                     errors="replace")
+    except OSError:
+        return False  # the local path reports the unreadable file
+    if not in_file and not any(o.strip().startswith("runtime.") for o in overrides):
         return False
     try:
         from privfed.apps.flower.submit import split_runtime
