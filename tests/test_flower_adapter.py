@@ -65,3 +65,23 @@ def test_flatten_round_trip() -> None:
     assert list(back.keys()) == list(record.keys())
     for a, b in zip(back.to_numpy_ndarrays(), record.to_numpy_ndarrays()):
         assert a.shape == b.shape and a.dtype == b.dtype and np.array_equal(a, b)
+
+
+def test_quickstart_app_on_a_loopback_deployment(tmp_path: Path) -> None:
+    """The example app, unchanged, on a real SuperLink and 3 SuperNodes (127.0.0.1), torn down afterwards."""
+    from privfed.runtime.flower.loopback import LoopbackDeployment, _descendants
+
+    with LoopbackDeployment(tmp_path, nodes=3) as deployment:
+        try:
+            deployment.submit(APP.parent, {"num-server-rounds": 2, "result": str(tmp_path / "result.json")},
+                              timeout=120)
+            result = deployment.wait_report(tmp_path / "result.json", timeout=400)
+        except Exception:
+            print(deployment.log_tail())
+            raise
+        family = [p.pid for p in deployment.processes.values()]
+        family += _descendants(family)
+    assert [r["survivors"] for r in result["rounds"]] == [[0, 1, 2]] * 2
+    assert np.linalg.norm(np.array(result["weights"]) - np.array([1.0, -2.0, 0.5])) < 1.0
+    assert not [pid for pid in family if Path(f"/proc/{pid}").exists()
+                and Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"]
