@@ -142,3 +142,15 @@ def test_runtime_flower_is_transport_only() -> None:
     pattern = re.compile(r"^\s*(from|import)\s+privfed\.(apps|fl|threat|experiment|bench|audit|cli)\b", re.M)
     offenders = [p.name for p in (ROOT / "privfed" / "runtime" / "flower").glob("*.py") if pattern.search(p.read_text())]
     assert offenders == []
+
+
+def test_a_local_runtime_table_runs_in_process() -> None:
+    from privfed.fl.config import load_config
+
+    config = load_config(None, ["runtime.kind=local", "fl.rounds=2"])
+    assert config.fl.rounds == 2 and "runtime" not in config.to_table()
+
+
+def test_a_misspelt_runtime_is_refused() -> None:
+    result = CliRunner().invoke(cli, ["run", "-c", "runtime.kind=flwr", "-c", "fl.rounds=1"])
+    assert result.exit_code != 0 and "runtime.kind" in result.output

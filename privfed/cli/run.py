@@ -112,8 +112,8 @@ def _wants_flower(config_path: str | None, overrides: tuple[str, ...]) -> bool:
     if not in_file and not any(o.strip().startswith("runtime.") for o in overrides):
         return False
     try:
-        from privfed.apps.flower.submit import split_runtime
-        return split_runtime(config_path, overrides)[1].get("kind", "local") == "flower"
+        from privfed.apps.flower.submit import FlowerRuntime, split_runtime
+        return FlowerRuntime.from_table(split_runtime(config_path, overrides)[1]).kind == "flower"  # validates
     except PrivfedError as exc:
         fail(exc)
         return False

@@ -280,6 +280,8 @@ def _section(cls: type, key: str, table: Any) -> Any:
 def config_from_table(table: Mapping[str, Any]) -> ExperimentConfig:
     """Validate a nested dict (defaults fill missing keys) into an :class:`ExperimentConfig`."""
     merged = _merge(default_table(), table)
+    # [runtime] (issue 15) chooses where rounds run (privfed.apps.flower.submit validates it); not an ML setting
+    merged.pop("runtime", None)
     top = {"seed", "plan", "threat", *_SECTIONS}
     unknown = sorted(set(merged) - top)
     _check(not unknown, unknown[0] if unknown else "", f"is not a known key; known: {sorted(top)}")
