@@ -232,3 +232,28 @@ def test_csv_nodes_forecast_with_the_public_scaling(tmp_path: Path) -> None:
     (record,) = json.loads((tmp_path / "report.json").read_text())["rounds"]
     assert record["survivor_ids"] == [0, 1] and "channels" in record["dropped"]["2"]["reason"]
     assert np.isfinite(record["metrics"]["loss"]) and record["metrics"]["evaluated_by"] == 2
+
+
+def test_resume_continues_a_stopped_flower_run(deployment: dict[str, Any]) -> None:
+    """A Flower run stopped after round 1 (as if the server were killed) continues from its checkpoint with
+    resume: every round appears once, the model continues from the checkpoint, and audit reads the result."""
+    root = deployment["root"]
+    training._node_split.cache_clear()
+
+    def serve(**extra: Any) -> None:
+        run_config = {**deployment["run_config"], **extra}
+        server_app.main(MemoryGrid(run_config, node_config=deployment["node_config"]),
+                        Context(run_id=1, node_id=0, node_config={}, state=RecordDict(), run_config=run_config))
+
+    serve(**{"stop-after": 1})
+    summary = json.loads((root / "run" / "summary.json").read_text())
+    assert summary["status"] == "stopped" and summary["rounds_completed"] == 1
+    with pytest.raises(RuntimeError, match="already holds a run"):
+        serve()
+    serve(resume=True)
+    rounds = [json.loads(line) for line in (root / "run" / "rounds.jsonl").read_text().splitlines()]
+    assert [r["round"] for r in rounds] == [1, 2]
+    summary = json.loads((root / "run" / "summary.json").read_text())
+    assert summary["status"] == "complete" and summary["resumed_from_round"] == 1
+    assert summary["initial_metrics"]["loss"] > rounds[-1]["metrics"]["loss"]
+    assert CliRunner().invoke(cli, ["audit", str(root / "run")]).exit_code == 0

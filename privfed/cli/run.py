@@ -61,7 +61,7 @@ def run(config_path: str | None, overrides: tuple[str, ...], seed: int | None, o
     if resume and out_dir is None:
         fail("--resume needs --out DIR (the run directory to continue)")
     if _wants_flower(config_path, overrides):
-        _run_on_flower(config_path, overrides, seed, out_dir, resume, json_path)
+        _run_on_flower(config_path, overrides, seed, out_dir, resume, json_path, stop_after)
         return
     if threads is not None:
         if threads < 1:
@@ -120,9 +120,7 @@ def _wants_flower(config_path: str | None, overrides: tuple[str, ...]) -> bool:
 
 
 def _run_on_flower(config_path: str | None, overrides: tuple[str, ...], seed: int | None, out_dir: str | None,
-                   resume: bool, json_path: str | None) -> None:
-    if resume:
-        fail("--resume is not supported over Flower yet")
+                   resume: bool, json_path: str | None, stop_after: int | None) -> None:
     try:
         from privfed.apps.flower.submit import load_with_runtime, submit
         from privfed.experiment.rundir import RunDir
@@ -131,7 +129,7 @@ def _run_on_flower(config_path: str | None, overrides: tuple[str, ...], seed: in
         console.print(f"[bold]privfed run[/] on Flower at {runtime.superlink}: plan {config.plan!r}, "
                       f"{config.fl.rounds} rounds, {config.fl.clients_per_round} nodes -> {out}")
         with console.status("waiting for the deployment"):
-            summary = submit(config, runtime, out)
+            summary = submit(config, runtime, out, resume=resume, stop_after=stop_after)
         rounds = RunDir(out).read_rounds()
     except PrivfedError as exc:
         fail(exc)

@@ -73,6 +73,10 @@ class FlowerRunConfig:
     run_dir: str = ""
     #: the plan's reason for each round's protection ("|"-separated, as privfed.threat.resolve_plan gave them)
     plan_reasons: str = ""
+    #: continue the run directory at run-dir from its last checkpoint (privfed run --resume)
+    resume: bool = False
+    #: stop after this round as if the server were killed (0 = run every round; resume testing)
+    stop_after: int = 0
 
     def __post_init__(self) -> None:
         if self.rounds < 1:
@@ -130,7 +134,7 @@ _KEYS = {
     "protection": str, "options": str, "rounds": int, "update-source": str, "params": int, "seed": int,
     "clients": int, "reply-timeout": float, "straggler-grace": float, "connect-timeout": float, "drops": str,
     "stop-after-upload": int, "stop-round": int, "report": str, "fl-overrides": str, "key-dir": str,
-    "experiment": str, "schema": str, "run-dir": str, "plan-reasons": str,
+    "experiment": str, "schema": str, "run-dir": str, "plan-reasons": str, "resume": bool, "stop-after": int,
 }
 
 
@@ -143,7 +147,7 @@ def parse_run_config(run_config: Mapping[str, Any]) -> FlowerRunConfig:
         raw = run_config[key]
         if kind is float and isinstance(raw, int) and not isinstance(raw, bool):
             raw = float(raw)
-        if not isinstance(raw, kind) or isinstance(raw, bool):
+        if not isinstance(raw, kind) or (isinstance(raw, bool) and kind is not bool):
             raise ConfigError(f"run-config {key} must be {kind.__name__}, got {raw!r}")
         values[key.replace("-", "_")] = raw
     options_text = values.pop("options", "") or "{}"

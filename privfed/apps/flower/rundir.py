@@ -14,14 +14,17 @@ there is no out-of-band verifier (``verifier_max_abs_error`` is None); metrics c
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import time
 from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
 
-from privfed.experiment.fedavg import _dp_unit, _new_ledger, _privacy, package_versions
-from privfed.experiment.rundir import RunDir, config_digest, encode_vector, to_jsonable
+from protocols.errors import ConfigError
+from privfed.experiment.fedavg import _dp_unit, _ledger_from_json, _new_ledger, _privacy, package_versions
+from privfed.experiment.rundir import RunDir, config_digest, decode_vector, encode_vector, to_jsonable
+from privfed.fl.models import ParamLayout
 from privfed.runtime.transcript import TranscriptKey
 from privfed.threat import PlannedRound
 from privfed.threat.disclosure import redact_round, redact_summary
@@ -32,12 +35,15 @@ __all__ = ["FlowerRunRecorder"]
 class FlowerRunRecorder:
     """Writes one Flower training run as a privfed run directory."""
 
-    def __init__(self, path: str | Path, task: Any, protections: list[str], reasons: list[str]) -> None:
+    def __init__(self, path: str | Path, task: Any, protections: list[str], reasons: list[str],
+                 resume: bool = False) -> None:
         self.started = time.perf_counter()
         self.task, self.config = task, task.config
         self.table = self.config.to_table()
         self.rundir = RunDir(path)
-        self.rundir.prepare(self.table, resume=False)
+        previous = (json.loads(self.rundir.summary_path.read_text(encoding="utf-8"))
+                    if resume and self.rundir.summary_path.exists() else {})
+        checkpoint = self.rundir.prepare(self.table, resume)
         self.plan = [PlannedRound(r, p, reasons[r - 1] if r - 1 < len(reasons) else "")
                      for r, p in enumerate(protections, start=1)]
         self.unit = _dp_unit(self.config, self.plan)
@@ -46,6 +52,17 @@ class FlowerRunRecorder:
         self.key = TranscriptKey()  # keys this run's transcript digests; never written
         self.totals: dict[str, float] = {"upload_bytes": 0, "download_bytes": 0, "client_protocol_seconds": 0.0,
                                          "server_seconds": 0.0, "local_training_seconds": 0.0, "aborted_rounds": 0}
+        self.first_round, self.vector = 1, None
+        if checkpoint is not None:  # --resume: continue from the last checkpoint, as privfed.experiment does
+            if checkpoint.get("config_digest") != config_digest(self.table):
+                raise ConfigError("--resume: the checkpoint was written under another configuration")
+            if ParamLayout.from_json(checkpoint["layout"]) != task.layout:
+                raise ConfigError("--resume: the checkpoint's parameter layout does not match the model")
+            self.vector = decode_vector(checkpoint["vector"])
+            self.ledger = _ledger_from_json(checkpoint.get("ledger")) if checkpoint.get("ledger") else self.ledger
+            self.totals.update(checkpoint["totals"])
+            self.dp_events = int(checkpoint["dp_events"])
+            self.first_round = int(checkpoint["round"]) + 1
         schema = task.schema
         data = ({"source": schema.source, "task": schema.task, "schema": "public task schema (no node data read)",
                  "vocab_size": len(schema.vocab), "channels": len(schema.columns), "seq_len": schema.seq_len,
@@ -61,7 +78,8 @@ class FlowerRunRecorder:
                                    for p in self.plan],
             "model": {"cell": self.config.model.cell if schema is None else schema.model.cell,
                       "task": data["task"], "parameters": task.layout.size},
-            "max_weight": task.max_weight, "initial_metrics": {}, "resumed_from_round": 0,
+            "max_weight": task.max_weight, "initial_metrics": previous.get("initial_metrics", {}),
+            "resumed_from_round": self.first_round - 1,
         }
         self.rundir.write_summary(self.summary)
 

@@ -116,7 +116,8 @@ def main(grid: Grid, context: Context) -> None:
             from .training import task_for
             recorder = FlowerRunRecorder(config.run_dir, task_for(config),
                                          [config.protection_for(r) for r in range(1, config.rounds + 1)],
-                                         config.plan_reasons.split("|") if config.plan_reasons else [])
+                                         config.plan_reasons.split("|") if config.plan_reasons else [],
+                                         resume=config.resume)
         nodes = enrol(grid, wait_for_nodes(grid, config), config)
         if len(nodes) < config.clients:
             raise ProtocolAbort(f"{len(nodes)} nodes enrolled, {config.clients} needed")
@@ -126,12 +127,14 @@ def main(grid: Grid, context: Context) -> None:
             from privfed.fl.models import flatten
 
             from .training import federated_evaluation, run_training, task_for
-            if recorder is not None:
+            if recorder is not None and recorder.first_round == 1:
                 recorder.initial(nodes, federated_evaluation(grid, flatten(task_for(config).template), 0, nodes,
                                                              config.reply_timeout))
             output["rounds"] = run_training(grid, protocol_for, nodes, config,
                                             sink=recorder.round if recorder is not None else None,
-                                            transcript_key=recorder.key if recorder is not None else None)
+                                            transcript_key=recorder.key if recorder is not None else None,
+                                            first_round=recorder.first_round if recorder is not None else 1,
+                                            start=recorder.vector if recorder is not None else None)
         else:
             for round_id in range(1, config.rounds + 1):
                 overhead: dict[str, Any] = {}

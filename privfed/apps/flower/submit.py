@@ -198,12 +198,14 @@ def _run_config(config: Any, runtime: FlowerRuntime, out: Path) -> dict[str, Any
             "straggler-grace": runtime.straggler_grace, "key-dir": runtime.key_dir, "seed": config.seed}
 
 
-def submit(config: Any, runtime: FlowerRuntime, out: str | Path) -> dict[str, Any]:
-    """Run ``config`` on the deployment and return the run directory's summary (raises ConfigError on failure)."""
+def submit(config: Any, runtime: FlowerRuntime, out: str | Path, *, resume: bool = False,
+           stop_after: int | None = None) -> dict[str, Any]:
+    """Run ``config`` on the deployment (``resume``: continue the run directory at ``out`` from its checkpoint) and
+    return the run directory's summary (raises ConfigError on failure)."""
     out = Path(out)
-    if (out / "rounds.jsonl").exists() and (out / "rounds.jsonl").stat().st_size > 0:
-        raise ConfigError(f"{out} already holds a run; choose another --out (resuming over Flower is not supported)")
-    run_config = _run_config(config, runtime, out)
+    if not resume and (out / "rounds.jsonl").exists() and (out / "rounds.jsonl").stat().st_size > 0:
+        raise ConfigError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+    run_config = {**_run_config(config, runtime, out), "resume": resume, "stop-after": int(stop_after or 0)}
     with tempfile.TemporaryDirectory(prefix="privfed-flower-") as scratch:
         home, app = Path(scratch) / "flwr-home", write_app(Path(scratch) / "app")
         home.mkdir()

@@ -258,18 +258,18 @@ def _account_dpsgd(protocol: AggregationProtocol, round_id: int, cid: int, recor
 
 
 def run_training(grid: Grid, protocol_for: Callable[[int], AggregationProtocol], nodes: Mapping[int, int],
-                 run: FlowerRunConfig, sink: RoundSink | None = None,
-                 transcript_key: Any = None) -> list[dict[str, Any]]:
+                 run: FlowerRunConfig, sink: RoundSink | None = None, transcript_key: Any = None,
+                 first_round: int = 1, start: np.ndarray | None = None) -> list[dict[str, Any]]:
     """``run.rounds`` FedAvg rounds over Flower (``protocol_for(round)`` gives each round's protocol); returns one
     report record per round and hands each (record, report, new global vector) to ``sink``."""
     from privfed.fl.models import flatten
 
     task = task_for(run)
     config = task.config
-    vector = flatten(task.template).astype(np.float32)
+    vector = (flatten(task.template) if start is None else start).astype(np.float32)
     records: list[dict[str, Any]] = []
     by_node = {node: cid for cid, node in nodes.items()}
-    for round_id in range(1, run.rounds + 1):
+    for round_id in range(first_round, run.rounds + 1):
         clock = time.perf_counter()
         trained: dict[int, int] = {}
         failed: dict[str, dict[str, str]] = {}
@@ -330,4 +330,6 @@ def run_training(grid: Grid, protocol_for: Callable[[int], AggregationProtocol],
         if sink is not None:
             sink(record, report, vector)
         records.append(record)
+        if run.stop_after and round_id >= run.stop_after:
+            break
     return records
