@@ -2,11 +2,19 @@
 # A loopback Flower deployment for local trials: one SuperLink and N SuperNodes, every port on 127.0.0.1,
 # insecure mode (plain HTTP, no TLS, no node authentication: for this machine only, never across a network).
 #
-#   examples/flower/loopback.sh start [N]     # SuperLink on 127.0.0.1:$PRIVFED_SUPERLINK_PORT (default 9093)
+#   examples/flower/loopback.sh start [N] [--data-root DIR]
+#       SuperLink on 127.0.0.1:$PRIVFED_SUPERLINK_PORT (default 9093) and N SuperNodes (default 3); with
+#       --data-root, node i reads only DIR/node-i (node-config data-path). Then, for a privfed run:
+#   privfed schema --source text --path PUBLIC.txt --out schema.json
+#   privfed run -c runtime.kind=flower -c runtime.superlink=127.0.0.1:9093 -c data.source=text \
+#       -c data.schema=schema.json -c plan="1-2:plaintext,3:secagg" -c fl.rounds=3 -c fl.clients_per_round=3 \
+#       --out RUN
+#   examples/flower/loopback.sh stop          # stops every process it started, and their descendants
+#
+# Or with Flower's own CLI and this directory's app (synthetic bench vectors):
 #   export FLWR_HOME="$PWD/.privfed-flower/flwr-home"
 #   flwr run examples/flower privfed-loopback --stream \
 #       --run-config 'protection="secagg" report="'"$PWD"'/secagg-report.json"'
-#   examples/flower/loopback.sh stop
 #
 # CKKS needs keys dealt before the nodes start (secret context to the nodes, public one to the server):
 #   python -m privfed.runtime.flower.keys .privfed-flower/keys
@@ -14,10 +22,10 @@
 #   flwr run examples/flower privfed-loopback --stream \
 #       --run-config 'protection="ckks" key-dir="'"$PWD"'/.privfed-flower/keys/server"'
 #
-# Run it from the repository root, in the environment where privfed is installed with the flower extra: the
-# SuperLink and SuperNodes start the ServerApp/ClientApp processes with the flwr tools found on PATH.
-# Node i gets node-config partition-id=i, num-partitions=N, plus whatever PRIVFED_NODE_CONFIG adds (e.g.
-# protections="secagg,ckks" to pin the protections the nodes accept).
+# Run it in the environment where privfed is installed with the flower extra: the SuperLink and SuperNodes start
+# the ServerApp/ClientApp processes with the flwr tools found on PATH. Node i gets node-config partition-id=i,
+# num-partitions=N (and data-path=DIR/node-i), plus whatever PRIVFED_NODE_CONFIG adds (e.g.
+# protections="secagg,plaintext" to pin the protections the nodes accept).
 set -euo pipefail
 
 DIR="${PRIVFED_FLOWER_DIR:-$PWD/.privfed-flower}"
@@ -26,6 +34,7 @@ NODE_PORT_BASE="${PRIVFED_NODE_PORT_BASE:-9100}"
 HOST=127.0.0.1
 export FLWR_HOME="$DIR/flwr-home"
 export FLWR_TELEMETRY_ENABLED=0 FLWR_DISABLE_UPDATE_CHECK=1 FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION=1
+export FLWR_SUPEREXEC_TASK_POLL_INTERVAL=0.2  # start ServerApp/ClientApp processes sooner (default 1 s)
 
 wait_port() {  # wait_port PORT WHAT: until something listens on 127.0.0.1:PORT (60 s at most)
     for _ in $(seq 1 120); do
@@ -37,45 +46,73 @@ wait_port() {  # wait_port PORT WHAT: until something listens on 127.0.0.1:PORT 
 }
 
 start() {
-    local nodes="${1:-3}"
+    local nodes=3 data_root="" i data
+    while [ $# -gt 0 ]; do
+        case "$1" in
+            --data-root) data_root="${2:?--data-root needs a directory}"; shift 2 ;;
+            --data-root=*) data_root="${1#--data-root=}"; shift ;;
+            ''|*[!0-9]*) echo "start: unknown argument '$1'" >&2; exit 2 ;;
+            *) nodes="$1"; shift ;;
+        esac
+    done
+    if [ -n "$data_root" ]; then
+        data_root="$(cd "$data_root" && pwd)"
+        for i in $(seq 0 $((nodes - 1))); do
+            [ -e "$data_root/node-$i" ] || { echo "no $data_root/node-$i for node $i" >&2; exit 1; }
+        done
+    fi
     if [ -s "$DIR/pids" ]; then echo "already running (pids in $DIR/pids); run: $0 stop" >&2; exit 1; fi
     mkdir -p "$DIR/logs" "$FLWR_HOME"
-    cat > "$FLWR_HOME/config.toml" <<EOF
-[superlink]
-default = "privfed-loopback"
-
-[superlink.privfed-loopback]
-address = "$HOST:$LINK_PORT"
-insecure = true
-EOF
+    printf '[superlink]\ndefault = "privfed-loopback"\n\n[superlink.privfed-loopback]\naddress = "%s:%s"\ninsecure = true\n' \
+        "$HOST" "$LINK_PORT" > "$FLWR_HOME/config.toml"
     setsid flower-superlink --insecure --host "$HOST" --port "$LINK_PORT" \
         --disable-runtime-dependency-installation > "$DIR/logs/superlink.log" 2>&1 < /dev/null &
     echo $! >> "$DIR/pids"
     wait_port "$LINK_PORT" flower-superlink
     for i in $(seq 0 $((nodes - 1))); do
+        data=""
+        if [ -n "$data_root" ]; then data="data-path=\"$data_root/node-$i\""; fi
         setsid flower-supernode --insecure --superlink "$HOST:$LINK_PORT" --host "$HOST" \
             --port $((NODE_PORT_BASE + i)) \
-            --node-config "partition-id=$i num-partitions=$nodes ${PRIVFED_NODE_CONFIG:-}" \
+            --node-config "partition-id=$i num-partitions=$nodes $data ${PRIVFED_NODE_CONFIG:-}" \
             > "$DIR/logs/supernode-$i.log" 2>&1 < /dev/null &
         echo $! >> "$DIR/pids"
     done
     for i in $(seq 0 $((nodes - 1))); do wait_port $((NODE_PORT_BASE + i)) "flower-supernode $i"; done
-    echo "SuperLink on $HOST:$LINK_PORT with $nodes SuperNodes; logs in $DIR/logs"
-    echo "export FLWR_HOME=\"$FLWR_HOME\"   # then: flwr run examples/flower privfed-loopback --stream"
+    echo "SuperLink on $HOST:$LINK_PORT with $nodes SuperNodes${data_root:+ (node i reads $data_root/node-i)}"
+    echo "logs in $DIR/logs; for flwr: export FLWR_HOME=\"$FLWR_HOME\""
+}
+
+descendants() {  # descendants PID...: every process below these (Flower starts app processes in new sessions)
+    local pid child
+    for pid in "$@"; do
+        for child in $(ps -o pid= --ppid "$pid" 2>/dev/null || true); do
+            echo "$child"
+            descendants "$child"
+        done
+    done
 }
 
 stop() {
     [ -s "$DIR/pids" ] || { echo "nothing to stop"; return 0; }
-    # each process leads its own process group (setsid); signal exactly those groups
-    while read -r pid; do kill -TERM -- "-$pid" 2>/dev/null || true; done < "$DIR/pids"
-    sleep 3
-    while read -r pid; do kill -KILL -- "-$pid" 2>/dev/null || true; done < "$DIR/pids"
+    local started all pid alive
+    started="$(cat "$DIR/pids")"
+    # shellcheck disable=SC2086
+    all="$(descendants $started) $started"
+    for pid in $all; do kill -TERM "$pid" 2>/dev/null || true; done
+    for _ in $(seq 1 20); do
+        alive=0
+        for pid in $all; do if kill -0 "$pid" 2>/dev/null; then alive=1; fi; done
+        [ "$alive" = 0 ] && break
+        sleep 0.25
+    done
+    for pid in $all; do kill -KILL "$pid" 2>/dev/null || true; done
     rm -f "$DIR/pids"
     echo "stopped"
 }
 
 case "${1:-}" in
-    start) start "${2:-3}" ;;
+    start) shift; start "$@" ;;
     stop) stop ;;
-    *) echo "usage: $0 start [N] | stop" >&2; exit 2 ;;
+    *) echo "usage: $0 start [N] [--data-root DIR] | stop" >&2; exit 2 ;;
 esac

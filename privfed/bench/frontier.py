@@ -67,16 +67,16 @@ def noise_for_target(protection: str, epsilon: float, config: ExperimentConfig, 
     if protection not in USER_LEVEL + RECORD_LEVEL:
         raise ConfigError(f"{protection!r} adds no DP noise: there is no epsilon to calibrate "
                           f"(frontier protections: {', '.join(FRONTIER_PROTECTIONS)})")
-    from privfed.experiment.fedavg import _clients_per_round, _plan_options
+    from privfed.experiment.fedavg import clients_per_round, planned_options
     from privfed.threat import ThreatModel
     from privfed.threat.budget import calibrate
 
     threat = ThreatModel(server="trusted", epsilon=float(epsilon), delta=config.protection.delta,
                          dp_unit="record" if protection in RECORD_LEVEL else "user")
-    options = _plan_options(config, data, [protection])
+    options = planned_options(config, data, [protection])
     options.setdefault(protection, {}).pop("noise_multiplier", None)
     rounds = [(r, protection) for r in range(1, config.fl.rounds + 1)]
-    return calibrate([protection], rounds, threat, _clients_per_round(config, len(data.clients)), options)
+    return calibrate([protection], rounds, threat, clients_per_round(config, len(data.clients)), options)
 
 
 def calibrate_all(protections: Sequence[str], epsilons: Sequence[float], config: ExperimentConfig,

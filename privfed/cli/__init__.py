@@ -17,6 +17,7 @@ _COMMANDS = {
     "audit": "privfed.cli.audit:audit",
     "keys": "privfed.cli.keys:keys",
     "vertical": "privfed.cli.vertical:vertical",
+    "schema": "privfed.cli.schema:schema",
 }
 
 

@@ -99,7 +99,7 @@ def package_versions() -> dict[str, str | None]:
     return out
 
 
-def _new_ledger() -> Any | None:
+def new_ledger() -> Any | None:
     try:
         from protocols.dp.ledger import PrivacyLedger  # written by the DP work; optional here
     except ImportError:
@@ -107,9 +107,9 @@ def _new_ledger() -> Any | None:
     return PrivacyLedger()
 
 
-def _ledger_from_json(data: Any) -> Any | None:
+def ledger_from_json(data: Any) -> Any | None:
     if data is None:
-        return _new_ledger()
+        return new_ledger()
     from protocols.dp.ledger import PrivacyLedger
     return PrivacyLedger.from_json(data)
 
@@ -120,7 +120,7 @@ def _client_training(name: str, instance: AggregationProtocol | None) -> str:
     return getattr(registry.protocol_class(name), "client_training", "standard")
 
 
-def _clients_per_round(config: ExperimentConfig, n_clients: int) -> int:
+def clients_per_round(config: ExperimentConfig, n_clients: int) -> int:
     """Clients sampled per round (fixed sampling), or the expected count rounded down (Poisson, at least 1)."""
     fl = config.fl
     if fl.sampling == "poisson":
@@ -133,7 +133,7 @@ def _sample(config: ExperimentConfig, n_clients: int, round_id: int) -> list[int
         draw = secrets.SystemRandom()
         return [c for c in range(n_clients) if draw.random() < config.fl.sample_rate]
     rng = np.random.default_rng([config.seed, STREAM_SAMPLING, round_id])
-    count = _clients_per_round(config, n_clients)
+    count = clients_per_round(config, n_clients)
     return sorted(int(c) for c in rng.choice(n_clients, size=count, replace=False))
 
 
@@ -145,7 +145,7 @@ def _drops(config: ExperimentConfig, sampled: list[int], round_id: int) -> dict[
     return {cid: config.fl.drop_point for cid, hit in zip(sampled, hits) if hit}
 
 
-def _privacy(ledger: Any | None, dp_events: int, delta: float, unit: str) -> dict[str, Any]:
+def privacy_figures(ledger: Any | None, dp_events: int, delta: float, unit: str) -> dict[str, Any]:
     """Epsilon per observer (``epsilon_model``: users of the released model; ``epsilon_server``: the server and the
     declared colluders) at ``unit``, and the ledger's full table. None while no round carried DP noise (no claim is
     made); infinite once a release gave that observer no bound."""
@@ -157,13 +157,13 @@ def _privacy(ledger: Any | None, dp_events: int, delta: float, unit: str) -> dic
             "privacy": summary}
 
 
-def _threat(config: ExperimentConfig) -> ThreatModel:
+def declared_threat(config: ExperimentConfig) -> ThreatModel:
     """The declared ``[threat]`` (no table: a trusted server and no DP target)."""
     table = {k: v for k, v in dict(config.threat or {}).items() if k != "clients"}
     return ThreatModel.coerce(table or None)
 
 
-def _dp_unit(config: ExperimentConfig, plan: list[PlannedRound]) -> str:
+def reported_unit(config: ExperimentConfig, plan: list[PlannedRound]) -> str:
     """The unit epsilon is reported at: the declared one, else record-level when every DP round is DP-SGD."""
     declared = (config.threat or {}).get("dp_unit")
     if declared:
@@ -185,7 +185,7 @@ def _dpsgd_schedule(config: ExperimentConfig, data: FederatedDataset) -> dict[st
     return {"local_steps": config.train.epochs * max(per_epoch), "record_sample_rate": min(1.0, batch / min(sizes))}
 
 
-def _plan_options(config: ExperimentConfig, data: FederatedDataset, names: list[str]) -> dict[str, dict[str, Any]]:
+def planned_options(config: ExperimentConfig, data: FederatedDataset, names: list[str]) -> dict[str, dict[str, Any]]:
     """Protocol options per protection as the plan check sees them (user options plus the derived DP-SGD schedule)."""
     out = {k: dict(v) for k, v in config.protection.options.items()}
     schedule = _dpsgd_schedule(config, data)
@@ -201,7 +201,7 @@ def _noise_for_target(config: ExperimentConfig, plan: list[PlannedRound], client
     """Target mode: with an epsilon target in ``[threat]``, one noise multiplier for the DP protections the plan uses
     whose options do not set one, calibrated by :func:`privfed.threat.budget.calibrate` — the same planned events the
     plan check composes, per distrusted observer. An explicit ``noise_multiplier`` always wins."""
-    threat = _threat(config)
+    threat = declared_threat(config)
     if not threat.wants_dp:
         return {}
     names = [n for n in dict.fromkeys(p.protection for p in plan)
@@ -280,9 +280,9 @@ def run_fedavg(config: ExperimentConfig, out_dir: str | Path | None = None, *, r
     torch_threads = torch.get_num_threads()
     data = dataset if dataset is not None else build_federated(config.data, config.seed)
     n_clients = len(data.clients)
-    per_round = _clients_per_round(config, n_clients)
-    threat = _threat(config)
-    plan_options = _plan_options(config, data, [n for n in catalogue.names() if catalogue.get(n).dp == "dp-sgd"])
+    per_round = clients_per_round(config, n_clients)
+    threat = declared_threat(config)
+    plan_options = planned_options(config, data, [n for n in catalogue.names() if catalogue.get(n).dp == "dp-sgd"])
     if threat.wants_dp:  # target mode: unconfigured noise is only advice to the first check, then calibrated
         provisional = resolve_plan(config.plan, config.fl.rounds, threat, clients=per_round, options=plan_options)
         targeted = _noise_for_target(config, provisional, per_round, plan_options)
@@ -324,7 +324,7 @@ def run_fedavg(config: ExperimentConfig, out_dir: str | Path | None = None, *, r
     table = config.to_table()
     rundir = RunDir(out_dir) if out_dir is not None else None
     checkpoint = rundir.prepare(table, resume) if rundir is not None else None
-    ledger = _new_ledger()
+    ledger = new_ledger()
     totals: dict[str, float] = {"upload_bytes": 0, "download_bytes": 0, "client_protocol_seconds": 0.0,
                                 "server_seconds": 0.0, "local_training_seconds": 0.0, "aborted_rounds": 0}
     dp_events, first_round, offset = 0, 1, 0
@@ -334,7 +334,7 @@ def run_fedavg(config: ExperimentConfig, out_dir: str | Path | None = None, *, r
         if ParamLayout.from_json(checkpoint["layout"]) != layout:
             raise ConfigError("--resume: the checkpoint's parameter layout does not match the model")
         vector = decode_vector(checkpoint["vector"])
-        ledger = _ledger_from_json(checkpoint.get("ledger")) if checkpoint.get("ledger") is not None else ledger
+        ledger = ledger_from_json(checkpoint.get("ledger")) if checkpoint.get("ledger") is not None else ledger
         totals.update(checkpoint["totals"])
         dp_events = int(checkpoint["dp_events"])
         first_round, offset = int(checkpoint["round"]) + 1, int(checkpoint["rounds_offset"])
@@ -352,7 +352,7 @@ def run_fedavg(config: ExperimentConfig, out_dir: str | Path | None = None, *, r
     if rundir is not None:
         rundir.write_summary(summary)
 
-    unit = _dp_unit(config, plan)
+    unit = reported_unit(config, plan)
     records: list[dict[str, Any]] = []
     reports: list[RoundReport] = []
     client_states: dict[str, MutableMapping[int, MutableMapping[str, Any]]] = {}
@@ -462,7 +462,7 @@ def run_fedavg(config: ExperimentConfig, out_dir: str | Path | None = None, *, r
             record["dp_events"] = events
         else:
             totals["aborted_rounds"] += 1
-        record.update(_privacy(ledger, dp_events, config.protection.delta, unit))
+        record.update(privacy_figures(ledger, dp_events, config.protection.delta, unit))
         load_flat(template, vector, layout)
         record["metrics"] = evaluate(template, data.eval)
         train_losses = [(c["samples"], c["train_loss"]) for c in client_info.values()

@@ -82,6 +82,10 @@ class DataConfig:
     channels: int = 3
     series_clients: int = 8
     series_length: int = 400
+    # --- public task schema (issue 15): a JSON file from `privfed schema`; its vocabulary, channels and scaling,
+    # sequence length and model are what every party agrees on (privfed.fl.schema). Over Flower the nodes' data
+    # lives on the nodes (node-config data-path), so data.path is then not needed.
+    schema: str = ""
 
     def __post_init__(self) -> None:
         _check(self.source in SOURCES, "data.source", f"must be one of {SOURCES}, got {self.source!r}")
@@ -100,7 +104,7 @@ class DataConfig:
         _check(self.series_clients >= 1, "data.series_clients", "must be >= 1")
         _check(self.series_length > self.seq_len + 1, "data.series_length", "must exceed data.seq_len + 1")
         _check(self.missing in MISSING, "data.missing", f"must be one of {MISSING}, got {self.missing!r}")
-        if self.source in ("text", "csv", "leaf"):
+        if self.source in ("text", "csv", "leaf") and not self.schema:
             _check(bool(self.path), "data.path", f"is required when data.source = {self.source!r}")
         allowed = {"stdlib-docstrings": ("next-token", "classification"),
                    "stdlib-users": ("next-token", "classification"), "text": ("next-token", "classification"),
@@ -303,6 +307,8 @@ def _section(cls: type, key: str, table: Any) -> Any:
 def config_from_table(table: Mapping[str, Any]) -> ExperimentConfig:
     """Validate a nested dict (defaults fill missing keys) into an :class:`ExperimentConfig`."""
     merged = _merge(default_table(), table)
+    # [runtime] (issue 15) chooses where rounds run (privfed.apps.flower.submit validates it); not an ML setting
+    merged.pop("runtime", None)
     top = {"seed", "plan", "threat", *_SECTIONS}
     unknown = sorted(set(merged) - top)
     _check(not unknown, unknown[0] if unknown else "", f"is not a known key; known: {sorted(top)}")
@@ -361,7 +367,9 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] = (),
     table = apply_overrides(table, overrides)
     if seed is not None:
         table["seed"] = seed
-    return config_from_table(table)
+    # public task schema (issue 15): its seq_len and model are the agreed ones
+    from .schema import apply_schema_table
+    return config_from_table(apply_schema_table(table))
 
 
 def sampling_warnings(fl: FLConfig, n_clients: int) -> list[str]:

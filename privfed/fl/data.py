@@ -150,7 +150,11 @@ def _samples(config: DataConfig, seed: int) -> userdata.Samples:
     else:
         units = sources.text_files(config.path, config.max_chars_per_client)
     token_lists = [tokenize(text, config.tokens) for _, text in units]
-    vocab = build_vocab(token_lists, config.tokens, config.vocab_size)
+    if config.schema:  # public task schema: the agreed vocabulary, not one built from client data
+        from .schema import schema_vocab
+        vocab = schema_vocab(config.schema, config.tokens)
+    else:
+        vocab = build_vocab(token_lists, config.tokens, config.vocab_size)
     index = {token: i for i, token in enumerate(vocab)}
     xs, ys, keys = [], [], []
     for k, tokens in enumerate(token_lists):

@@ -31,6 +31,7 @@ from flwr.serverapp import Grid
 from protocols.base import AggregationProtocol
 from protocols.errors import MessageError
 from privfed.runtime.local import RoundReport, ServerSide
+from privfed.runtime.transcript import TranscriptKey
 
 from .envelope import STATUS_NONE, STATUS_REFUSED, Request, pack_request, unpack_reply
 
@@ -83,7 +84,7 @@ def _exchange(grid: Grid, round_id: int, phase: str, payloads: Mapping[int, byte
 def run_round_on_grid(grid: Grid, protocol: AggregationProtocol, round_id: int, nodes: Mapping[int, int],
                       dim: int, *, drops: Mapping[int, str] | None = None, reply_timeout: float = 60.0,
                       straggler_grace: float = 0.0, transcript: bool = True, record_server_view: bool = False,
-                      overhead: dict | None = None) -> RoundReport:
+                      overhead: dict | None = None, transcript_key: TranscriptKey | None = None) -> RoundReport:
     """Run one round over Flower. ``nodes`` maps protocol client id -> Flower node id. Never raises for a peer's
     misbehaviour: an abort is reported in ``RoundReport.aborted`` with ``result`` None. A phase closes when every
     reply is in, ``reply_timeout`` seconds after its requests were sent, or — with ``straggler_grace`` > 0 —
@@ -97,7 +98,7 @@ def run_round_on_grid(grid: Grid, protocol: AggregationProtocol, round_id: int, 
     report = RoundReport(protocol.name, round_id, ids)
     exchange_seconds: list[tuple[str, float]] = []
     state_seconds: dict[int, float] = {}
-    side = ServerSide(protocol, round_id, ids, dim, report, drops, transcript, record_server_view)
+    side = ServerSide(protocol, round_id, ids, dim, report, drops, transcript, record_server_view, transcript_key)
     while True:
         phase, sending = side.deliverable()
         clock = time.perf_counter()

@@ -31,11 +31,21 @@ import tenseal as ts
 from protocols.ckks import PARAMETER_SETS, CKKSAuthority, CKKSParameters
 from protocols.errors import ConfigError
 
-from .config import needs_dealer
 
-__all__ = ["DealtCKKSAuthority", "deal", "load_authority", "SECRET", "PUBLIC", "META"]
+__all__ = ["DealtCKKSAuthority", "deal", "load_authority", "load_paillier_authority", "needs_dealer",
+           "DEALT_PROTECTIONS", "PAILLIER_PROTECTIONS", "SECRET", "PUBLIC", "META"]
 
 SECRET, PUBLIC, META = "ckks.secret", "ckks.public", "ckks.json"
+#: protections whose clients hold keys from a key authority, dealt ahead of a Flower run
+#: protections whose keys come from a Paillier key authority (the dealt factors p, q go to the nodes only)
+PAILLIER_PROTECTIONS = ("paillier", "paillier-per-value")
+DEALT_PROTECTIONS = ("ckks", "ckks+dp", *PAILLIER_PROTECTIONS)
+P_SECRET, P_META = "paillier.secret", "paillier.json"
+
+
+def needs_dealer(protection: str) -> bool:
+    """Whether this protection's clients hold keys from a key authority (HE), dealt ahead of a Flower run."""
+    return protection in DEALT_PROTECTIONS
 
 
 class DealtCKKSAuthority(CKKSAuthority):
@@ -62,12 +72,101 @@ class DealtCKKSAuthority(CKKSAuthority):
         return f"DealtCKKSAuthority({self.parameters.name}, secret={'yes' if self._secret else 'no'})"
 
 
+def _dealt_paillier_class() -> type:
+    """DealtPaillierAuthority, built on first use (phe is GPL and optional: never imported by privfed's core)."""
+    global _DEALT_PAILLIER
+    if _DEALT_PAILLIER is not None:
+        return _DEALT_PAILLIER
+    from protocols.paillier_keys import PaillierAuthority, public_material
+
+    class DealtPaillierAuthority(PaillierAuthority):
+        """A Paillier key authority rebuilt from dealt numbers: the modulus n (public) and, on nodes, its factors."""
+
+        def __init__(self, key_bits: int, n: int, factors: tuple[int, int] | None) -> None:
+            # deliberately not PaillierAuthority.__init__, which would make a fresh key pair
+            if n.bit_length() != key_bits:
+                raise ConfigError(f"the dealt modulus has {n.bit_length()} bits, the run uses key_bits={key_bits}")
+            if factors is not None and (factors[0] * factors[1] != n or min(factors) < 3):
+                raise ConfigError("the dealt Paillier factors do not match the modulus")
+            self.key_bits, self._n = key_bits, n
+            self._p, self._q = factors if factors is not None else (None, None)
+            self._public = public_material(n)
+
+        def __reduce__(self) -> tuple:
+            factors = (self._p, self._q) if self._p is not None else None
+            return (_rebuild_paillier, (self.key_bits, self._n, factors))
+
+        def client_bundle(self) -> Any:
+            if self._p is None:
+                raise ConfigError("this party holds public key material only")
+            return super().client_bundle()
+
+        def phe_private_key(self) -> Any:
+            if self._p is None:
+                raise ConfigError("this party holds public key material only")
+            return super().phe_private_key()
+
+        def __repr__(self) -> str:
+            return f"DealtPaillierAuthority({self.key_bits}, secret={'yes' if self._p else 'no'})"
+
+    _DEALT_PAILLIER = DealtPaillierAuthority
+    return DealtPaillierAuthority
+
+
+_DEALT_PAILLIER: type | None = None
+
+
+def _rebuild_paillier(key_bits: int, n: int, factors: tuple[int, int] | None) -> Any:
+    return _dealt_paillier_class()(key_bits, n, factors)
+
+
+def _deal_paillier(root: Path, options: Mapping[str, Any]) -> tuple[Path, Path]:
+    from protocols.paillier_keys import PaillierAuthority
+
+    key_bits = int(options.get("key_bits", 2048))
+    authority = PaillierAuthority(key_bits, insecure_test_keys=bool(options.get("insecure_test_keys", False)))
+    private = authority.phe_private_key()
+    meta = {"scheme": "paillier", "key_bits": key_bits, "n": format(private.public_key.n, "x"),
+            "key_id": authority.key_id.hex()}
+    nodes, server = root / "nodes", root / "server"
+    for folder in (nodes, server):
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / P_META).write_text(json.dumps(meta), encoding="utf-8")
+    secret = nodes / P_SECRET
+    secret.touch(mode=0o600)
+    secret.write_text(json.dumps({"p": format(private.p, "x"), "q": format(private.q, "x")}), encoding="utf-8")
+    secret.chmod(0o600)
+    return nodes, server
+
+
+def load_paillier_authority(key_dir: str | Path, *, secret: bool, key_bits: int = 2048) -> Any:
+    """The dealt Paillier authority in ``key_dir`` (with the factors when ``secret``), for ``key_bits``."""
+    folder = Path(key_dir)
+    try:
+        meta = json.loads((folder / P_META).read_text(encoding="utf-8"))
+        factors = json.loads((folder / P_SECRET).read_text(encoding="utf-8")) if secret else None
+        n = int(meta["n"], 16)
+        pair = (int(factors["p"], 16), int(factors["q"], 16)) if factors is not None else None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"cannot read dealt Paillier keys in {folder}: {exc}") from None
+    if meta.get("scheme") != "paillier" or meta.get("key_bits") != key_bits:
+        raise ConfigError(f"keys in {folder} are for {meta.get('scheme')}/{meta.get('key_bits')} bits, "
+                          f"the run uses paillier/{key_bits}")
+    authority = _dealt_paillier_class()(key_bits, n, pair)
+    if authority.key_id.hex() != meta.get("key_id"):
+        raise ConfigError(f"the modulus in {folder} does not match its key id")
+    return authority
+
+
 def deal(directory: str | Path, protection: str = "ckks", options: Mapping[str, Any] | None = None
          ) -> tuple[Path, Path]:
-    """Make one CKKS key pair and write ``DIR/nodes`` (secret) and ``DIR/server`` (public); returns both paths.
-    ``options`` may choose the ``parameter_set`` (default n4096); the keys serve ckks and ckks+dp alike."""
+    """Make one key pair and write ``DIR/nodes`` (secret) and ``DIR/server`` (public); returns both paths.
+    CKKS: ``options`` may choose the ``parameter_set`` (default n4096); the keys serve ckks and ckks+dp alike.
+    Paillier: ``key_bits`` (default 2048); the keys serve paillier and paillier-per-value."""
     if not needs_dealer(protection):
         raise ConfigError(f"{protection!r} needs no dealt keys")
+    if protection in PAILLIER_PROTECTIONS:
+        return _deal_paillier(Path(directory), options or {})
     parameter_set = str((options or {}).get("parameter_set", "n4096"))
     if parameter_set not in PARAMETER_SETS:
         raise ConfigError(f"unknown CKKS parameter set {parameter_set!r}")
@@ -106,7 +205,7 @@ def load_authority(key_dir: str | Path, *, secret: bool, parameter_set: str = "n
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m privfed.runtime.flower.keys",
-                                     description="Deal CKKS keys for a Flower deployment (see module docstring).")
+                                     description="Deal CKKS or Paillier keys for a Flower deployment (see module docstring).")
     parser.add_argument("directory")
     parser.add_argument("--protection", default="ckks")
     parser.add_argument("--options", default="{}", help="protocol options as JSON (e.g. parameter_set)")

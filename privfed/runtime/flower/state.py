@@ -43,7 +43,7 @@ class NodeState:
     machine: Any = None
     #: the update of the round in progress when it came from local training (vector bytes, weight)
     update: tuple[bytes, float] | None = None
-    #: protocol options derived from the training data (update-source "train"; see privfed.runtime.flower.training)
+    #: protocol options derived from the training data (update-source "train"; see privfed.apps.flower.training)
     protocol_options: dict[str, Any] | None = None
     #: the partition / client id this node announced
     announced: int | None = None

@@ -1,6 +1,6 @@
 """The privfed ServerApp: runs privfed rounds over Flower's deployment engine (SuperLink + SuperNodes).
 
-``main`` reads the run configuration (:mod:`privfed.runtime.flower.config`), waits for ``clients`` nodes, asks
+``main`` reads the run configuration (:mod:`privfed.apps.flower.config`), waits for ``clients`` nodes, asks
 each for its partition id (``query.hello``: the protocol client id becomes the partition id, so survivors can be
 compared with the in-process runtime), then runs ``rounds`` rounds with
 :func:`~privfed.runtime.flower.driver.run_round_on_grid`, one send-and-receive per protocol phase. With
@@ -10,7 +10,7 @@ round: the same summary the local runtime gives (bytes, seconds, survivors, drop
 byte tables, the transport overhead, and the aggregate itself.
 
 Threat model: see :mod:`privfed.runtime.flower.driver` (the SuperLink sees what the server sees) and
-:mod:`privfed.runtime.flower.client_app` (nodes pin the protections they accept). The report holds only what the
+:mod:`privfed.apps.flower.client_app` (nodes pin the protections they accept). The report holds only what the
 server learned anyway (the aggregate, when the protocol delivers it to the server) and public figures; per-client
 figures that a round's protection hides (the nodes' training seconds) are left out by
 :func:`privfed.threat.disclosure.redact_round`, the rule every run record follows.
@@ -26,19 +26,19 @@ import time
 from pathlib import Path
 from typing import Any, Mapping
 
-import numpy as np
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.serverapp import Grid, ServerApp
 
-from protocols.base import LEARNED_BY_SERVER, AggregationProtocol
-from protocols.errors import ConfigError, ProtocolAbort
-from privfed.runtime.local import RoundReport
+from protocols.base import AggregationProtocol
+from protocols.errors import PrivfedError, ProtocolAbort
 
 from .client_app import HELLO_MESSAGE_TYPE
 from .config import FlowerRunConfig, build_protocol, parse_run_config
-from .driver import collect, run_round_on_grid
+from privfed.runtime.flower.driver import collect, run_round_on_grid
 
-__all__ = ["app", "wait_for_nodes", "enrol", "report_record"]
+from .report import report_record
+
+__all__ = ["app", "wait_for_nodes", "enrol"]
 
 log = logging.getLogger("flwr.privfed.server")  # under Flower's logger: shown by `flwr run --stream`
 
@@ -82,27 +82,6 @@ def enrol(grid: Grid, node_ids: list[int], config: FlowerRunConfig) -> dict[int,
     return {rank: node for rank, node in enumerate(sorted(announced))}
 
 
-def report_record(report: RoundReport, overhead: Mapping[str, Any], nodes: Mapping[int, int]) -> dict[str, Any]:
-    """One round of the JSON report: the local runtime's summary plus per-client tables and the aggregate."""
-    record = report.summary()
-    record.update(
-        survivor_ids=list(report.survivors),  # contributors: inputs in the result
-        completed_ids=list(report.completed),  # clients that took part in every phase
-        phases=list(report.phases),
-        nodes={str(cid): node for cid, node in nodes.items()},
-        upload_bytes={str(c): dict(p) for c, p in report.upload_bytes.items()},
-        download_bytes={str(c): dict(p) for c, p in report.download_bytes.items()},
-        client_seconds_by_client={str(c): s for c, s in report.client_seconds.items()},
-        exchange_seconds=[[phase, seconds] for phase, seconds in overhead.get("exchange_seconds", [])],
-        state_seconds={str(c): s for c, s in overhead.get("state_seconds", {}).items()},
-    )
-    if report.result is not None and report.result.learned_by == LEARNED_BY_SERVER:
-        record["mean"] = [float(v) for v in np.asarray(report.result.mean, dtype=np.float64)]
-        record["total_weight"] = float(report.result.total_weight)
-    # with learned_by "key-holders" only the nodes learned the mean (kept in their own state); the server has none
-    return record
-
-
 def _write_json(path: str, data: Mapping[str, Any]) -> None:
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -116,6 +95,7 @@ def _write_json(path: str, data: Mapping[str, Any]) -> None:
 def main(grid: Grid, context: Context) -> None:
     config = parse_run_config(context.run_config)
     output: dict[str, Any] = {"protection": config.protection, "runtime": "flower", "rounds": []}
+    recorder = None
     try:
         protocols: dict[str, AggregationProtocol] = {}
         for name in dict.fromkeys(config.plan):  # validate every protection of the plan before any round
@@ -131,14 +111,30 @@ def main(grid: Grid, context: Context) -> None:
         def protocol_for(round_id: int) -> AggregationProtocol:
             return protocols[config.protection_for(round_id)]
 
+        if config.run_dir:
+            from .rundir import FlowerRunRecorder
+            from .training import task_for
+            recorder = FlowerRunRecorder(config.run_dir, task_for(config),
+                                         [config.protection_for(r) for r in range(1, config.rounds + 1)],
+                                         config.plan_reasons.split("|") if config.plan_reasons else [],
+                                         resume=config.resume)
         nodes = enrol(grid, wait_for_nodes(grid, config), config)
         if len(nodes) < config.clients:
             raise ProtocolAbort(f"{len(nodes)} nodes enrolled, {config.clients} needed")
         nodes = dict(sorted(nodes.items())[:config.clients])  # the run's clients: the lowest client ids
         output["nodes"] = {str(cid): node for cid, node in nodes.items()}
         if config.update_source == "train":
-            from .training import run_training
-            output["rounds"] = run_training(grid, protocol_for, nodes, config)
+            from privfed.fl.models import flatten
+
+            from .training import federated_evaluation, run_training, task_for
+            if recorder is not None and recorder.first_round == 1:
+                recorder.initial(nodes, federated_evaluation(grid, flatten(task_for(config).template), 0, nodes,
+                                                             config.reply_timeout))
+            output["rounds"] = run_training(grid, protocol_for, nodes, config,
+                                            sink=recorder.round if recorder is not None else None,
+                                            transcript_key=recorder.key if recorder is not None else None,
+                                            first_round=recorder.first_round if recorder is not None else 1,
+                                            start=recorder.vector if recorder is not None else None)
         else:
             for round_id in range(1, config.rounds + 1):
                 overhead: dict[str, Any] = {}
@@ -147,10 +143,12 @@ def main(grid: Grid, context: Context) -> None:
                                            straggler_grace=config.straggler_grace, overhead=overhead)
                 log.info("privfed round %d: %s", round_id, json.dumps(report.summary()))
                 output["rounds"].append(report_record(report, overhead, nodes))
-    except (ConfigError, ProtocolAbort) as exc:
+    except (PrivfedError, ProtocolAbort) as exc:
         output["error"] = f"{type(exc).__name__}: {exc}"
         log.error("privfed run failed: %s", exc)
     finally:
+        if recorder is not None:
+            recorder.finish(output.get("error"))
         if config.report:  # the report is shareable: per-client figures a round's protection hides stay out
             from privfed.threat.disclosure import redact_round  # the app layer (DESIGN: privfed/apps)
             output["rounds"] = [redact_round(record) for record in output["rounds"]]

@@ -6,7 +6,7 @@ with :func:`parse_run_config`; every value is validated before any message is se
 
 Threat model: the run configuration is chosen by whoever submits the run (the server's operator). A client
 never takes its protection from it blindly: a node pins the protections it accepts in its own ``node-config``
-(``protections="ckks,secagg"``), see :mod:`privfed.runtime.flower.client_app`.
+(``protections="ckks,secagg"``), see :mod:`privfed.apps.flower.client_app`.
 """
 
 from __future__ import annotations
@@ -18,14 +18,12 @@ from typing import Any, Mapping
 from protocols.errors import ConfigError
 
 __all__ = ["FlowerRunConfig", "parse_run_config", "parse_drops", "protocol_options", "build_protocol",
-           "needs_dealer", "DEFAULT_MAX_WEIGHT", "DEFAULT_CLIP"]
+           "DEFAULT_MAX_WEIGHT", "DEFAULT_CLIP"]
 
 #: the bench's bounds (privfed.bench.aggregation): synthetic weights are integers in [1, 100], values in [-1, 1]
 DEFAULT_MAX_WEIGHT = 100.0
 DEFAULT_CLIP = 1.0
 UPDATE_SOURCES = ("synthetic", "train")
-#: protections whose clients hold keys from a key authority, dealt ahead of a Flower run (privfed.runtime.flower.keys)
-DEALT_PROTECTIONS = ("ckks", "ckks+dp")
 
 
 @dataclass(frozen=True)
@@ -65,6 +63,20 @@ class FlowerRunConfig:
     key_dir: str = ""
     #: privfed.fl experiment overrides for update_source="train" ("key=value;key=value")
     fl_overrides: str = ""
+    #: the whole privfed experiment configuration as JSON (ExperimentConfig.to_table(); ``privfed run`` sets it);
+    #: when set it replaces fl-overrides and seed
+    experiment: str = ""
+    #: the public task schema as JSON (privfed.fl.schema): the server builds the model from it, each node cuts its
+    #: own data (node-config data-path) with it. Without it nodes simulate partitions of one data set (tests).
+    schema: str = ""
+    #: where the ServerApp writes a privfed run directory (rounds.jsonl, summary.json, transcripts); "" = none
+    run_dir: str = ""
+    #: the plan's reason for each round's protection ("|"-separated, as privfed.threat.resolve_plan gave them)
+    plan_reasons: str = ""
+    #: continue the run directory at run-dir from its last checkpoint (privfed run --resume)
+    resume: bool = False
+    #: stop after this round as if the server were killed (0 = run every round; resume testing)
+    stop_after: int = 0
 
     def __post_init__(self) -> None:
         if self.rounds < 1:
@@ -77,6 +89,8 @@ class FlowerRunConfig:
             raise ConfigError("reply-timeout and connect-timeout must be positive")
         if not self.straggler_grace >= 0:
             raise ConfigError("straggler-grace must be >= 0")
+        if (self.experiment or self.schema or self.run_dir) and self.update_source != "train":
+            raise ConfigError("experiment, schema and run-dir need update-source = \"train\"")
         if not self.plan or not all(self.plan):
             raise ConfigError(f"protection must name one protection or a comma-separated plan, got "
                               f"{self.protection!r}")
@@ -120,6 +134,7 @@ _KEYS = {
     "protection": str, "options": str, "rounds": int, "update-source": str, "params": int, "seed": int,
     "clients": int, "reply-timeout": float, "straggler-grace": float, "connect-timeout": float, "drops": str,
     "stop-after-upload": int, "stop-round": int, "report": str, "fl-overrides": str, "key-dir": str,
+    "experiment": str, "schema": str, "run-dir": str, "plan-reasons": str, "resume": bool, "stop-after": int,
 }
 
 
@@ -132,7 +147,7 @@ def parse_run_config(run_config: Mapping[str, Any]) -> FlowerRunConfig:
         raw = run_config[key]
         if kind is float and isinstance(raw, int) and not isinstance(raw, bool):
             raw = float(raw)
-        if not isinstance(raw, kind) or isinstance(raw, bool):
+        if not isinstance(raw, kind) or (isinstance(raw, bool) and kind is not bool):
             raise ConfigError(f"run-config {key} must be {kind.__name__}, got {raw!r}")
         values[key.replace("-", "_")] = raw
     options_text = values.pop("options", "") or "{}"
@@ -154,16 +169,12 @@ def protocol_options(config: FlowerRunConfig, protection: str, base: Mapping[str
     return {**defaults, **config.options_for(protection)}
 
 
-def needs_dealer(protection: str) -> bool:
-    """Whether this protection's clients hold keys from a key authority (HE), dealt ahead of a Flower run."""
-    return protection in DEALT_PROTECTIONS
-
-
 def build_protocol(config: FlowerRunConfig, protection: str | None = None, *, key_dir: str = "",
                    secret: bool = False, base: Mapping[str, Any] | None = None):
     """The protocol instance for ``protection`` (default: the plan's first). HE protections get their dealt key
     authority from ``key_dir`` (node side: ``secret=True``, the secret context; server side: public material only)."""
     from protocols import registry
+    from privfed.runtime.flower.keys import needs_dealer
 
     name = protection or config.plan[0]
     options = protocol_options(config, name, base)
@@ -172,8 +183,12 @@ def build_protocol(config: FlowerRunConfig, protection: str | None = None, *, ke
             where = "node-config key-dir" if secret else "run-config key-dir"
             raise ConfigError(f"{name!r} over Flower needs keys dealt ahead of the run "
                               f"(python -m privfed.runtime.flower.keys DIR) and {where} pointing at them")
-        from .keys import load_authority
+        from privfed.runtime.flower.keys import PAILLIER_PROTECTIONS, load_authority, load_paillier_authority
 
-        options["authority"] = load_authority(key_dir, secret=secret,
-                                              parameter_set=str(options.get("parameter_set", "n4096")))
+        if name in PAILLIER_PROTECTIONS:
+            options["authority"] = load_paillier_authority(key_dir, secret=secret,
+                                                           key_bits=int(options.get("key_bits", 2048)))
+        else:
+            options["authority"] = load_authority(key_dir, secret=secret,
+                                                  parameter_set=str(options.get("parameter_set", "n4096")))
     return registry.create(name, options)

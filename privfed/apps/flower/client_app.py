@@ -6,8 +6,11 @@ Message types it serves:
   same protocol client id as the in-process runtime would; the reply also says whether the node accepts the run's
   protection. Nothing about the node's data leaves it.
 * ``train`` — receive the global model (flat float32, an ArrayRecord), train the LSTM/GRU locally on this node's
-  partition (privfed.fl), and keep the resulting update and weight in ``context.state``; only an acknowledgement
-  with the training seconds goes back (the loss and step count stay in the node's log: they hint at its data). The update leaves the node only inside the protocol's protected upload.
+  own data (node-config ``data-path`` cut with the run's public schema; privfed.fl), and keep the resulting update and weight in ``context.state``; only an acknowledgement
+  with the training seconds goes back (the loss and step count stay in the node's log: they hint at its data), or
+  a refusal with the reason (data that does not fit the schema): the node then counts as dropped. The update
+  leaves the node only inside the protocol's protected upload.
+* ``evaluate`` — receive a global model and return counts and sums on this node's own validation split.
 * ``query`` — one protocol phase: the request's payload bytes go to the client machine's ``handle`` and its reply
   bytes come back (see :mod:`privfed.runtime.flower.envelope`). The machine and the protocol's persistent state are
   restored from and saved to ``context.state`` around every message (:mod:`privfed.runtime.flower.state`).
@@ -34,11 +37,12 @@ from flwr.clientapp import ClientApp
 
 from protocols.base import AFTER_UPLOAD, ClientUpdate
 from protocols.errors import MessageError, PrivfedError
+from privfed.runtime.local import INTERNAL_ERROR
 
 from .config import FlowerRunConfig, build_protocol, parse_run_config
-from .envelope import STATUS_NONE, STATUS_REFUSED, STATUS_REPLY, pack_reply, unpack_request
-from .state import NodeState, load_node_state, save_node_state
-from .updates import synthetic_update, train_update
+from privfed.runtime.flower.envelope import STATUS_NONE, STATUS_REFUSED, STATUS_REPLY, pack_reply, unpack_request
+from privfed.runtime.flower.state import NodeState, load_node_state, save_node_state
+from .updates import evaluate_update, synthetic_update, train_update
 
 __all__ = ["app", "HELLO_MESSAGE_TYPE"]
 
@@ -76,20 +80,50 @@ def hello(message: Message, context: Context) -> Message:
         {"partition-id": node.announced, "accepts": accepted, "reason": reason})}), reply_to=message)
 
 
+def _refusal(message: Message, reason: str) -> Message:
+    return Message(RecordDict({"privfed-refused": ConfigRecord({"reason": reason[:500]})}), reply_to=message)
+
+
 @app.train()
 def train(message: Message, context: Context) -> Message:
-    config = parse_run_config(context.run_config)
     started = time.perf_counter()
-    node = load_node_state(context.state)
-    update, info, options = train_update(message.content, context, config)
-    node.update = (update.vector.tobytes(), float(update.weight))
-    node.protocol_options = options
-    save_node_state(context.state, node)
+    try:
+        config = parse_run_config(context.run_config)
+        node = load_node_state(context.state)
+        node.update, node.protocol_options = None, None
+        client_id = _partition_id(context)
+        update, info, options, dp_report = train_update(message.content, context, config,
+                                                        client_id if client_id >= 0 else context.node_id % 2**31)
+        node.update = (update.vector.tobytes(), float(update.weight))
+        node.protocol_options = options
+        save_node_state(context.state, node)
+    except PrivfedError as exc:  # e.g. data that does not fit the schema: this node sits the round out
+        log.warning("refusing the round: %s", exc)
+        return _refusal(message, str(exc))
+    except Exception as exc:  # noqa: BLE001 - last resort, as privfed.runtime.local.run_round contains it
+        log.error("contained %s in local training", type(exc).__name__)
+        return _refusal(message, f"{INTERNAL_ERROR}: local training ({type(exc).__name__})")
     # the node's own training metrics stay in its log: a loss or a step count would hint at its data and sample count
     # (the weight the protocol protects); the acknowledgement carries only the time the server could observe anyway
     log.info("local training: %s", {k: round(v, 6) for k, v in info.items()})
     metrics = {"train-seconds": time.perf_counter() - started}
-    return Message(RecordDict({"metrics": MetricRecord(metrics)}), reply_to=message)
+    content = RecordDict({"metrics": MetricRecord(metrics)})
+    if dp_report is not None:  # DP-SGD's public parameters, for the server's privacy ledger
+        content["privfed-dpsgd"] = ConfigRecord(dict(dp_report))
+    return Message(content, reply_to=message)
+
+
+@app.evaluate()
+def evaluate(message: Message, context: Context) -> Message:
+    """Evaluation counts and sums of the received model on this node's own validation split (see
+    privfed.apps.flower.training: they reach the server in the clear)."""
+    try:
+        sums = evaluate_update(message.content, context, parse_run_config(context.run_config))
+    except PrivfedError as exc:
+        return _refusal(message, str(exc))
+    except Exception as exc:  # noqa: BLE001 - last resort
+        return _refusal(message, f"{INTERNAL_ERROR}: evaluation ({type(exc).__name__})")
+    return Message(RecordDict({"privfed-eval": MetricRecord(sums)}), reply_to=message)
 
 
 def _update_for(node: NodeState, context: Context, config: FlowerRunConfig) -> ClientUpdate:
@@ -157,12 +191,17 @@ def phase(message: Message, context: Context) -> Message:
             reply = node.machine.handle(request.payload)
         finally:
             client_seconds = time.perf_counter() - clock
-    except PrivfedError as exc:
+    except Exception as exc:  # noqa: BLE001 - last resort, as privfed.runtime.local.run_round contains it
+        # a PrivfedError is this client's refusal; anything else is a protocol bug, contained: the node drops out of
+        # the round with a reason naming only the exception type (its text could quote secret state)
+        reason = str(exc) if isinstance(exc, PrivfedError) else f"{INTERNAL_ERROR}: client machine ({type(exc).__name__})"
+        if not isinstance(exc, PrivfedError):
+            log.error("contained %s in the client machine", type(exc).__name__)
         node.machine = None
         clock = time.perf_counter()
         save_node_state(context.state, node)
         state_seconds += time.perf_counter() - clock
-        return Message(pack_reply(STATUS_REFUSED, None, reason=str(exc), client_seconds=client_seconds,
+        return Message(pack_reply(STATUS_REFUSED, None, reason=reason, client_seconds=client_seconds,
                                   state_seconds=state_seconds), reply_to=message)
     clock = time.perf_counter()
     try:

@@ -1,0 +1,335 @@
+"""FedAvg of an LSTM/GRU over Flower: ``train`` messages carry the global model, protocol rounds carry the updates,
+``evaluate`` messages ask the nodes for evaluation sums on their own validation split.
+
+Each round: the server sends the global parameters (flat float32, in the clear, as in any FedAvg) to every enrolled
+node in a ``train`` message; each node rebuilds the model, trains it on **its own data** with privfed.fl's trainer
+(the protocol's ``client_training``: standard or DP-SGD), clips the update to ``protection.clip``, keeps it in
+``context.state`` and answers with an acknowledgement (its training seconds, or its refusal). Then one protected
+aggregation round runs over the nodes that trained (:func:`~privfed.runtime.flower.driver.run_round_on_grid`), the
+server applies ``global += server_lr * mean`` when the round completes, and sends the new model in an ``evaluate``
+message: each node returns its validation counts and sums, which the server adds up into the round's metrics.
+
+Where data lives (:class:`Task`): with a public task schema (run-config ``schema``, from ``privfed schema``) the
+server builds the model from the schema alone and never opens any data; each node reads only node-config
+``data-path`` and cuts it with the schema (:func:`privfed.fl.schema.node_split`). A node whose data does not fit the
+schema refuses the round (it counts as dropped with the reason). Without a schema every node rebuilds one simulated
+federation from the seed and trains on its ``partition-id`` (a simulation, kept for tests and benchmarks).
+
+Threat model: the global model is public to the nodes; the update leaves a node only inside the protocol's upload.
+The training acknowledgement carries only the training seconds. Evaluation is *not* protected: each node's
+validation loss sum, correct-prediction count and token/sample count reach the server (and the SuperLink) in the
+clear, although only their totals are recorded. The counts reveal each node's validation-set size (a tenth of its
+data by default). Protections that hide per-client figures therefore still leak those, and the run's record says so.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+import numpy as np
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.serverapp import Grid
+
+from protocols.base import LEARNED_BY_SERVER, AggregationProtocol, ClientUpdate
+from protocols.errors import ConfigError, MessageError, PrivfedError
+from privfed.runtime.flower.driver import collect, run_round_on_grid
+
+from .config import FlowerRunConfig
+from .report import report_record
+
+__all__ = ["Task", "task_for", "experiment", "protocol_base_options", "run_training", "client_train", "node_data",
+           "node_evaluate", "TRAIN_MESSAGE_TYPE", "EVAL_MESSAGE_TYPE", "EVALUATION_DISCLOSURE"]
+
+log = logging.getLogger("flwr.privfed.training")
+TRAIN_MESSAGE_TYPE = "train"
+EVAL_MESSAGE_TYPE = "evaluate"
+_MODEL, _VECTOR, _ROUND = "privfed-model", "vector", "privfed-train"
+_EVAL_KEYS = ("loss_sum", "units", "correct", "predictions", "samples")
+#: what federated evaluation reveals, recorded with every round's metrics
+EVALUATION_DISCLOSURE = ("federated evaluation in the clear: each node's validation loss sum, correct count and "
+                         "sample count reach the server; only totals are recorded")
+
+RoundSink = Callable[[dict[str, Any], Any, np.ndarray], None]
+
+
+@dataclass(frozen=True)
+class Task:
+    """What both sides agree on: the experiment configuration, the model, the public weight bound; the schema when
+    nodes hold their own data, else the simulated federation (``data``)."""
+
+    config: Any
+    schema: Any
+    layout: Any
+    template: Any
+    max_weight: float
+    data: Any
+    schema_json: str
+
+    @property
+    def node_local(self) -> bool:
+        return self.schema is not None
+
+
+@functools.lru_cache(maxsize=4)
+def _build_task(experiment_json: str, overrides: str, schema_json: str, seed: int, plan: tuple[str, ...]) -> Task:
+    from protocols import registry
+    from privfed.fl.config import config_from_table, load_config
+    from privfed.fl.models import ParamLayout, build_model
+
+    if experiment_json:
+        try:
+            table = json.loads(experiment_json)
+        except ValueError as exc:
+            raise ConfigError(f"run-config experiment is not JSON: {exc}") from None
+        config = config_from_table(table)
+    else:
+        config = load_config(None, [o.strip() for o in overrides.split(";") if o.strip()], seed=seed)
+    dp_compatible = any(getattr(registry.protocol_class(p), "client_training", "standard") == "dp-sgd"
+                        for p in set(plan))
+    schema, data = None, None
+    if schema_json:
+        from privfed.fl.schema import TaskSchema
+
+        try:
+            schema = TaskSchema.from_json(json.loads(schema_json))
+        except ValueError as exc:
+            raise ConfigError(f"run-config schema is not a schema: {exc}") from None
+        spec, max_weight = schema.model_spec(dp_compatible), float(schema.max_weight)
+    else:
+        from privfed.fl.data import build_federated
+
+        data = build_federated(config.data, config.seed)
+        spec, max_weight = data.model_spec(config.model, dp_compatible), float(data.max_weight)
+    template = build_model(spec, config.seed)
+    return Task(config, schema, ParamLayout.of(template), template, max_weight, data, schema_json)
+
+
+def task_for(run: FlowerRunConfig) -> Task:
+    return _build_task(run.experiment, run.fl_overrides, run.schema, run.seed, run.plan)
+
+
+def experiment(overrides: str, seed: int) -> tuple[Any, Any, Any, Any, Any]:
+    """(config, dataset, None, layout, template) of the simulated federation (tests, without a schema)."""
+    task = _build_task("", overrides, "", seed, ())
+    return task.config, task.data, None, task.layout, task.template
+
+
+def protocol_base_options(run: FlowerRunConfig, protection: str) -> dict[str, Any]:
+    """The options privfed's FedAvg loop would give ``protection`` (the public max_weight, clip, option table)."""
+    task = task_for(run)
+    return task.config.protection.for_protection(protection, task.max_weight)
+
+
+def _vector_record(vector: np.ndarray) -> ArrayRecord:
+    vector = np.ascontiguousarray(vector, dtype=np.float32)
+    return ArrayRecord({_VECTOR: Array(dtype="float32", shape=(vector.size,), stype="privfed.raw",
+                                       data=vector.tobytes())})
+
+
+@functools.lru_cache(maxsize=2)
+def _node_split(schema_json: str, path: str, seed: int) -> Any:
+    from privfed.fl.schema import TaskSchema, node_split
+
+    return node_split(TaskSchema.from_json(json.loads(schema_json)), path, seed, name="this node")
+
+
+def node_data(task: Task, context: Context) -> Any:
+    """This node's ClientSplit: its own data-path cut with the schema, or (simulation) its partition."""
+    if task.node_local:
+        from privfed.fl.schema import DataMismatchError
+
+        path = context.node_config.get("data-path")
+        if not isinstance(path, str) or not path:
+            raise DataMismatchError("this node has no node-config data-path (its own data)")
+        return _node_split(task.schema_json, path, task.config.seed)
+    partition = context.node_config.get("partition-id", -1)
+    if not isinstance(partition, int) or isinstance(partition, bool) or not 0 <= partition < len(task.data.clients):
+        raise ConfigError("without a schema, local training needs node-config partition-id in "
+                          f"[0, {len(task.data.clients)}) (a simulated partition)")
+    return task.data.clients[partition]
+
+
+def _model_from(content: RecordDict, task: Task) -> tuple[Any, int]:
+    from privfed.fl.models import load_flat
+
+    try:
+        array = content.array_records[_MODEL][_VECTOR]
+        round_id = int(content.config_records[_ROUND]["round"])
+    except (KeyError, TypeError, ValueError):
+        raise MessageError("malformed train or evaluate message") from None
+    if array.dtype != "float32" or len(array.data) != 4 * task.layout.size:
+        raise MessageError(f"global model of {len(array.data)} bytes, the layout needs {4 * task.layout.size}")
+    vector = np.frombuffer(array.data, dtype=np.float32).copy()
+    if not np.isfinite(vector).all():
+        raise MessageError("global model holds non-finite values")
+    model = copy.deepcopy(task.template)
+    load_flat(model, vector, task.layout)
+    return model, round_id
+
+
+def client_train(content: RecordDict, split: Any, task: Task, client_training: str, client_id: int,
+                 extra: Mapping[str, Any] | None = None) -> tuple[ClientUpdate, dict[str, float]]:
+    """Train the received global model on this node's split; returns the clipped update (weight capped at the
+    public bound) and metrics."""
+    from privfed.fl.train import select_trainer
+
+    model, round_id = _model_from(content, task)
+    config = task.config
+    seed = int(np.random.default_rng([config.seed, 13, round_id, client_id]).integers(2**62))  # data order only
+    trainer = select_trainer(client_training)
+    options = {"seed": seed, "round": round_id, "client_id": client_id, **(extra or {})}
+    update, n_samples, metrics = trainer(model, split.train, config.train, options)
+    update = np.asarray(update, dtype=np.float32)
+    if update.shape != (task.layout.size,) or not np.isfinite(update).all():
+        raise MessageError("local training produced no finite update of the model's size")
+    update = np.clip(update, -config.protection.clip, config.protection.clip)
+    plain = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and k != "samples"}
+    return ClientUpdate(update, float(min(n_samples, task.max_weight))), plain
+
+
+def node_evaluate(content: RecordDict, split: Any, task: Task) -> dict[str, float]:
+    """Counts and sums of the received model on this node's validation split (added up by the server)."""
+    from privfed.fl.train import evaluate
+
+    model, _ = _model_from(content, task)
+    val = split.val
+    if len(val) == 0:
+        return {key: 0.0 for key in _EVAL_KEYS}
+    metrics = evaluate(model, val)
+    units = float(val.targets.numel()) if val.task != "forecast" else float(len(val))
+    predictions = units if val.task != "classification" else float(len(val))
+    accuracy = metrics.get("accuracy", 0.0)
+    return {"loss_sum": float(metrics["loss"]) * units, "units": units,
+            "correct": float(accuracy) * predictions if math.isfinite(accuracy) else 0.0,
+            "predictions": predictions if val.task != "forecast" else 0.0, "samples": float(len(val))}
+
+
+def _message(vector: np.ndarray, round_id: int, node: int, kind: str) -> Message:
+    return Message(RecordDict({_MODEL: _vector_record(vector), _ROUND: ConfigRecord({"round": round_id})}),
+                   dst_node_id=node, message_type=kind, group_id=f"{round_id}:{kind}")
+
+
+def federated_evaluation(grid: Grid, vector: np.ndarray, round_id: int, nodes: Mapping[int, int],
+                         timeout: float) -> dict[str, Any]:
+    """Send the model to every node and add up the evaluation sums that come back."""
+    totals = dict.fromkeys(_EVAL_KEYS, 0.0)
+    answered = 0
+    for reply in collect(grid, [_message(vector, round_id, n, EVAL_MESSAGE_TYPE) for n in nodes.values()], timeout):
+        if reply.has_error():
+            continue
+        record = reply.content.metric_records.get("privfed-eval")
+        if record is None or not all(isinstance(record.get(k), (int, float)) for k in _EVAL_KEYS):
+            continue
+        values = {k: float(record[k]) for k in _EVAL_KEYS}
+        if not all(math.isfinite(v) and v >= 0 for k, v in values.items() if k != "loss_sum"):
+            continue
+        answered += 1
+        for key in _EVAL_KEYS:
+            totals[key] += values[key]
+    metrics: dict[str, Any] = {"loss": totals["loss_sum"] / totals["units"] if totals["units"] else math.nan,
+                               "samples": int(totals["samples"]), "evaluated_by": answered}
+    if totals["predictions"]:
+        metrics["accuracy"] = totals["correct"] / totals["predictions"]
+    return metrics
+
+
+def _account_dpsgd(protocol: AggregationProtocol, round_id: int, cid: int, record: Any) -> None:
+    """A DP-SGD node's report (noise multiplier, sampling rate, steps: public parameters) goes to the server's
+    protocol instance, which builds the round's ledger event from the survivors' reports exactly as in-process (a
+    survivor without a report makes the event 'none': epsilon infinite, never a silent figure)."""
+    if getattr(protocol, "client_training", "standard") != "dp-sgd":
+        return
+    if record is None:
+        return  # no report: the protocol itself records no bound for this round
+    try:
+        z, q, steps = float(record["noise_multiplier"]), float(record["sample_rate"]), record["steps"]
+    except (KeyError, TypeError, ValueError):
+        raise MessageError("malformed DP-SGD report") from None
+    if isinstance(steps, bool) or not isinstance(steps, int):
+        raise MessageError("malformed DP-SGD report: steps must be an integer")
+    protocol.report_training(round_id, cid, z, q, steps)  # validates (ConfigError on nonsense)
+
+
+def run_training(grid: Grid, protocol_for: Callable[[int], AggregationProtocol], nodes: Mapping[int, int],
+                 run: FlowerRunConfig, sink: RoundSink | None = None, transcript_key: Any = None,
+                 first_round: int = 1, start: np.ndarray | None = None) -> list[dict[str, Any]]:
+    """``run.rounds`` FedAvg rounds over Flower (``protocol_for(round)`` gives each round's protocol); returns one
+    report record per round and hands each (record, report, new global vector) to ``sink``."""
+    from privfed.fl.models import flatten
+
+    task = task_for(run)
+    config = task.config
+    vector = (flatten(task.template) if start is None else start).astype(np.float32)
+    records: list[dict[str, Any]] = []
+    by_node = {node: cid for cid, node in nodes.items()}
+    for round_id in range(first_round, run.rounds + 1):
+        clock = time.perf_counter()
+        trained: dict[int, int] = {}
+        failed: dict[str, dict[str, str]] = {}
+        messages = [_message(vector, round_id, node, TRAIN_MESSAGE_TYPE) for node in nodes.values()]
+        for reply in collect(grid, messages, run.reply_timeout):
+            cid = by_node.get(reply.metadata.src_node_id)
+            if cid is None:
+                continue
+            if reply.has_error():
+                failed[str(cid)] = {"phase": "local-training", "reason": f"client failed: {reply.error.reason[:200]}"}
+                continue
+            refusal = reply.content.config_records.get("privfed-refused")
+            if refusal is not None:
+                failed[str(cid)] = {"phase": "local-training",
+                                    "reason": f"client stopped: {str(refusal.get('reason', ''))[:300]}"}
+                continue
+            try:
+                _account_dpsgd(protocol_for(round_id), round_id, cid, reply.content.config_records.get("privfed-dpsgd"))
+            except PrivfedError as exc:
+                failed[str(cid)] = {"phase": "local-training", "reason": f"DP-SGD report refused: {exc}"}
+                continue
+            trained[cid] = reply.metadata.src_node_id
+        train_seconds = time.perf_counter() - clock
+        for cid in nodes:
+            if cid not in trained and str(cid) not in failed:
+                failed[str(cid)] = {"phase": "local-training", "reason": "no training acknowledgement"}
+        overhead: dict[str, Any] = {}
+        report = None
+        if trained:
+            report = run_round_on_grid(grid, protocol_for(round_id), round_id, trained, task.layout.size,
+                                       drops=run.drops_for(round_id), reply_timeout=run.reply_timeout,
+                                       straggler_grace=run.straggler_grace, overhead=overhead,
+                                       transcript_key=transcript_key)
+            record = report_record(report, overhead, trained)
+            if report.result is not None:
+                if report.result.learned_by != LEARNED_BY_SERVER:
+                    raise ConfigError("FedAvg over Flower needs the server to learn each round's mean; "
+                                      f"{report.protection!r} delivers it to the key holders only "
+                                      "(use release='server')")
+                vector = (vector + config.fl.server_lr * np.asarray(report.result.mean, dtype=np.float64)
+                          ).astype(np.float32)
+                record["learned_by"] = report.result.learned_by
+                record["error_bound"] = float(report.result.error_bound)
+            record.pop("mean", None)
+        else:
+            record = {"round": round_id, "protection": run.protection_for(round_id), "participants": 0,
+                      "survivors": 0, "aborted": "no node trained"}
+        record.update(sampled=sorted(nodes), local_training_wall_seconds=train_seconds,
+                      local_training_seconds_per_client=train_seconds,
+                      dropped={**failed, **record.get("dropped", {})})
+        eval_clock = time.perf_counter()
+        record["metrics"] = federated_evaluation(grid, vector, round_id, nodes, run.reply_timeout)
+        record["evaluation"] = EVALUATION_DISCLOSURE
+        record["evaluation_seconds"] = time.perf_counter() - eval_clock
+        record["round_seconds"] = time.perf_counter() - clock
+        log.info("privfed training round %d: %s", round_id, json.dumps(
+            {k: record.get(k) for k in ("survivors", "metrics", "upload_bytes_per_client", "round_seconds")}))
+        if sink is not None:
+            sink(record, report, vector)
+        records.append(record)
+        if run.stop_after and round_id >= run.stop_after:
+            break
+    return records
