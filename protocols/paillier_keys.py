@@ -250,6 +250,11 @@ def _unit_below(bound, prime):
             return value
 
 
+def short_exponent_for(n: int, p: int, q: int) -> "_ShortExponent":
+    """The (lazily built) short-exponent base and tables of the key (n = p q), shared by all its client bundles."""
+    return _ShortExponent(n, gmpy2.mpz(p) ** 2, gmpy2.mpz(q) ** 2)
+
+
 class PaillierAuthority(KeyAuthority[ClientKeys]):
     """Generates one phe key pair (lazily, on first use) and deals it."""
 
@@ -259,7 +264,7 @@ class PaillierAuthority(KeyAuthority[ClientKeys]):
         self.key_bits = key_bits
         self._n, self._p, self._q = public.n, private.p, private.q
         self._public = public_material(public.n)
-        self._short = _ShortExponent(self._n, gmpy2.mpz(self._p) ** 2, gmpy2.mpz(self._q) ** 2)  # built lazily
+        self._short = short_exponent_for(self._n, self._p, self._q)  # built lazily
 
     def __repr__(self) -> str:
         return f"PaillierAuthority(key_bits={self.key_bits})"

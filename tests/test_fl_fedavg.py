@@ -185,6 +185,9 @@ def test_protocol_persists_while_the_protection_stays_and_is_recreated_on_switch
 
     monkeypatch.setattr(fedavg.registry, "create", create)
     monkeypatch.setattr(fedavg, "run_round", run_round)
+    import privfed.threat.plan as plan  # the plan check builds each protocol once to validate its options
+
+    monkeypatch.setattr(plan, "_invalid_options", lambda name, opts: None)
     result = run_fedavg(load_config(overrides=[*TINY, "fl.rounds=5", "plan='1-2:plaintext,3:dp,4-5:plaintext'"]))
     assert created == ["plaintext", "dp", "plaintext"]
     assert [name for _, name, _, _ in seen] == ["plaintext", "plaintext", "dp", "plaintext", "plaintext"]

@@ -154,7 +154,7 @@ def test_dp_sgd_round_keeps_no_per_client_figure(tmp_path: Path) -> None:
     result = run_fedavg(config, tmp_path / "run")
     (line,) = (tmp_path / "run" / "rounds.jsonl").read_text().splitlines()
     record = json.loads(line)
-    assert record == result.rounds[0] and record["dp_event"]["placement"] == "dp-sgd"  # the round's event stays
+    assert record == result.rounds[0] and record["dp_events"]["model"]["record"]["placement"] == "dp-sgd"  # the round's event stays
     for client in record["clients"].values():
         assert set(client) <= {"name", "dp_event"}
         assert not [v for v in client.get("dp_event", {}).values() if isinstance(v, (int, float))]

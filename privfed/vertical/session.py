@@ -22,7 +22,7 @@ from protocols.csprng import CSPRNG
 from protocols.errors import MessageError, PrivfedError, ProtocolAbort
 from protocols.vertical import FeatureParty, LabelDP, LabelParty, get as get_protection
 from protocols.wire import peek_header
-from privfed.runtime.local import run_round, transcript_entry
+from privfed.runtime.local import TranscriptKey, run_round, transcript_entry
 
 from .config import VerticalConfig
 from .data import PartyData, load_party
@@ -62,6 +62,7 @@ class _Session:
         self.protection = get_protection(cfg.protection)
         self.books = _Books()
         self.transcript: list[Any] = []
+        self.transcript_key = TranscriptKey()  # keyed digests: a shared session directory fingerprints no data
         self.label_name = cfg.label_party
         self.names = [p.name for p in cfg.feature_parties]
         self.step = 0
@@ -80,7 +81,7 @@ class _Session:
             if payload is None:
                 return None
         self.books.message(phase, sender, recipient, len(payload))
-        self.transcript.append(transcript_entry(phase, sender, recipient, payload))
+        self.transcript.append(transcript_entry(phase, sender, recipient, payload, self.transcript_key))
         return payload
 
     def _exchange(self, phase: str, requests: Mapping[int, bytes]) -> dict[int, bytes]:

@@ -77,7 +77,7 @@ def _dealt_paillier_class() -> type:
     global _DEALT_PAILLIER
     if _DEALT_PAILLIER is not None:
         return _DEALT_PAILLIER
-    from protocols.paillier_keys import PaillierAuthority, public_material
+    from protocols.paillier_keys import PaillierAuthority, public_material, short_exponent_for
 
     class DealtPaillierAuthority(PaillierAuthority):
         """A Paillier key authority rebuilt from dealt numbers: the modulus n (public) and, on nodes, its factors."""
@@ -91,6 +91,7 @@ def _dealt_paillier_class() -> type:
             self.key_bits, self._n = key_bits, n
             self._p, self._q = factors if factors is not None else (None, None)
             self._public = public_material(n)
+            self._short = short_exponent_for(n, self._p, self._q) if factors is not None else None
 
         def __reduce__(self) -> tuple:
             factors = (self._p, self._q) if self._p is not None else None
