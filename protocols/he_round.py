@@ -426,7 +426,7 @@ class HEClient(ClientStateMachine):
             return self._setup(message)
         if message.kind == UPLOAD.kind:
             return self._upload(message)
-        if message.kind == "decrypt-request":
+        if message.kind == "decrypt-request" or (self.protocol.active and message.kind == _decrypt_contributions()):
             return self._decrypt(message)
         return self._handle_other(message)
 
@@ -543,3 +543,8 @@ def _active_specs() -> tuple[MessageSpec, MessageSpec, dict[str, FieldSpec]]:
     upload = MessageSpec(UPLOAD.kind, {**UPLOAD.fields, **nonce_list}, max_bytes=64 + 40 * (1 << 20))
     return ready, upload, nonce_list
 
+
+def _decrypt_contributions() -> str:
+    """The active-mode decrypt request's kind (the signed contributions instead of a sum)."""
+    from .he_active import DECRYPT_CONTRIBUTIONS
+    return DECRYPT_CONTRIBUTIONS
