@@ -27,8 +27,8 @@ ALIGN_ROUND = 0
 COMBINES = ("concat", "sum")
 MAX_BATCH = 1 << 16
 MAX_EMBEDDING = 4096
-_ELEMENTS = FieldSpec("array", dtype="uint8", max_length=MAX_SET_SIZE * ELEMENT_BYTES)
-_MATRIX = FieldSpec("array", dtype="float32", max_length=MAX_BATCH * MAX_EMBEDDING)
+_ELEMENTS = FieldSpec("array", dtype="uint8", max_length=MAX_SET_SIZE * ELEMENT_BYTES, shape=(None, ELEMENT_BYTES))
+_MATRIX = FieldSpec("array", dtype="float32", max_length=MAX_BATCH * MAX_EMBEDDING, shape=(None, None))
 
 #: label party -> feature party: its own ids, masked (PSI step 1)
 PSI_MASKED = MessageSpec("psi-masked", {"masked": _ELEMENTS})
