@@ -192,7 +192,11 @@ def _plan_options(config: ExperimentConfig, data: FederatedDataset, names: list[
     for name in names:
         if catalogue.get(name).dp == "dp-sgd":
             for key, value in schedule.items():
-                out.setdefault(name, {}).setdefault(key, value)
+                # the data's schedule is what the trainer will run: a declared smaller one would make the plan
+                # promise less than the ledger then records, so the larger (worse) of the two is planned
+                declared = out.setdefault(name, {}).get(key)
+                if not isinstance(declared, (int, float)) or isinstance(declared, bool) or declared < value:
+                    out[name][key] = value
     return out
 
 
