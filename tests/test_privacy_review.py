@@ -41,3 +41,65 @@ def test_dp_sgd_target_mode_plans_the_schedule_the_trainer_runs_not_a_smaller_de
     last = result.rounds[-1]
     assert last["epsilon_unit"] == "record"
     assert isinstance(last["epsilon_model"], float) and last["epsilon_model"] <= 3.0 + 1e-9
+
+
+def test_run_reports_epsilon_at_the_delta_the_plan_promised_it_at() -> None:
+    """Finding: the plan promised epsilon at ``threat.delta`` but the run's ledger reported it at
+    ``protection.delta``: threat.delta=1e-3 with protection.delta=1e-9 showed 5.79 > target 5 for a plan that
+    promised 3.29 (and a larger protection.delta would show a figure below the truth at the declared delta)."""
+    threat = ThreatModel(server="trusted", epsilon=5.0, delta=1e-3)
+    options = {"dp": {"noise_multiplier": 1.5}}
+    promised = planned_epsilon([(1, "dp")], threat, 3, options, "pld")["model"]
+    result = _run(["train.max_batches=1", "fl.rounds=1", "fl.clients_per_round=3", "plan=dp",
+                   "threat.server=trusted", "threat.epsilon=5", "threat.delta=1e-3", "protection.delta=1e-9",
+                   "protection.options.dp.noise_multiplier=1.5"])
+    last = result.rounds[-1]
+    assert last["privacy"]["delta"] == pytest.approx(1e-3)
+    assert result.summary["delta"] == pytest.approx(1e-3)
+    assert last["epsilon_model"] <= promised * (1 + 1e-9)
+
+
+def test_a_colluders_option_cannot_lower_the_declared_collusion_in_the_ledger() -> None:
+    """Finding: ``secagg+dp.colluders=0`` (setdefault) overrode the threat's collusion=1, so the run's
+    ``epsilon_server`` counted the colluder's noise share as secret: it equalled ``epsilon_model``."""
+    result = _run(["train.max_batches=1", "fl.rounds=1", "fl.clients_per_round=3", "plan=secagg+dp",
+                   "threat.server=honest-but-curious", "threat.collusion=1", "threat.epsilon=200",
+                   "protection.options.secagg+dp.noise_multiplier=1.0", "protection.options.secagg+dp.colluders=0"])
+    last = result.rounds[-1]
+    assert last["protocol"]["colluders"] == 1
+    assert last["epsilon_server"] > last["epsilon_model"] * 1.05
+
+
+def _distributed_round(options: dict, invited: int, dropped: int) -> PrivacyLedger:
+    protocol = registry.create("secagg+dp", {"max_weight": 1.0, "clip": 1.0, **options})
+    updates = {c: ClientUpdate(np.full(8, 0.01 * (c + 1), np.float32), 1.0) for c in range(invited)}
+    report = run_round(protocol, 1, updates, drops={c: "before-upload" for c in range(dropped)}, transcript=False)
+    assert report.result is not None, report.summary()
+    ledger = PrivacyLedger()
+    ledger.record(1, report.result.info["dp_events"])
+    return ledger
+
+
+def test_a_round_inviting_more_clients_than_planned_keeps_the_planned_noise() -> None:
+    """Finding: distributed DP split its noise over the clients actually invited, and the runtime guard only
+    floored the survivor count. Under Poisson sampling a round may invite more than the planned n: planned n=10,
+    dropout=0.2 (floor 8); a round inviting 14 with 6 dropouts kept 8 survivors of a 14-way split, z*sqrt(8/14)
+    instead of the planned z*sqrt(8/10). The guards now pin expected_clients to the planned split."""
+    threat = ThreatModel(server="honest-but-curious", dropout=0.2, epsilon=50.0)
+    options = {"noise_multiplier": 1.0}
+    promised = planned_epsilon([(1, "secagg+dp")], threat, 10, {"secagg+dp": options}, "pld")
+    guards = runtime_options("secagg+dp", options, threat, 10)
+    ledger = _distributed_round({**options, **guards, "threshold": 8}, invited=14, dropped=6)
+    for observer in ("server", "model"):
+        assert ledger.epsilon(1e-5, "pld", "user", observer) <= promised[observer] * (1 + 1e-9)
+
+
+def test_poisson_sampling_never_divides_by_the_exact_sampled_count() -> None:
+    """Finding: with ``fl.sampling = 'poisson'`` and no expected_clients, user-level DP divided by the number of
+    clients invited, a random count that depends on who is in the population, released unaccounted."""
+    from privfed.experiment.fedavg import _clients_per_round
+
+    result = _run(["train.max_batches=1", "fl.rounds=1", "fl.sampling=poisson", "fl.sample_rate=0.6", "plan=dp",
+                   "threat.server=trusted", "protection.options.dp.noise_multiplier=1.0"])
+    expected = _clients_per_round(result.config, len(result.dataset.clients))
+    assert result.rounds[-1]["protocol"]["expected_clients"] == expected

@@ -279,9 +279,21 @@ def run_fedavg(config: ExperimentConfig, out_dir: str | Path | None = None, *, r
         for key, value in plan_options.get(name, {}).items():
             options.setdefault(key, value)
         if catalogue.get(name).dp == "distributed":
-            options.setdefault("colluders", threat.collusion)
+            # the ledger's server-side epsilon is for the declared colluders at least: a protection option may
+            # raise the count, never lower it below the threat model's (an invalid value is left for DPOptions)
+            declared = options.get("colluders")
+            if declared is None or (isinstance(declared, int) and not isinstance(declared, bool)):
+                options["colluders"] = max(threat.collusion, declared or 0)
             if threat.wants_dp:  # the plan promised an epsilon: never spend more in a round with fewer survivors
                 options.update({k: v for k, v in guards.get(name, {}).items() if k == "min_noise_survivors"})
+                # ... nor in a round that invites more clients than planned (the noise split over them is thinner)
+                options.setdefault("expected_clients", guards.get(name, {}).get("expected_clients"))
+        if config.fl.sampling == "poisson" and catalogue.get(name).dp in ("central", "local", "distributed") \
+                and options.get("denominator", "fixed") == "fixed":
+            # under Poisson sampling the invited count is random: dividing by it would release it unaccounted
+            options.setdefault("expected_clients", per_round)
+        if options.get("expected_clients", 0) is None:
+            options.pop("expected_clients")
         return options
 
     # validate every protection before round 1; keep each instance for its first run of rounds
@@ -330,6 +342,8 @@ def run_fedavg(config: ExperimentConfig, out_dir: str | Path | None = None, *, r
         rundir.write_summary(summary)
 
     unit = _dp_unit(config, plan)
+    # with a DP target the run reports epsilon at the delta the plan promised it at (protection.delta otherwise)
+    report_delta = threat.delta if threat.wants_dp and threat.delta is not None else config.protection.delta
     records: list[dict[str, Any]] = []
     reports: list[RoundReport] = []
     client_states: dict[str, MutableMapping[int, MutableMapping[str, Any]]] = {}
@@ -435,7 +449,7 @@ def run_fedavg(config: ExperimentConfig, out_dir: str | Path | None = None, *, r
             record["dp_events"] = events
         else:
             totals["aborted_rounds"] += 1
-        record.update(_privacy(ledger, dp_events, config.protection.delta, unit))
+        record.update(_privacy(ledger, dp_events, report_delta, unit))
         load_flat(template, vector, layout)
         record["metrics"] = evaluate(template, data.eval)
         train_losses = [(c["samples"], c["train_loss"]) for c in client_info.values()
@@ -481,7 +495,7 @@ def run_fedavg(config: ExperimentConfig, out_dir: str | Path | None = None, *, r
         "final_metrics": all_rounds[-1]["metrics"] if all_rounds else initial_metrics,
         **{k: (all_rounds[-1].get(k) if all_rounds else None)
            for k in ("epsilon_model", "epsilon_server", "epsilon_unit")},
-        "delta": config.protection.delta,
+        "delta": report_delta,
     })
     summary = redact_summary(to_jsonable(summary))
     if rundir is not None:

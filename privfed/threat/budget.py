@@ -123,8 +123,10 @@ def runtime_options(name: str, opts: Mapping[str, Any], threat: ThreatModel, cli
     if catalogue.get(name).dp != "distributed" or clients is None:
         return {}
     m = opts.get("expected_clients") or clients
+    # expected_clients pins the noise split at the planned m: a round that invites more clients (Poisson sampling)
+    # would otherwise give each a thinner share, and the survivor floor alone would not keep the planned noise
     return {"colluders": threat.collusion, "min_noise_survivors": min(clients - threat.expected_dropouts(clients),
-                                                                      int(m))}
+                                                                      int(m)), "expected_clients": int(m)}
 
 
 def calibrate(names: Sequence[str], rounds: Sequence[tuple[int, str]], threat: ThreatModel, clients: int | None,
