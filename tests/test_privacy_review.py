@@ -103,3 +103,42 @@ def test_poisson_sampling_never_divides_by_the_exact_sampled_count() -> None:
                    "threat.server=trusted", "protection.options.dp.noise_multiplier=1.0"])
     expected = _clients_per_round(result.config, len(result.dataset.clients))
     assert result.rounds[-1]["protocol"]["expected_clients"] == expected
+
+
+ODD_PLANS = [
+    # (arguments, a word the refusal must name)
+    (["--plan", "dp", "--threat", "server=trusted,epsilon=5", "-o", "dp.noise_multiplier=1e308"], "noise multiplier"),
+    (["--plan", "secagg+dp", "--clients", "5", "--threat", "server=honest-but-curious,epsilon=5",
+      "-o", "secagg+dp.noise_multiplier=1e-9"], "noise multiplier"),
+    (["--plan", "ckks+dp", "--clients", "5", "--threat", "server=honest-but-curious,epsilon=5",
+      "-o", "ckks+dp.noise_multiplier=1e300"], "noise multiplier"),
+    (["--plan", "secagg+dp", "--clients", "5", "--threat", "server=honest-but-curious,epsilon=5",
+      "-o", "secagg+dp.noise_multiplier=3", "-o", "secagg+dp.clip_norm=1e300"], "noise bound"),
+    (["--plan", "dp-sgd", "--threat", "server=trusted,dp_unit=record,epsilon=1", "-o", "dp-sgd.noise_multiplier=1",
+      "-o", "dp-sgd.local_steps=1000000000000", "-o", "dp-sgd.record_sample_rate=0.5"], "step count"),
+    (["--plan", "secagg", "--clients", "0", "--threat", "server=honest-but-curious"], "clients"),
+    (["--plan", "secagg", "--clients", "-5", "--threat", "server=honest-but-curious"], "clients"),
+]
+
+
+@pytest.mark.parametrize("args,named", ODD_PLANS)
+def test_privfed_plan_refuses_odd_options_with_its_own_error(args: list[str], named: str) -> None:
+    """Finding: these crashed ``privfed plan`` with OverflowError / ValueError / numpy MemoryError from the
+    accountant or the fixed-point planner, or ValueError from the catalogue's round context."""
+    from click.testing import CliRunner
+
+    from privfed.cli import main
+
+    result = CliRunner().invoke(main, ["plan", "--rounds", "3", *args])
+    assert result.exit_code != 0
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    assert named in result.output, result.output
+
+
+def test_the_ledger_refuses_events_the_accountant_cannot_evaluate() -> None:
+    from protocols.dp.events import central_events
+
+    ledger = PrivacyLedger()
+    ledger.record(1, central_events(1e-9, 1.0))
+    with pytest.raises(ConfigError, match="cannot be computed"):
+        ledger.epsilon(1e-5, "pld")

@@ -31,6 +31,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from protocols.errors import ConfigError
 from privfed.threat.model import MALICIOUS, ThreatModel
 
 __all__ = [
@@ -106,7 +107,7 @@ class RoundContext:
     def __post_init__(self) -> None:
         if self.clients is not None and (isinstance(self.clients, bool) or not isinstance(self.clients, int)
                                          or self.clients < 1):
-            raise ValueError(f"clients must be a positive whole number, got {self.clients!r}")
+            raise ConfigError(f"clients must be a positive whole number, got {self.clients!r}")
 
 
 _HE_ASSUMPTIONS = ("a key authority gives the secret key to the clients only; the server holds public key "
