@@ -142,3 +142,43 @@ def test_the_ledger_refuses_events_the_accountant_cannot_evaluate() -> None:
     ledger.record(1, central_events(1e-9, 1.0))
     with pytest.raises(ConfigError, match="cannot be computed"):
         ledger.epsilon(1e-5, "pld")
+
+
+# -- SecAgg against a malicious server (active mode): the hint and the reason ---------------------------------------
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(4, 14), st.integers(0, 3), st.sampled_from([0.0, 0.1, 0.2, 0.3]), st.integers(2, 14))
+def test_a_secagg_threshold_hint_under_a_malicious_server_is_really_accepted(n: int, collusion: int, dropout: float,
+                                                                             threshold: int) -> None:
+    """Finding: under server=malicious (active=true) the refusal's hint only knew t > c and n - t >= d, so
+    n=6, collusion=1, dropout=0.2, t=5 was told 'e.g. secagg.threshold=2', which the active condition 2t > n + c
+    refuses (t=4 is the answer)."""
+    import re
+
+    threat = ThreatModel(server="malicious", collusion=collusion, dropout=dropout)
+    try:
+        resolve_plan("secagg", 1, threat, clients=n, options={"secagg": {"active": True, "threshold": min(threshold,
+                                                                                                         n)}})
+        return
+    except PlanRefused as exc:
+        hint = re.search(r"e\.g\. secagg\.threshold=(\d+)", str(exc))
+    if hint is None:
+        return
+    resolve_plan("secagg", 1, threat, clients=n, options={"secagg": {"active": True, "threshold": int(hint[1])}})
+
+
+def test_an_accepted_malicious_server_secagg_plan_claims_only_the_colluders_checked() -> None:
+    """Finding: the accepted reason said 'hides updates from the server + up to 3 colluders (t=4 > collusion=1)' for
+    n=6 against a malicious server, where the active guarantee (2t > n + n_C) covers at most 1 colluder."""
+    import re
+
+    from protocols.secagg.active import active_condition
+
+    threat = ThreatModel(server="malicious", collusion=1)
+    plan = resolve_plan("secagg", 1, threat, clients=6, options={"secagg": {"active": True, "threshold": 4}})
+    claimed = int(re.search(r"up to (\d+) colluders", plan[0].reason)[1])
+    assert active_condition(6, 4, claimed) is None and active_condition(6, 4, claimed + 1) is not None
