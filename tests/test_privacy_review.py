@@ -182,3 +182,30 @@ def test_an_accepted_malicious_server_secagg_plan_claims_only_the_colluders_chec
     plan = resolve_plan("secagg", 1, threat, clients=6, options={"secagg": {"active": True, "threshold": 4}})
     claimed = int(re.search(r"up to (\d+) colluders", plan[0].reason)[1])
     assert active_condition(6, 4, claimed) is None and active_condition(6, 4, claimed + 1) is not None
+
+
+def test_the_run_plans_secagg_dp_for_its_real_model_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Finding: the FedAvg loop never passed the model size to the plan check or target mode, so secagg+dp's
+    rounding slack was planned for DEFAULT_MODEL_SIZE (10M) while the ledger uses the real size; with a small ring
+    (ring_bits=20, 10 clients, z=1, one round) the epsilon at 40M parameters is 6.9 (RDP), planned as 5.8. Here the default is shrunk to 1 to
+    stand for 'a model larger than assumed': the plan must still see the real size."""
+    import privfed.threat.budget as budget
+
+    monkeypatch.setattr(budget, "DEFAULT_MODEL_SIZE", 1)
+    seen: list[int | None] = []
+    real = budget.planned_events
+
+    def spy(name, opts, threat, clients, model_size=None):  # type: ignore[no-untyped-def]
+        seen.append(model_size)
+        return real(name, opts, threat, clients, model_size)
+
+    monkeypatch.setattr(budget, "planned_events", spy)
+    result = _run(["train.max_batches=1", "fl.rounds=1", "fl.clients_per_round=3", "plan=secagg+dp",
+                   "threat.server=honest-but-curious", "threat.epsilon=100",
+                   "protection.options.secagg+dp.noise_multiplier=1.5", "protection.options.secagg+dp.ring_bits=16"])
+    size = result.summary["model"]["parameters"]
+    assert seen and all(s is not None and s >= size for s in seen)
+    promised = budget.planned_epsilon([(1, "secagg+dp")], ThreatModel(server="honest-but-curious", epsilon=100.0), 3,
+                                      {"secagg+dp": {"noise_multiplier": 1.5, "ring_bits": 16}}, "pld",
+                                      model_size=max(s for s in seen if s is not None))
+    assert result.rounds[-1]["epsilon_server"] <= promised["server"] * (1 + 1e-9)

@@ -200,8 +200,21 @@ def _plan_options(config: ExperimentConfig, data: FederatedDataset, names: list[
     return out
 
 
+def _model_size_bound(config: ExperimentConfig, data: FederatedDataset) -> int | None:
+    """Parameters of the run's model (either variant: DP-SGD's DPLSTM/DPGRU or the plain one), plus the weight
+    coordinate: the size secagg+dp's planned rounding slack must assume (the default assumes 10M and a larger model
+    would spend more than the plan promised)."""
+    sizes = []
+    for dp_compatible in (False, True):
+        try:
+            sizes.append(ParamLayout.of(build_model(data.model_spec(config.model, dp_compatible), config.seed)).size)
+        except (ImportError, PrivfedError):  # the DP-compatible variant needs Opacus
+            continue
+    return max(sizes) + 1 if sizes else None
+
+
 def _noise_for_target(config: ExperimentConfig, plan: list[PlannedRound], clients: int,
-                      options: Mapping[str, Mapping[str, Any]]) -> dict[str, float]:
+                      options: Mapping[str, Mapping[str, Any]], model_size: int | None = None) -> dict[str, float]:
     """Target mode: with an epsilon target in ``[threat]``, one noise multiplier for the DP protections the plan uses
     whose options do not set one, calibrated by :func:`privfed.threat.budget.calibrate` — the same planned events the
     plan check composes, per distrusted observer. An explicit ``noise_multiplier`` always wins."""
@@ -212,7 +225,7 @@ def _noise_for_target(config: ExperimentConfig, plan: list[PlannedRound], client
              if n in CALIBRATABLE and "noise_multiplier" not in options.get(n, {})]
     if not names:
         return {}
-    z = calibrate(names, [(p.round, p.protection) for p in plan], threat, clients, options)
+    z = calibrate(names, [(p.round, p.protection) for p in plan], threat, clients, options, model_size)
     return {name: z for name in names}
 
 
@@ -260,16 +273,18 @@ def run_fedavg(config: ExperimentConfig, out_dir: str | Path | None = None, *, r
     n_clients = len(data.clients)
     per_round = _clients_per_round(config, n_clients)
     threat = _threat(config)
+    model_size = _model_size_bound(config, data) if threat.wants_dp else None
     plan_options = _plan_options(config, data, [n for n in catalogue.names() if catalogue.get(n).dp == "dp-sgd"])
     if threat.wants_dp:  # target mode: unconfigured noise is only advice to the first check, then calibrated
-        provisional = resolve_plan(config.plan, config.fl.rounds, threat, clients=per_round, options=plan_options)
-        targeted = _noise_for_target(config, provisional, per_round, plan_options)
+        provisional = resolve_plan(config.plan, config.fl.rounds, threat, clients=per_round, options=plan_options,
+                                   model_size=model_size)
+        targeted = _noise_for_target(config, provisional, per_round, plan_options, model_size)
         for name, z in targeted.items():
             plan_options.setdefault(name, {})["noise_multiplier"] = z
     else:
         targeted = {}
     plan: list[PlannedRound] = resolve_plan(config.plan, config.fl.rounds, threat, clients=per_round,
-                                            options=plan_options)
+                                            options=plan_options, model_size=model_size)
     max_weight = float(data.max_weight)
     guards = {p.protection: runtime_options(p.protection, plan_options.get(p.protection, {}), threat, per_round)
               for p in plan}
