@@ -209,3 +209,15 @@ def test_the_run_plans_secagg_dp_for_its_real_model_size(monkeypatch: pytest.Mon
                                       {"secagg+dp": {"noise_multiplier": 1.5, "ring_bits": 16}}, "pld",
                                       model_size=max(s for s in seen if s is not None))
     assert result.rounds[-1]["epsilon_server"] <= promised["server"] * (1 + 1e-9)
+
+
+def test_target_mode_searches_below_noise_that_does_not_fit_the_ring() -> None:
+    """Finding: target mode first tried noise multiplier 1000, whose discrete-noise bound fits no scale of a 14-bit
+    SecAgg ring, so ``privfed run`` stopped with HeadroomError ('no scale fits 3 clients ... noise bound 6.93e+03')
+    although z ~ 1.8 fits and meets epsilon=3."""
+    result = _run(["train.max_batches=1", "fl.rounds=1", "fl.clients_per_round=3", "plan=secagg+dp",
+                   "threat.server=honest-but-curious", "threat.epsilon=3",
+                   "protection.options.secagg+dp.ring_bits=14"])
+    last = result.rounds[-1]
+    assert not last.get("aborted"), last.get("aborted")
+    assert last["epsilon_server"] <= 3.0 + 1e-9
