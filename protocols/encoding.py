@@ -77,11 +77,18 @@ class FixedPoint:
         """The finest scale (largest frac_bits) whose sum over ``max_clients`` fits ``total_bits``."""
         if not (math.isfinite(clip) and clip > 0):
             raise ConfigError(f"clip must be a positive finite number, got {clip}")
+        if not (math.isfinite(extra_per_client_real) and extra_per_client_real >= 0):
+            raise ConfigError(f"extra_per_client_real must be a finite number >= 0, got {extra_per_client_real}")
         for frac_bits in range(total_bits - 1, -1, -1):
-            extra = math.ceil(extra_per_client_real * 2.0 ** frac_bits)
+            scaled = extra_per_client_real * 2.0 ** frac_bits
+            if not math.isfinite(scaled):  # an astronomically wide noise share fits no finer scale
+                continue
+            extra = math.ceil(scaled)
             if max_clients * (math.ceil(clip * 2.0 ** frac_bits) + 1 + extra) < 1 << (total_bits - 1):
                 return cls(clip, frac_bits, total_bits, max_clients, extra)
-        raise HeadroomError(f"no scale fits {max_clients} clients with clip {clip} in {total_bits} bits")
+        raise HeadroomError(f"no scale fits {max_clients} clients with clip {clip}"
+                            + (f" and a per-client noise bound of {extra_per_client_real:.3g}" if extra_per_client_real
+                               else "") + f" in {total_bits} bits")
 
     @property
     def scale(self) -> float:

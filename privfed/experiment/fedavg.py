@@ -192,12 +192,29 @@ def planned_options(config: ExperimentConfig, data: FederatedDataset, names: lis
     for name in names:
         if catalogue.get(name).dp == "dp-sgd":
             for key, value in schedule.items():
-                out.setdefault(name, {}).setdefault(key, value)
+                # the data's schedule is what the trainer will run: a declared smaller one would make the plan
+                # promise less than the ledger then records, so the larger (worse) of the two is planned
+                declared = out.setdefault(name, {}).get(key)
+                if not isinstance(declared, (int, float)) or isinstance(declared, bool) or declared < value:
+                    out[name][key] = value
     return out
 
 
+def _model_size_bound(config: ExperimentConfig, data: FederatedDataset) -> int | None:
+    """Parameters of the run's model (either variant: DP-SGD's DPLSTM/DPGRU or the plain one), plus the weight
+    coordinate: the size secagg+dp's planned rounding slack must assume (the default assumes 10M and a larger model
+    would spend more than the plan promised)."""
+    sizes = []
+    for dp_compatible in (False, True):
+        try:
+            sizes.append(ParamLayout.of(build_model(data.model_spec(config.model, dp_compatible), config.seed)).size)
+        except (ImportError, PrivfedError):  # the DP-compatible variant needs Opacus
+            continue
+    return max(sizes) + 1 if sizes else None
+
+
 def _noise_for_target(config: ExperimentConfig, plan: list[PlannedRound], clients: int,
-                      options: Mapping[str, Mapping[str, Any]]) -> dict[str, float]:
+                      options: Mapping[str, Mapping[str, Any]], model_size: int | None = None) -> dict[str, float]:
     """Target mode: with an epsilon target in ``[threat]``, one noise multiplier for the DP protections the plan uses
     whose options do not set one, calibrated by :func:`privfed.threat.budget.calibrate` — the same planned events the
     plan check composes, per distrusted observer. An explicit ``noise_multiplier`` always wins."""
@@ -208,7 +225,7 @@ def _noise_for_target(config: ExperimentConfig, plan: list[PlannedRound], client
              if n in CALIBRATABLE and "noise_multiplier" not in options.get(n, {})]
     if not names:
         return {}
-    z = calibrate(names, [(p.round, p.protection) for p in plan], threat, clients, options)
+    z = calibrate(names, [(p.round, p.protection) for p in plan], threat, clients, options, model_size)
     return {name: z for name in names}
 
 
@@ -282,16 +299,18 @@ def run_fedavg(config: ExperimentConfig, out_dir: str | Path | None = None, *, r
     n_clients = len(data.clients)
     per_round = clients_per_round(config, n_clients)
     threat = declared_threat(config)
+    model_size = _model_size_bound(config, data) if threat.wants_dp else None
     plan_options = planned_options(config, data, [n for n in catalogue.names() if catalogue.get(n).dp == "dp-sgd"])
     if threat.wants_dp:  # target mode: unconfigured noise is only advice to the first check, then calibrated
-        provisional = resolve_plan(config.plan, config.fl.rounds, threat, clients=per_round, options=plan_options)
-        targeted = _noise_for_target(config, provisional, per_round, plan_options)
+        provisional = resolve_plan(config.plan, config.fl.rounds, threat, clients=per_round, options=plan_options,
+                                   model_size=model_size)
+        targeted = _noise_for_target(config, provisional, per_round, plan_options, model_size)
         for name, z in targeted.items():
             plan_options.setdefault(name, {})["noise_multiplier"] = z
     else:
         targeted = {}
     plan: list[PlannedRound] = resolve_plan(config.plan, config.fl.rounds, threat, clients=per_round,
-                                            options=plan_options)
+                                            options=plan_options, model_size=model_size)
     max_weight = float(data.max_weight)
     guards = {p.protection: runtime_options(p.protection, plan_options.get(p.protection, {}), threat, per_round)
               for p in plan}
@@ -301,9 +320,21 @@ def run_fedavg(config: ExperimentConfig, out_dir: str | Path | None = None, *, r
         for key, value in plan_options.get(name, {}).items():
             options.setdefault(key, value)
         if catalogue.get(name).dp == "distributed":
-            options.setdefault("colluders", threat.collusion)
+            # the ledger's server-side epsilon is for the declared colluders at least: a protection option may
+            # raise the count, never lower it below the threat model's (an invalid value is left for DPOptions)
+            declared = options.get("colluders")
+            if declared is None or (isinstance(declared, int) and not isinstance(declared, bool)):
+                options["colluders"] = max(threat.collusion, declared or 0)
             if threat.wants_dp:  # the plan promised an epsilon: never spend more in a round with fewer survivors
                 options.update({k: v for k, v in guards.get(name, {}).items() if k == "min_noise_survivors"})
+                # ... nor in a round that invites more clients than planned (the noise split over them is thinner)
+                options.setdefault("expected_clients", guards.get(name, {}).get("expected_clients"))
+        if config.fl.sampling == "poisson" and catalogue.get(name).dp in ("central", "local", "distributed") \
+                and options.get("denominator", "fixed") == "fixed":
+            # under Poisson sampling the invited count is random: dividing by it would release it unaccounted
+            options.setdefault("expected_clients", per_round)
+        if options.get("expected_clients", 0) is None:
+            options.pop("expected_clients")
         return options
 
     # validate every protection before round 1; keep each instance for its first run of rounds
@@ -353,6 +384,8 @@ def run_fedavg(config: ExperimentConfig, out_dir: str | Path | None = None, *, r
         rundir.write_summary(summary)
 
     unit = reported_unit(config, plan)
+    # with a DP target the run reports epsilon at the delta the plan promised it at (protection.delta otherwise)
+    report_delta = threat.delta if threat.wants_dp and threat.delta is not None else config.protection.delta
     records: list[dict[str, Any]] = []
     reports: list[RoundReport] = []
     client_states: dict[str, MutableMapping[int, MutableMapping[str, Any]]] = {}
@@ -462,7 +495,7 @@ def run_fedavg(config: ExperimentConfig, out_dir: str | Path | None = None, *, r
             record["dp_events"] = events
         else:
             totals["aborted_rounds"] += 1
-        record.update(privacy_figures(ledger, dp_events, config.protection.delta, unit))
+        record.update(privacy_figures(ledger, dp_events, report_delta, unit))
         load_flat(template, vector, layout)
         record["metrics"] = evaluate(template, data.eval)
         train_losses = [(c["samples"], c["train_loss"]) for c in client_info.values()
@@ -508,7 +541,7 @@ def run_fedavg(config: ExperimentConfig, out_dir: str | Path | None = None, *, r
         "final_metrics": all_rounds[-1]["metrics"] if all_rounds else initial_metrics,
         **{k: (all_rounds[-1].get(k) if all_rounds else None)
            for k in ("epsilon_model", "epsilon_server", "epsilon_unit")},
-        "delta": config.protection.delta,
+        "delta": report_delta,
     })
     summary = redact_summary(to_jsonable(summary))
     if rundir is not None:

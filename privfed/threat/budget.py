@@ -123,8 +123,10 @@ def runtime_options(name: str, opts: Mapping[str, Any], threat: ThreatModel, cli
     if catalogue.get(name).dp != "distributed" or clients is None:
         return {}
     m = opts.get("expected_clients") or clients
+    # expected_clients pins the noise split at the planned m: a round that invites more clients (Poisson sampling)
+    # would otherwise give each a thinner share, and the survivor floor alone would not keep the planned noise
     return {"colluders": threat.collusion, "min_noise_survivors": min(clients - threat.expected_dropouts(clients),
-                                                                      int(m))}
+                                                                      int(m)), "expected_clients": int(m)}
 
 
 def calibrate(names: Sequence[str], rounds: Sequence[tuple[int, str]], threat: ThreatModel, clients: int | None,
@@ -140,11 +142,22 @@ def calibrate(names: Sequence[str], rounds: Sequence[tuple[int, str]], threat: T
             trial.setdefault(name, {})["noise_multiplier"] = z
         return max(planned_epsilon(rounds, threat, clients, trial, "rdp", model_size).values())
 
+    from protocols.errors import HeadroomError
+
     low, high = 0.05, 1000.0
-    best = eps(high)
+    while True:  # a wider noise share may not fit the protocol's ring (secagg+dp): search below what fits
+        try:
+            best = eps(high)
+            break
+        except HeadroomError as exc:
+            if high / 2 < low:
+                raise ConfigError(f"no noise multiplier in [{low:g}, 1000] fits {', '.join(names)}'s encoding: "
+                                  f"{exc}") from None
+            high /= 2
     if best > threat.epsilon:
         raise ConfigError(f"epsilon target {threat.epsilon:g} cannot be met by {', '.join(names)} over "
-                          f"{len(rounds)} rounds even with noise multiplier {high:g} (best reachable epsilon "
+                          f"{len(rounds)} rounds even with noise multiplier {high:g}, the largest that fits (best "
+                          f"reachable epsilon "
                           f"{best:.3g}): plan fewer rounds, more clients per round, or a larger epsilon")
     if eps(low) <= threat.epsilon:
         return low

@@ -36,6 +36,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from protocols.errors import ConfigError
 from privfed.threat.model import MALICIOUS, ThreatModel
 
 __all__ = [
@@ -111,7 +112,7 @@ class RoundContext:
     def __post_init__(self) -> None:
         if self.clients is not None and (isinstance(self.clients, bool) or not isinstance(self.clients, int)
                                          or self.clients < 1):
-            raise ValueError(f"clients must be a positive whole number, got {self.clients!r}")
+            raise ConfigError(f"clients must be a positive whole number, got {self.clients!r}")
 
 
 _HE_ASSUMPTIONS = ("a key authority gives the secret key to the clients only; the server holds public key "
@@ -342,7 +343,7 @@ def unmet_requirements(name: str, threat: ThreatModel, context: RoundContext | N
             if p.dp_trusts_server and threat.distrusts_server:
                 unmet.append(f"{name} adds the noise at the server, so its epsilon does not hold against the "
                              f"{threat.server} server")
-    return unmet
+    return list(dict.fromkeys(unmet))  # one reason once (the active and the threshold checks may both say it)
 
 
 def _secagg_unmet(name: str, threat: ThreatModel, ctx: RoundContext) -> list[str]:
@@ -366,6 +367,11 @@ def _secagg_unmet(name: str, threat: ThreatModel, ctx: RoundContext) -> list[str
     unmet: list[str] = []
     if sa.graph == "complete":
         low, high = max(c + 1, 2), n - d
+        if threat.server == MALICIOUS or ctx.options.get("active"):  # active mode also needs 2t > n + n_C
+            from protocols.secagg.active import corrupted_count
+
+            n_c = max(c, corrupted_count(n, sa.corruption_fraction))
+            low = max(low, (n + n_c) // 2 + 1)
         hint = (f" (a threshold in {low}..{high} meets both: e.g. {name}.threshold={low})" if low <= high else
                 f" (no threshold meets both collusion={c} and {d} dropouts with {n} clients)")
         if t <= c:
@@ -393,6 +399,10 @@ def secagg_reason(name: str, threat: ThreatModel, n: int, options: Mapping[str, 
     sa = secagg_round(name, n, options)
     t, c, d = sa.threshold, threat.collusion, threat.expected_dropouts(n)
     if sa.graph == "complete":
+        if threat.server == MALICIOUS:  # the active guarantee holds for n_C < min(t, 2t - n) colluders only
+            most = min(t - 1, 2 * t - n - 1)
+            return (f"hides updates from a malicious server + up to {most} colluders (2t > n + n_C: 2*{t} > {n} + "
+                    f"collusion={c}) and tolerates up to {n - t} dropout(s) (>= {d} expected)")
         return (f"hides updates from the server + up to {t - 1} colluders (t={t} > collusion={c}) and tolerates up to "
                 f"{n - t} dropout(s) (>= {d} expected)")
     from protocols.secagg.graph import sparse_failure

@@ -77,12 +77,21 @@ def epsilon_of_events(events: Iterable[tuple[object, int]], delta: float, accoun
     delta = check_delta(delta)
     acc = _accountant(accountant)
     any_event = False
-    for event, count in events:
-        acc.compose(event, int(count))
-        any_event = True
-    if not any_event:
-        return 0.0
-    return float(acc.get_epsilon(delta))
+    events = list(events)
+    try:
+        for event, count in events:
+            acc.compose(event, int(count))
+            any_event = True
+        if not any_event:
+            return 0.0
+        return float(acc.get_epsilon(delta))
+    except (OverflowError, ValueError, MemoryError, FloatingPointError) as exc:
+        # dp-accounting's own arithmetic gives up at extreme parameters (a multiplier of 1e-9 or 1e308, 10^12 steps):
+        # a refusal naming the parameters, never a foreign exception or a figure we cannot vouch for
+        shown = "; ".join(f"{count} x {event}" for event, count in events)[:300]
+        raise ConfigError(f"epsilon cannot be computed by the {accountant} accountant for these events ({shown}): "
+                          f"{type(exc).__name__}: {str(exc)[:120]}; use a noise multiplier, rate and step count in "
+                          f"a practical range") from None
 
 
 def epsilon_for(noise_multiplier: float, sample_rate: float, steps: int, delta: float, accountant: str = "pld",
