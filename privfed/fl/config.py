@@ -353,17 +353,20 @@ def apply_overrides(table: Mapping[str, Any], overrides: Iterable[str]) -> dict[
     return out
 
 
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """A config file's table, or ConfigError naming the file and what is wrong with it."""
+    try:
+        return tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path}: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config {path} is not valid TOML: {exc}") from None
+
+
 def load_config(path: str | Path | None = None, overrides: Iterable[str] = (),
                 seed: int | None = None) -> ExperimentConfig:
     """Embedded default <- TOML file at ``path`` <- ``overrides`` <- ``seed``; validated."""
-    table: dict[str, Any] = {}
-    if path is not None:
-        try:
-            table = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise ConfigError(f"cannot read config {path}: {exc.strerror or exc}") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"config {path} is not valid TOML: {exc}") from None
+    table = read_toml(path) if path is not None else {}
     table = apply_overrides(table, overrides)
     if seed is not None:
         table["seed"] = seed

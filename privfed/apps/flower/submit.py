@@ -23,12 +23,12 @@ import os
 import subprocess
 import sys
 import tempfile
-import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from protocols.errors import ConfigError
+from privfed.runtime.flower.loopback import toml_value
 
 __all__ = ["FlowerRuntime", "split_runtime", "load_with_runtime", "submit", "write_app", "APP_MODULE"]
 
@@ -106,16 +106,9 @@ def split_runtime(config_path: str | None, overrides: Iterable[str]) -> tuple[di
                                                                               list[str]]:
     """(the config file's table without ``[runtime]``, the runtime table with ``runtime.*`` overrides applied, the
     remaining overrides)."""
-    from privfed.fl.config import parse_override
+    from privfed.fl.config import parse_override, read_toml
 
-    table: dict[str, Any] = {}
-    if config_path is not None:
-        try:
-            table = tomllib.loads(Path(config_path).read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise ConfigError(f"cannot read config {config_path}: {exc.strerror or exc}") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"config {config_path} is not valid TOML: {exc}") from None
+    table: dict[str, Any] = read_toml(config_path) if config_path is not None else {}
     runtime = table.pop("runtime", {})
     if not isinstance(runtime, dict):
         raise ConfigError("runtime must be a table")
@@ -153,7 +146,7 @@ def write_app(directory: Path) -> Path:
         value = getattr(defaults, key.replace("-", "_"))
         if key in ("options", "drops"):
             value = "{}" if key == "options" else ""
-        lines.append(f"{key} = {_toml(value)}")
+        lines.append(f"{key} = {toml_value(value)}")
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "privfed_flower_app.py").write_text(APP_MODULE, encoding="utf-8")
     (directory / "pyproject.toml").write_text(
@@ -167,12 +160,6 @@ def write_app(directory: Path) -> Path:
     return directory
 
 
-def _toml(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    return json.dumps(str(value))  # a JSON string is a valid TOML basic string
 
 
 def _run_config(config: Any, runtime: FlowerRuntime, out: Path) -> dict[str, Any]:
@@ -216,9 +203,9 @@ def submit(config: Any, runtime: FlowerRuntime, out: str | Path, *, resume: bool
             connection["root-certificates"] = str(Path(runtime.root_certificates).expanduser().resolve())
         (home / "config.toml").write_text(
             f'[superlink]\ndefault = "{CONNECTION}"\n\n[superlink.{CONNECTION}]\n'
-            + "".join(f"{k} = {_toml(v)}\n" for k, v in connection.items()), encoding="utf-8")
+            + "".join(f"{k} = {toml_value(v)}\n" for k, v in connection.items()), encoding="utf-8")
         overrides = Path(scratch) / "run-config.toml"
-        overrides.write_text("".join(f"{k} = {_toml(v)}\n" for k, v in run_config.items()), encoding="utf-8")
+        overrides.write_text("".join(f"{k} = {toml_value(v)}\n" for k, v in run_config.items()), encoding="utf-8")
         flwr = Path(sys.executable).parent / "flwr"
         argv = [str(flwr) if flwr.exists() else "flwr", "run", str(app), CONNECTION, "--run-config", str(overrides),
                 "--stream"]

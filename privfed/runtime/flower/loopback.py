@@ -99,7 +99,8 @@ def _die_with_parent() -> None:
             pass
 
 
-def _toml_value(value: Any) -> str:
+def toml_value(value: Any) -> str:
+    """One TOML value (bool, number, or a basic string) for generated Flower config files and node configs."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (int, float)):
@@ -175,7 +176,7 @@ class LoopbackDeployment:
         node = self._spawn(f"supernode-{partition}", [
             self._tool("flower-supernode"), "--insecure", "--superlink", f"{HOST}:{self.superlink_port}",
             "--host", HOST, "--port", str(port), "--max-wait-time", str(int(self.startup_timeout)),
-            "--node-config", " ".join(f"{k}={_toml_value(v)}" for k, v in config.items())])
+            "--node-config", " ".join(f"{k}={toml_value(v)}" for k, v in config.items())])
         if wait:
             _wait_listening(port, node, self.startup_timeout, f"flower-supernode {partition}")
         return node, port
@@ -224,7 +225,7 @@ class LoopbackDeployment:
     def submit(self, app_dir: str | Path, run_config: Mapping[str, Any], timeout: float = 120.0) -> str:
         """``flwr run APP privfed-loopback --run-config FILE``; returns Flower's output (it holds the run id)."""
         overrides = self.workdir / f"run-config-{time.monotonic_ns()}.toml"
-        overrides.write_text("".join(f"{k} = {_toml_value(v)}\n" for k, v in run_config.items()), encoding="utf-8")
+        overrides.write_text("".join(f"{k} = {toml_value(v)}\n" for k, v in run_config.items()), encoding="utf-8")
         argv = [self._tool("flwr"), "run", str(Path(app_dir).resolve()), CONNECTION, "--run-config", str(overrides)]
         done = subprocess.run(argv, env=self.env(), cwd=self.workdir, capture_output=True, text=True, timeout=timeout)
         if done.returncode != 0:
