@@ -38,7 +38,7 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -219,17 +219,24 @@ def _private_tenseal_context(blob: bytes) -> bool:
         return False
 
 
-def _json_secret_fields(value: Any, path: str = "") -> Iterator[str]:
+def _json_fields(value: Any, flagged: Callable[[str, Any], bool], path: str = "") -> Iterator[str]:
+    """Paths (``a.b[2].c``) of every JSON field, at any depth, whose name and value ``flagged`` accepts."""
     if isinstance(value, dict):
         for key, item in value.items():
             name = str(key)
             where = f"{path}.{name}" if path else name
-            if _SECRET_NAME.search(name) and not _PUBLIC_NAMES.search(name) and _key_sized(item):
+            if flagged(name, item):
                 yield where
-            yield from _json_secret_fields(item, where)
+            yield from _json_fields(item, flagged, where)
     elif isinstance(value, list):
         for i, item in enumerate(value):
-            yield from _json_secret_fields(item, f"{path}[{i}]")
+            yield from _json_fields(item, flagged, f"{path}[{i}]")
+
+
+def _json_secret_fields(value: Any) -> Iterator[str]:
+    """Paths of fields named like a secret (and not like public material) holding a key-sized value."""
+    return _json_fields(value, lambda name, item: bool(_SECRET_NAME.search(name)) and not _PUBLIC_NAMES.search(name)
+                        and _key_sized(item))
 
 
 def _key_sized(value: Any) -> bool:
@@ -275,19 +282,10 @@ def _client_data_needles(client_data: Iterable[bytes | bytearray | str]) -> list
     return out
 
 
-def _json_unkeyed_digests(value: Any, path: str = "") -> Iterator[str]:
+def _json_unkeyed_digests(value: Any) -> Iterator[str]:
     """Paths of JSON fields named as a plain hash whose value (or list of values) is digest-shaped."""
-    if isinstance(value, dict):
-        for key, item in value.items():
-            name = str(key)
-            where = f"{path}.{name}" if path else name
-            if (_UNKEYED_NAME.search(name) and not _KEYED_NAME.search(name) and name not in _ALLOWED_DIGEST_FIELDS
-                    and _digest_shaped(item)):
-                yield where
-            yield from _json_unkeyed_digests(item, where)
-    elif isinstance(value, list):
-        for i, item in enumerate(value):
-            yield from _json_unkeyed_digests(item, f"{path}[{i}]")
+    return _json_fields(value, lambda name, item: bool(_UNKEYED_NAME.search(name)) and not _KEYED_NAME.search(name)
+                        and name not in _ALLOWED_DIGEST_FIELDS and _digest_shaped(item))
 
 
 def _digest_shaped(value: Any) -> bool:

@@ -137,6 +137,14 @@ def _parse(table: CsvTable, name: str, extra: Iterable[str]) -> _Column:
     return _Column(cells, values[inverse], gone[inverse], bad[inverse])
 
 
+def _refuse_missing(table: CsvTable, name: str, column: _Column, missing: str) -> None:
+    """Under ``data.missing = 'error'``, the first missing cell of ``column`` is an error naming line and value."""
+    if missing == "error" and column.missing.any():
+        i = int(np.argmax(column.missing))
+        raise ConfigError(f"data.missing = 'error': {table.at(i)}, column {name!r}: missing value "
+                          f"{str(column.cells[i])!r} (choose data.missing = drop, ffill or interpolate)")
+
+
 def _number(text: str) -> float | None:
     try:
         value = float(text)
@@ -215,10 +223,7 @@ def features(table: CsvTable, value_columns: Sequence[str], categorical_columns:
     is_cat: list[bool] = []
     for name in numeric:
         column = _parse(table, name, na_values)
-        if missing == "error" and column.missing.any():
-            i = int(np.argmax(column.missing))
-            raise ConfigError(f"data.missing = 'error': {table.at(i)}, column {name!r}: missing value "
-                              f"{str(column.cells[i])!r} (choose data.missing = drop, ffill or interpolate)")
+        _refuse_missing(table, name, column, missing)
         if column.bad.any():
             i = int(np.argmax(column.bad))
             raise ConfigError(f"data.value_columns: {table.at(i)}, column {name!r}: value {str(column.cells[i])!r} "
@@ -228,10 +233,7 @@ def features(table: CsvTable, value_columns: Sequence[str], categorical_columns:
         is_cat.append(False)
     for name in categorical:
         column = _parse(table, name, na_values)
-        if missing == "error" and column.missing.any():
-            i = int(np.argmax(column.missing))
-            raise ConfigError(f"data.missing = 'error': {table.at(i)}, column {name!r}: missing value "
-                              f"{str(column.cells[i])!r} (choose data.missing = drop, ffill or interpolate)")
+        _refuse_missing(table, name, column, missing)
         stripped = np.char.strip(column.cells)
         categories = sorted(set(stripped[~column.missing].tolist()))
         if not categories:
