@@ -102,3 +102,30 @@ def test_schema_applies_to_an_in_process_run_config(tmp_path: Path, text_schema:
     (tmp_path / "bad.json").write_text('{"format": "privfed-schema/1", "source": "text"}')
     with pytest.raises(ConfigError, match="schema"):
         load_config(None, ["data.source=text", f"data.schema={tmp_path / 'bad.json'}"])
+
+
+def test_in_process_clients_follow_the_schema_unk_policy(tmp_path: Path, text_schema: tuple[TaskSchema, Path]) -> None:
+    """The in-process runtime applies the same <unk> policy a Flower node applies (one rule, check_unknown): a client
+    whose text is mostly outside the vocabulary sits the run out, the run's data notes name it, the others train;
+    a client at exactly the allowed fraction stays."""
+    from privfed.fl.data import build_federated
+
+    schema, path = text_schema
+    folder = tmp_path / "clients"
+    folder.mkdir()
+    (folder / "alice.txt").write_text("the lazy dog jumps over the brown fox " * 20)
+    (folder / "bob.txt").write_text("ZZZZQQQQXXXX " * 40)  # 100 % unknown
+    edge = "abcdefghi" * 40 + "Z" * 40  # 40 of 400 characters unknown: exactly the schema's 10 %
+    (folder / "carol.txt").write_text(edge)
+    config = load_config(None, ["data.source=text", f"data.path={folder}", f"data.schema={path}",
+                                "data.partition=natural"])
+    federated = build_federated(config.data, seed=0)
+    names = {c.name for c in federated.clients}
+    assert any("alice" in n for n in names) and any("carol" in n for n in names)
+    assert not any("bob" in n for n in names)
+    refused = [n for n in federated.notes if "refused by the schema" in n]
+    assert len(refused) == 1 and "bob" in refused[0] and "outside the schema's vocabulary" in refused[0]
+    (folder / "alice.txt").write_text("ZZZZ " * 80)
+    (folder / "carol.txt").write_text("QQQQ " * 80)
+    with pytest.raises(ConfigError, match="<unk> policy"):
+        build_federated(config.data, seed=0)

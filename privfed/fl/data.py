@@ -150,23 +150,32 @@ def _samples(config: DataConfig, seed: int) -> userdata.Samples:
     else:
         units = sources.text_files(config.path, config.max_chars_per_client)
     token_lists = [tokenize(text, config.tokens) for _, text in units]
+    max_unknown, notes = None, []
     if config.schema:  # public task schema: the agreed vocabulary, not one built from client data
-        from .schema import schema_vocab
-        vocab = schema_vocab(config.schema, config.tokens)
+        from .schema import DataMismatchError, check_unknown, schema_text
+        agreed = schema_text(config.schema, config.tokens)
+        vocab, max_unknown = agreed.vocab, agreed.max_unknown_fraction
     else:
         vocab = build_vocab(token_lists, config.tokens, config.vocab_size)
     index = {token: i for i, token in enumerate(vocab)}
-    xs, ys, keys = [], [], []
-    for k, tokens in enumerate(token_lists):
+    xs, ys, keys, names = [], [], [], []
+    for (name, _), tokens in zip(units, token_lists):
         ids = np.array([index.get(t, 0) for t in tokens], dtype=np.int64)
-        x, y = _windows_text(ids, config.seq_len, config.task, k)
-        xs.append(x), ys.append(y), keys.append(np.full(len(x), k))
+        if max_unknown is not None:  # the schema's <unk> policy, as a Flower node applies it (privfed.fl.schema)
+            try:
+                check_unknown(ids, max_unknown, name)
+            except DataMismatchError as exc:  # this client refuses: it sits out every round, the run says why
+                notes.append(f"client refused by the schema: {exc}")
+                continue
+        x, y = _windows_text(ids, config.seq_len, config.task, len(names))
+        xs.append(x), ys.append(y), keys.append(np.full(len(x), len(names))), names.append(name)
+    if not names:
+        raise ConfigError("data.schema: every client's text breaks the schema's <unk> policy: " + "; ".join(notes[:3]))
     if sum(len(x) for x in xs) == 0:
         raise ConfigError(f"data.seq_len = {config.seq_len} leaves no samples: the data is too short")
-    names = [name for name, _ in units]
     classes = tuple(names) if config.task == "classification" else ()
     return userdata.Samples(np.concatenate(xs), np.concatenate(ys), np.concatenate(keys), names, vocab=vocab,
-                            classes=classes, output_size=len(classes) if classes else len(vocab))
+                            classes=classes, output_size=len(classes) if classes else len(vocab), notes=notes)
 
 
 def _split_counts(sizes: np.ndarray, fraction: float, taken: np.ndarray, rng: np.random.Generator) -> np.ndarray:

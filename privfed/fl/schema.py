@@ -43,7 +43,7 @@ from .userdata import series_samples
 from .models import ModelSpec
 
 __all__ = ["TaskSchema", "DataMismatchError", "SCHEMA_FORMAT", "schema_from_text", "schema_from_csv",
-           "load_schema", "node_split", "apply_schema_table"]
+           "load_schema", "node_split", "apply_schema_table", "check_unknown", "schema_text"]
 
 SCHEMA_FORMAT = "privfed-schema/1"
 SOURCES = {"text": "next-token", "csv": "forecast"}
@@ -241,10 +241,7 @@ def node_split(schema: TaskSchema, path: str | Path, seed: int, name: str = "nod
         if not tokens:
             raise DataMismatchError(f"{name}: the data at data-path holds no text")
         ids = np.array([index.get(t, 0) for t in tokens], dtype=np.int64)
-        unknown = float(np.mean(ids == 0))
-        if unknown > schema.max_unknown_fraction:
-            raise DataMismatchError(f"{name}: {unknown:.1%} of its tokens are outside the schema's vocabulary "
-                                    f"(the schema's <unk> policy allows {schema.max_unknown_fraction:.1%})")
+        check_unknown(ids, schema.max_unknown_fraction, name)
         x, y = _windows_text(ids, schema.seq_len, schema.task, 0)
     else:
         header, rows = _read_csv(path)
@@ -283,11 +280,20 @@ def apply_schema_table(table: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def schema_vocab(path: str, tokens: str) -> tuple[str, ...]:
-    """The schema's vocabulary (text sources), for the in-process data pipeline."""
+def check_unknown(ids: np.ndarray, max_unknown_fraction: float, name: str) -> None:
+    """The schema's ``<unk>`` policy, one rule for a Flower node and an in-process client: refuse text whose share of
+    tokens outside the vocabulary (id 0) exceeds ``max_unknown_fraction``. Raises :class:`DataMismatchError`."""
+    unknown = float(np.mean(ids == 0)) if ids.size else 0.0
+    if unknown > max_unknown_fraction:
+        raise DataMismatchError(f"{name}: {unknown:.1%} of its tokens are outside the schema's vocabulary "
+                                f"(the schema's <unk> policy allows {max_unknown_fraction:.1%})")
+
+
+def schema_text(path: str, tokens: str) -> TaskSchema:
+    """The schema of a text source (vocabulary and ``<unk>`` policy), for the in-process data pipeline."""
     agreed = load_schema(path)
     if agreed.source != "text":
         raise ConfigError("data.schema: a csv schema cannot supply a text vocabulary")
     if agreed.tokens != tokens:
         raise ConfigError(f"data.tokens = {tokens!r} but the schema's tokens are {agreed.tokens!r}")
-    return agreed.vocab
+    return agreed
