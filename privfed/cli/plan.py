@@ -57,16 +57,28 @@ def plan(rounds: int, threat_text: str, spec: str, clients: int | None, options:
         fail(exc)
         return
     table_out = Table(title=f"privfed plan: {rounds} rounds under {threat.describe()}")
-    table_out.add_column("round", justify="right")
+    table_out.add_column("rounds", justify="right")
     table_out.add_column("protection")
     table_out.add_column("reason")
-    for p in planned:
-        table_out.add_row(str(p.round), p.protection, p.reason)
+    for first, last, protection, reason in _runs(planned):  # consecutive rounds alike share one row
+        table_out.add_row(str(first) if first == last else f"{first}-{last}", protection, reason)
     console.print(table_out)
     console.print(f"costs: {costs.source}", highlight=False)
     payload = plan_to_json(planned, threat)
     payload["costs_source"] = costs.source
     write_json(json_path, payload)
+
+
+def _runs(planned: Any) -> list[tuple[int, int, str, str]]:
+    """(first round, last round, protection, reason) of each run of consecutive rounds with the same protection and
+    reason; the JSON output keeps one entry per round."""
+    runs: list[tuple[int, int, str, str]] = []
+    for p in planned:
+        if runs and runs[-1][2:] == (p.protection, p.reason) and runs[-1][1] == p.round - 1:
+            runs[-1] = (runs[-1][0], p.round, p.protection, p.reason)
+        else:
+            runs.append((p.round, p.round, p.protection, p.reason))
+    return runs
 
 
 def _protocol_options(pairs: tuple[str, ...]) -> dict[str, dict[str, Any]]:

@@ -17,7 +17,8 @@ advice (the run's target mode calibrates the multiplier with :func:`calibrate`).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from collections import Counter
+from dataclasses import dataclass, field, replace
 from typing import Any, Mapping, Sequence
 
 from protocols.errors import ConfigError
@@ -109,12 +110,17 @@ def planned_epsilon(rounds: Sequence[tuple[int, str]], threat: ThreatModel, clie
     from protocols.dp.ledger import PrivacyLedger
 
     assert threat.delta is not None
-    ledger = PrivacyLedger()
-    cache: dict[str, Any] = {}
+    first: dict[str, int] = {}
+    repeats: Counter = Counter()
     for r, name in rounds:
-        if name not in cache:
-            cache[name] = planned_events(name, options.get(name, {}), threat, clients, model_size)
-        ledger.record(r, cache[name])
+        first.setdefault(name, r)
+        repeats[name] += 1
+    ledger = PrivacyLedger()
+    for name, r in first.items():  # the planned rounds of one protection are alike: one event each, counted n times
+        for event in PrivacyLedger().record(r, planned_events(name, options.get(name, {}), threat, clients,
+                                                              model_size)):
+            ledger.add(replace(event, count=event.count * repeats[name],
+                               delta_extra=event.delta_extra * repeats[name]))
     return {o: ledger.epsilon(threat.delta, accountant, threat.dp_unit, o) for o in observers_for(threat)}
 
 

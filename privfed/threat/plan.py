@@ -161,25 +161,40 @@ def resolve_plan(spec: PlanSpec, rounds: int, threat: ThreatModel | Mapping[str,
     def auto_candidates(r: int) -> list[str]:
         return [n for n in meeting(r) if _auto_may_pick(catalogue.get(n), model) and check_available(n)]
 
+    # the round's context (threat, clients, options) is the same in every round, so each protection is judged once
+    # and the verdict reused: a plan of many rounds costs what a plan of its distinct protections costs
+    verdicts: dict[str, tuple[str | None, tuple[str, ...], str]] = {}
+
+    def verdict(name: str, r: int) -> tuple[str | None, tuple[str, ...], str]:
+        """(chosen protection or None, unmet requirements, reason) for ``name`` (or auto)."""
+        if name not in verdicts:
+            if name == AUTO:
+                candidates = auto_candidates(r)
+                if not candidates:
+                    verdicts[name] = (None, (_auto_failure(model, context),), "")
+                else:
+                    chosen = candidates[0]
+                    verdicts[name] = (chosen, (), f"auto: cheapest of {len(candidates)} meeting the threat model "
+                                                  f"(~{table.score(chosen):.3g} s/round at the reference size); "
+                                      + catalogue.explain(chosen, model, context(chosen)))
+            else:
+                unmet = tuple(catalogue.unmet_requirements(name, model, context(name)))
+                verdicts[name] = (None if unmet else name, unmet,
+                                  "" if unmet else catalogue.explain(name, model, context(name)))
+        return verdicts[name]
+
     planned: list[PlannedRound] = []
     failures: list[tuple[int, str, tuple[str, ...], tuple[str, ...]]] = []
+    meeting_once: list[tuple[str, ...]] = []
     for r in range(1, rounds + 1):
         name = wanted[r]
-        if name == AUTO:
-            candidates = auto_candidates(r)
-            if not candidates:
-                failures.append((r, AUTO, (_auto_failure(model, context),), tuple(meeting(r))))
-                continue
-            chosen = candidates[0]
-            planned.append(PlannedRound(r, chosen, f"auto: cheapest of {len(candidates)} meeting the threat model "
-                                                   f"(~{table.score(chosen):.3g} s/round at the reference size); "
-                                        + catalogue.explain(chosen, model, context(chosen))))
-            continue
-        unmet = catalogue.unmet_requirements(name, model, context(name))
-        if unmet:
-            failures.append((r, name, tuple(unmet), tuple(meeting(r))))
+        chosen, unmet, reason = verdict(name, r)
+        if chosen is None:
+            if not meeting_once:
+                meeting_once.append(tuple(meeting(r)))
+            failures.append((r, name, unmet, meeting_once[0]))
         else:
-            planned.append(PlannedRound(r, name, catalogue.explain(name, model, context(name))))
+            planned.append(PlannedRound(r, chosen, reason))
     if failures:
         raise PlanRefused(_refusal(failures, model))
     for name in dict.fromkeys(p.protection for p in planned):  # options invalid for the protocol itself
@@ -196,8 +211,9 @@ def resolve_plan(spec: PlanSpec, rounds: int, threat: ThreatModel | Mapping[str,
             first = budget.rounds[0] if budget.rounds else 1
             raise PlanRefused(f"plan refused under the threat model ({model.describe()}):\n- round {first} (and "
                               f"every DP round after it): {budget.detail}.")
+        dp_rounds = set(budget.rounds)
         planned = [PlannedRound(p.round, p.protection, f"{p.reason}; {budget.detail}")
-                   if p.round in budget.rounds else p for p in planned]
+                   if p.round in dp_rounds else p for p in planned]
     return planned
 
 
@@ -277,6 +293,13 @@ def _spans(values: list[int]) -> str:
     return ", ".join(out)
 
 
+#: a plan is resolved round by round (each round is re-checked at run time), so it is bounded; no federated run comes
+#: near a million rounds, and a larger figure is almost surely a typo that would otherwise run for hours
+MAX_PLAN_ROUNDS = 1_000_000
+
+
 def _check_rounds(rounds: int) -> None:
     if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
         raise ConfigError(f"rounds must be a whole number >= 1, got {rounds!r}")
+    if rounds > MAX_PLAN_ROUNDS:
+        raise ConfigError(f"rounds = {rounds:,} is beyond the {MAX_PLAN_ROUNDS:,} rounds a plan can cover")

@@ -134,6 +134,12 @@ class PrivacyLedger:
         self._events.extend(added)
         return added
 
+    def add(self, event: PrivacyEvent) -> None:
+        """Add one event as it is (e.g. a planned protection's event counted over its rounds)."""
+        if not isinstance(event, PrivacyEvent):
+            raise ConfigError(f"a ledger holds PrivacyEvent records, got {type(event).__name__}")
+        self._events.append(event)
+
     def record_unprotected(self, round_id: int, note: str = "plaintext release") -> tuple[PrivacyEvent, ...]:
         """A round whose released model carried no DP noise: every epsilon is infinite from here on."""
         return self.record(round_id, no_dp_events("none", note))
