@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 
 import protocols.encoding as encoding
 from protocols.csprng import CSPRNG
-from protocols.encoding import FixedPoint, weighted_vector
-from protocols.errors import ConfigError, MessageError
+from protocols.encoding import FixedPoint, split_weighted, weighted_vector
+from protocols.errors import ConfigError, HeadroomError, MessageError
 
 _EDGE = [0.0, -0.0, 1e-45, -1e-45, 1e-39, 0.1, -0.1, 0.99999994, 1.0, -1.0, 1.0000001, 3.0, -7.5, 1e30, -1e30]
 
@@ -91,3 +91,27 @@ def test_weighted_encoder_is_unbiased_across_thread_ranges(monkeypatch) -> None:
     for part in (q[:half], q[half:-1]):  # both ranges unbiased (6 sigma), and not replaying each other
         assert abs(part.mean() - target) < 6 * 0.5 / np.sqrt(part.size)
     assert not np.array_equal(q[:half], q[half:2 * half])
+
+
+@settings(max_examples=150, deadline=None)
+@given(bits=st.sampled_from([8, 16, 24, 32, 33, 48, 63, 64]), n=st.integers(1, 6), data=st.data())
+def test_one_pass_mean_equals_dequantize_then_split(bits: int, n: int, data) -> None:
+    fp = FixedPoint.for_bits(bits, max_clients=6, clip=1.0)
+    words = np.uint32 if bits <= 32 else np.uint64
+    size = data.draw(st.integers(1, 50))
+    values = data.draw(st.lists(st.integers(-n * fp.max_abs_per_client + 1, n * fp.max_abs_per_client - 1),
+                                min_size=size, max_size=size))
+    ring = fp.to_ring(np.array(values, dtype=np.int64)).astype(words)
+    for wide in (False, True):  # words of the ring's width (a signed view) and wider words (the general path)
+        r = ring.astype(np.uint64) if wide else ring
+        if values[-1] > 0:
+            mean, total, normalized = fp.weighted_mean_from_ring(r, n, 7.0)
+            weighted = fp.dequantize(fp.from_ring(r, n))
+            expected_mean, expected_total = split_weighted(weighted, 7.0)
+            assert np.array_equal(mean, expected_mean) and mean.dtype == np.float64
+            assert total == expected_total and normalized == weighted[-1]
+        else:
+            with pytest.raises(MessageError):
+                fp.weighted_mean_from_ring(r, n, 7.0)
+        with pytest.raises(HeadroomError):
+            fp.weighted_mean_from_ring(r, 7, 7.0)
