@@ -179,7 +179,7 @@ class SecAggServer(ServerStateMachine):
         y = msg["y"]
         if self.bits not in (32, 64) and int(y.max()) >> self.bits:
             raise MessageError(f"client {sender} sent values outside Z_2^{self.bits}")
-        self._sum += y
+        masking.add_into(self._sum, y)  # y is a read-only view over the payload: summed without a copy
 
     def _after_masked(self) -> Outgoing:
         self._u3 = self._close(self._replied)
