@@ -10,7 +10,10 @@ design; the error bound reported covers rounding only, so inputs are expected in
 
 Weighted FedAvg: a client sends ``[w' * x, w']`` with ``w' = w / max_weight`` (``max_weight`` is a public bound), so
 the weights are protected together with the update and the decoder divides (:func:`weighted_vector`,
-:func:`split_weighted`).
+:func:`split_weighted`). The hot paths do the same without intermediate vectors:
+:meth:`FixedPoint.quantize_weighted_ring` encodes ``[w' clip(x), w']`` straight from the float32 update into ring
+words, and :meth:`FixedPoint.weighted_mean_from_ring` decodes the mean from a ring sum in one pass; both give bit for
+bit what the step-by-step functions give (property tests).
 """
 
 from __future__ import annotations

@@ -12,8 +12,10 @@ vector in cache-sized blocks — for each block, every key's keystream is writte
 added to the block in place — and the vector is split into one contiguous range per core, each range expanded by
 its own AES-CTR contexts started at that range's block counter (the zero IV plus the range's offset in 16-byte
 blocks, so the keystream is bit for bit the one a single stream from the zero IV produces). ``cryptography``
-releases the GIL inside AES and numpy inside the additions, so the ranges run in parallel threads. No key, mask or
-partial sum leaves the calling party's process; the threads only share its memory.
+releases the GIL inside AES and numpy inside the additions, so the ranges run in parallel threads. The server adds
+each masked upload into its running sum the same way (:func:`add_into`, reading the upload as a read-only view over
+the received bytes). No key, mask or partial sum leaves the calling party's process; the threads only share its
+memory.
 """
 
 from __future__ import annotations
