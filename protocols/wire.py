@@ -206,6 +206,9 @@ def _encode_value(name: str, value: Any) -> list[bytes]:
     raise MessageError(f"field {name!r}: cannot encode {type(value).__name__}")
 
 
+_STRUCTS: dict[str, struct.Struct] = {}  # compiled layouts of the reader (a handful of fixed formats)
+
+
 class _Reader:
     __slots__ = ("data", "pos")
 
@@ -214,19 +217,23 @@ class _Reader:
         self.pos = 0
 
     def take(self, n: int) -> bytes:
-        chunk = self.data[self.skip(n):self.pos]
-        return chunk
+        start = self.skip(n)
+        return self.data[start:self.pos]
 
     def skip(self, n: int) -> int:
         """Advance over n bytes that must be present; returns where they start."""
-        if n < 0 or self.pos + n > len(self.data):
-            raise MessageError("message truncated")
         start = self.pos
-        self.pos += n
+        if n < 0 or start + n > len(self.data):
+            raise MessageError("message truncated")
+        self.pos = start + n
         return start
 
     def unpack(self, fmt: str) -> tuple[Any, ...]:
-        return struct.unpack(fmt, self.take(struct.calcsize(fmt)))
+        layout = _STRUCTS.get(fmt)
+        if layout is None:
+            layout = _STRUCTS.setdefault(fmt, struct.Struct(fmt))
+        start = self.skip(layout.size)
+        return layout.unpack_from(self.data, start)
 
     def str8(self) -> str:
         (n,) = self.unpack("<B")
