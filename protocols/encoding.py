@@ -202,7 +202,11 @@ class FixedPoint:
         signed = self._signed(r, n_summed)
         weight = float(signed[-1]) / self.scale
         _check_weight_sum(weight)
-        return np.divide(signed[:-1], float(signed[-1]), dtype=np.float64), weight * max_weight, weight
+        values, divisor = signed[:-1], float(signed[-1])
+        mean = np.empty(values.size, dtype=np.float64)
+        workers = 1 if values.size < _PARALLEL_MIN_ELEMENTS else usable_cores()
+        run_all(_divide_range, [(values[lo:hi], divisor, mean[lo:hi]) for lo, hi in split(values.size, workers)])
+        return mean, weight * max_weight, weight
 
     def _signed(self, r: np.ndarray, n_summed: int) -> np.ndarray:
         """The signed integers of ring elements: a view for 8/16/32/64-bit rings in words of their width, else an
@@ -268,6 +272,10 @@ def _quantize_block(x: np.ndarray, steps: tuple[float, float, float], rng: CSPRN
         np.less(ub, yb, out=upb)
         lb += upb
         np.copyto(signed[lo:lo + m], lb, casting="unsafe")
+
+
+def _divide_range(values: np.ndarray, divisor: float, out: np.ndarray) -> None:
+    np.divide(values, divisor, out=out, dtype=np.float64)  # integers widen to float64 inside the loop
 
 
 def normalized_weight(weight: float, max_weight: float) -> float:

@@ -94,8 +94,18 @@ def test_weighted_encoder_is_unbiased_across_thread_ranges(monkeypatch) -> None:
 
 
 @settings(max_examples=150, deadline=None)
-@given(bits=st.sampled_from([8, 16, 24, 32, 33, 48, 63, 64]), n=st.integers(1, 6), data=st.data())
-def test_one_pass_mean_equals_dequantize_then_split(bits: int, n: int, data) -> None:
+@given(bits=st.sampled_from([8, 16, 24, 32, 33, 48, 63, 64]), n=st.integers(1, 6), threads=st.integers(1, 3),
+       data=st.data())
+def test_one_pass_mean_equals_dequantize_then_split(bits: int, n: int, threads: int, data) -> None:
+    saved = encoding._PARALLEL_MIN_ELEMENTS, encoding.usable_cores
+    encoding._PARALLEL_MIN_ELEMENTS, encoding.usable_cores = 0, (lambda: threads)
+    try:
+        _check_one_pass_mean(bits, n, data)
+    finally:
+        encoding._PARALLEL_MIN_ELEMENTS, encoding.usable_cores = saved
+
+
+def _check_one_pass_mean(bits: int, n: int, data) -> None:
     fp = FixedPoint.for_bits(bits, max_clients=6, clip=1.0)
     words = np.uint32 if bits <= 32 else np.uint64
     size = data.draw(st.integers(1, 50))
