@@ -23,8 +23,9 @@ complete, Flower full, privfed sparse, Flower 5 shares) and repeated; each row r
 
 Columns: round wall seconds, process CPU seconds (all threads), upload bytes per client (every client-to-server
 message; Flower's as serialized protobuf) and their ratio to float32, the largest error against the exact float64
-weighted mean. privfed's round uses the usable cores for masking, so on an idle 2-core machine its wall clock can
-fall below its CPU seconds. Synthetic data come from numpy's generator with a fixed seed (data only).
+weighted mean. privfed's round uses the usable cores for quantising, masking and summing, so on an idle 2-core
+machine its wall clock can fall below its CPU seconds. Synthetic data come from numpy's generator with a fixed seed
+(data only).
 """
 
 from __future__ import annotations

@@ -10,7 +10,10 @@ design; the error bound reported covers rounding only, so inputs are expected in
 
 Weighted FedAvg: a client sends ``[w' * x, w']`` with ``w' = w / max_weight`` (``max_weight`` is a public bound), so
 the weights are protected together with the update and the decoder divides (:func:`weighted_vector`,
-:func:`split_weighted`).
+:func:`split_weighted`). The hot paths do the same without intermediate vectors:
+:meth:`FixedPoint.quantize_weighted_ring` encodes ``[w' clip(x), w']`` straight from the float32 update into ring
+words, and :meth:`FixedPoint.weighted_mean_from_ring` decodes the mean from a ring sum in one pass; both give bit for
+bit what the step-by-step functions give (property tests).
 """
 
 from __future__ import annotations
@@ -25,12 +28,14 @@ from .errors import ConfigError, HeadroomError, MessageError
 from .parallel import run_all, split, usable_cores
 
 _QUANTIZE_BLOCK = 1 << 15  # elements per block of the quantizer (its buffers stay in L2 cache)
-_PARALLEL_MIN_ELEMENTS = 1 << 18  # below this one thread is cheaper
+_PARALLEL_MIN_ELEMENTS = 1 << 16  # below this one thread is cheaper (a range costs ~30 us to hand over)
 _TWO_POW_53 = float(1 << 53)
+_TWO_POW_M800 = 2.0 ** -800  # w' at least this: x * w' for float32 x is 0 or a normal double
 
 __all__ = [
     "FixedPoint",
     "weighted_vector",
+    "normalized_weight",
     "split_weighted",
     "weighted_mean_error_bound",
     "check_finite",
@@ -107,60 +112,75 @@ class FixedPoint:
         """Clip, scale and round stochastically (unbiased) to int64. Non-finite input raises MessageError."""
         x = np.asarray(x, dtype=np.float64)
         out = np.empty(x.shape, dtype=np.int64)
-        self._quantize_into(x.reshape(-1), rng, out.reshape(-1))
+        self._quantize_into(x.reshape(-1), None, self.clip, rng, out.reshape(-1))
         return out
 
     def quantize_ring(self, x: np.ndarray, rng: CSPRNG, dtype: np.dtype | type = np.uint64) -> np.ndarray:
         """:meth:`quantize` followed by :meth:`to_ring`, written straight into a flat unsigned ``dtype`` array of at
         least ``total_bits`` bits (the same random draws, the same ring elements, without int64 intermediates)."""
+        dtype = self._ring_word(dtype)
+        x = np.asarray(x, dtype=np.float64).reshape(-1)
+        out = np.empty(x.size, dtype=dtype)
+        self._quantize_into(x, None, self.clip, rng, out)
+        return self._reduce(out)
+
+    def quantize_weighted_ring(self, x: np.ndarray, weight: float, max_weight: float, rng: CSPRNG,
+                               dtype: np.dtype | type = np.uint64, input_clip: float | None = None) -> np.ndarray:
+        """The ring encoding of the weighted vector ``[w' clip(x), w']`` in one pass, without its float64 copy.
+
+        Bit for bit ``quantize_ring(weighted_vector(np.clip(x, -b, b), weight, max_weight), rng, dtype)`` with
+        ``b = x.dtype.type(input_clip)`` (the input clipped in its own precision; no clip when ``input_clip`` is
+        None): the same ring elements from the same random draws. The weight and the vector are validated as
+        :func:`weighted_vector` validates them; a non-finite entry raises MessageError."""
+        dtype = self._ring_word(dtype)
+        w = normalized_weight(weight, max_weight)
+        x = _flat_float(x)
+        bound = self.clip
+        if input_clip is not None:
+            if not (math.isfinite(input_clip) and input_clip > 0):
+                raise ConfigError(f"input_clip must be a positive finite number, got {input_clip}")
+            # clip(x, +-b) * w' == clip(x * w', +-(b * w')) exactly: rounding x * w' is monotone in x for w' > 0
+            bound = min(float(x.dtype.type(input_clip)) * w, self.clip)
+        out = np.empty(x.size + 1, dtype=dtype)
+        self._quantize_into(x, w, bound, rng, out)
+        return self._reduce(out)
+
+    def _ring_word(self, dtype: np.dtype | type) -> np.dtype:
         dtype = np.dtype(dtype)
         if dtype.kind != "u" or dtype.itemsize * 8 < self.total_bits:
             raise ConfigError(f"ring dtype must be unsigned with >= {self.total_bits} bits, got {dtype}")
-        x = np.asarray(x, dtype=np.float64).reshape(-1)
-        out = np.empty(x.size, dtype=dtype)
-        self._quantize_into(x, rng, out)
-        if self.total_bits < dtype.itemsize * 8:
-            out &= dtype.type(self.modulus - 1)
+        return dtype
+
+    def _reduce(self, out: np.ndarray) -> np.ndarray:
+        if self.total_bits < out.dtype.itemsize * 8:
+            out &= out.dtype.type(self.modulus - 1)
         return out
 
-    def _quantize_into(self, x: np.ndarray, rng: CSPRNG, out: np.ndarray) -> None:
-        """Blocked kernel of :meth:`quantize`: per cache-sized block, q = floor(y) + [u < y - floor(y)] with
-        y = clip(x) * scale and u = (next 64 keystream bits >> 11) / 2^53, i.e. u * 2^53 < frac * 2^53 (both
-        exact), so each element consumes 8 keystream bytes in order, as ``rng.uniform`` would. Signed results are
-        cast into ``out``'s dtype (two's complement wrap for unsigned words). Inputs of at least
-        ``_PARALLEL_MIN_ELEMENTS`` are cut into one range per core: the first range draws from ``rng``, every
-        other from its own CSPRNG keyed with 32 fresh bytes of ``rng`` (independent uniforms, the same law)."""
-        workers = 1 if x.size < _PARALLEL_MIN_ELEMENTS else usable_cores()
-        ranges = split(x.size, workers, align=_QUANTIZE_BLOCK)
+    def _quantize_into(self, x: np.ndarray, weight: float | None, bound: float, rng: CSPRNG,
+                       out: np.ndarray) -> None:
+        """Blocked kernel of the quantizers: per cache-sized block, q = floor(y) + [u < y - floor(y)] with
+        y = clip(x, +-bound) * scale and u = (next 64 keystream bits >> 11) / 2^53, i.e. u * 2^53 < frac * 2^53
+        (both exact), so each element consumes 8 keystream bytes in order, as ``rng.uniform`` would. Signed results
+        are cast into ``out``'s dtype (two's complement wrap for unsigned words). With a ``weight`` w', element i
+        encodes clip(x_i * w', +-bound) and ``out`` has one more word, the weight slot w' (clipped at the range),
+        drawn after the last element. Inputs of at least ``_PARALLEL_MIN_ELEMENTS`` are cut into one range per core:
+        the first range draws from ``rng``, every other from its own CSPRNG keyed with 32 fresh bytes of ``rng``
+        (independent uniforms, the same law)."""
+        scale = self.scale
+        if weight is None:
+            steps = (scale, bound * scale, 1.0)
+        elif x.dtype.itemsize <= 4 and weight >= _TWO_POW_M800:
+            # |x * w'| is 0 or >= 2^-149 * 2^-800 (normal), so x * (w' 2^f) rounds to x * w' rounded, times 2^f
+            steps = (weight * scale, bound * scale, 1.0)
+        else:  # a float64 product may be subnormal, where scaling after rounding differs: keep both steps
+            steps = (weight, bound, scale)
+        tail = None if weight is None else (np.array([weight]), (scale, self.clip * scale, 1.0))
+        workers = 1 if out.size < _PARALLEL_MIN_ELEMENTS else usable_cores()
+        ranges = split(out.size, workers, align=1024)  # balanced ranges; blocks need no alignment
         rngs = [rng] + [CSPRNG.from_key(rng.bytes(32)) for _ in ranges[1:]]
-        run_all(self._quantize_range, [(x[lo:hi], r, out[lo:hi]) for (lo, hi), r in zip(ranges, rngs)])
-
-    def _quantize_range(self, x: np.ndarray, rng: CSPRNG, out: np.ndarray) -> None:
-        block = _QUANTIZE_BLOCK
-        y = np.empty(min(block, x.size), dtype=np.float64)
-        low = np.empty_like(y)
-        u = np.empty(y.size + 2, dtype=np.uint64)
-        up = np.empty(y.size, dtype=bool)
-        q = np.empty(y.size, dtype=np.int64)
-        shift, clip, scale = np.uint64(11), self.clip, self.scale
-        for lo in range(0, x.size, block):
-            m = min(block, x.size - lo)
-            yb, lb, ub, upb = y[:m], low[:m], u[:m], up[:m]
-            xb = x[lo:lo + m]
-            np.isfinite(xb, out=upb)
-            if not upb.all():
-                raise MessageError("input holds NaN or infinite entries")
-            np.clip(xb, -clip, clip, out=yb)
-            yb *= scale
-            np.floor(yb, out=lb)
-            yb -= lb  # the fractional part in [0, 1)
-            yb *= _TWO_POW_53
-            rng.fill(u, m)
-            ub >>= shift
-            np.less(ub, yb, out=upb)
-            lb += upb
-            np.copyto(q[:m], lb, casting="unsafe")  # integral floats, |value| < 2^63 (clipped)
-            np.copyto(out[lo:lo + m], q[:m], casting="unsafe")  # int64 -> unsigned words wraps (two's complement)
+        jobs = [(x[lo:min(hi, x.size)], steps, r, out[lo:hi], tail if hi > x.size else None)
+                for (lo, hi), r in zip(ranges, rngs)]
+        run_all(_quantize_range, jobs)
 
     def to_ring(self, q: np.ndarray) -> np.ndarray:
         """Signed int64 -> two's complement in Z_{2^total_bits} as uint64."""
@@ -171,11 +191,31 @@ class FixedPoint:
 
     def from_ring(self, r: np.ndarray, n_summed: int) -> np.ndarray:
         """Ring elements (a sum of ``n_summed`` clients' values) -> signed int64, refusing more than declared."""
+        return self._signed(r, n_summed).astype(np.int64)  # always a fresh array
+
+    def weighted_mean_from_ring(self, r: np.ndarray, n_summed: int, max_weight: float,
+                                ) -> tuple[np.ndarray, float, float]:
+        """A ring sum of weighted vectors ``[w' x, w']`` -> (weighted mean, total weight in the caller's units, total
+        normalised weight): ``split_weighted(dequantize(from_ring(r, n_summed)), max_weight)`` in one pass over
+        the vector, with the same doubles (q / scale and q_w / scale are exact, so q / q_w rounds as their quotient
+        does)."""
+        signed = self._signed(r, n_summed)
+        weight = float(signed[-1]) / self.scale
+        _check_weight_sum(weight)
+        values, divisor = signed[:-1], float(signed[-1])
+        mean = np.empty(values.size, dtype=np.float64)
+        workers = 1 if values.size < _PARALLEL_MIN_ELEMENTS else usable_cores()
+        run_all(_divide_range, [(values[lo:hi], divisor, mean[lo:hi]) for lo, hi in split(values.size, workers)])
+        return mean, weight * max_weight, weight
+
+    def _signed(self, r: np.ndarray, n_summed: int) -> np.ndarray:
+        """The signed integers of ring elements: a view for 8/16/32/64-bit rings in words of their width, else an
+        int64 copy; refuses a sum of more clients than declared."""
         if n_summed > self.max_clients:
             raise HeadroomError(f"a sum of {n_summed} clients exceeds the declared max_clients {self.max_clients}")
         r = np.asarray(r)
         if r.dtype.kind == "u" and r.dtype.itemsize * 8 == self.total_bits:  # 8/16/32/64-bit words: a signed view
-            return r.view(np.dtype(f"i{r.dtype.itemsize}")).astype(np.int64)
+            return r.view(np.dtype(f"i{r.dtype.itemsize}"))
         r = r.astype(np.uint64)
         if self.total_bits < 64:
             r = r & np.uint64(self.modulus - 1)
@@ -192,21 +232,78 @@ class FixedPoint:
         return n / self.scale
 
 
-def weighted_vector(vector: np.ndarray, weight: float, max_weight: float) -> np.ndarray:
-    """``[w' * x, w']`` in float64 with ``w' = weight / max_weight`` (validated: finite, 0 < weight <= max_weight)."""
+def _quantize_range(x: np.ndarray, steps: tuple[float, float, float], rng: CSPRNG, out: np.ndarray,
+                    tail: tuple[np.ndarray, tuple[float, float, float]] | None) -> None:
+    """Quantize x into out[:x.size] with y = clip(x * factor, +-bound) * post (``steps``); then, with a ``tail``
+    (values, steps), those values into the words after it, drawing on from the same keystream."""
+    _quantize_block(x, steps, rng, out[:x.size])
+    if tail is not None:
+        _quantize_block(tail[0], tail[1], rng, out[x.size:])
+
+
+def _quantize_block(x: np.ndarray, steps: tuple[float, float, float], rng: CSPRNG, out: np.ndarray) -> None:
+    factor, bound, post = steps
+    block = _QUANTIZE_BLOCK
+    size = min(block, x.size)
+    y = np.empty(size, dtype=np.float64)
+    low = np.empty_like(y)
+    u = np.empty(size + 2, dtype=np.uint64)
+    up = np.empty(size, dtype=bool)
+    # |q| <= ceil(clip * scale) + 1 < 2^(total_bits - 1) (checked at construction) fits the signed word of out's
+    # width, so the integral doubles convert exactly into that view (two's complement: the unsigned word wraps)
+    signed = out.view(np.dtype(f"i{out.dtype.itemsize}"))
+    shift, factor64 = np.uint64(11), np.float64(factor)
+    for lo in range(0, x.size, block):
+        m = min(block, x.size - lo)
+        yb, lb, ub, upb = y[:m], low[:m], u[:m], up[:m]
+        xb = x[lo:lo + m]
+        np.isfinite(xb, out=upb)
+        if not upb.all():
+            raise MessageError("input holds NaN or infinite entries")
+        np.multiply(xb, factor64, out=yb, dtype=np.float64)  # exact for a power of two (float inputs widen exactly)
+        np.clip(yb, -bound, bound, out=yb)
+        if post != 1.0:
+            yb *= post
+        np.floor(yb, out=lb)
+        yb -= lb  # the fractional part in [0, 1)
+        yb *= _TWO_POW_53
+        rng.fill(u, m)
+        ub >>= shift
+        np.less(ub, yb, out=upb)
+        lb += upb
+        np.copyto(signed[lo:lo + m], lb, casting="unsafe")
+
+
+def _divide_range(values: np.ndarray, divisor: float, out: np.ndarray) -> None:
+    np.divide(values, divisor, out=out, dtype=np.float64)  # integers widen to float64 inside the loop
+
+
+def normalized_weight(weight: float, max_weight: float) -> float:
+    """w' = weight / max_weight, validated: finite, 0 < weight <= max_weight (the one check of every encoder)."""
     if not (math.isfinite(weight) and weight > 0):
         raise MessageError(f"weight must be positive and finite, got {weight}")
     if not (math.isfinite(max_weight) and max_weight > 0):
         raise ConfigError(f"max_weight must be positive and finite, got {max_weight}")
     if weight > max_weight * (1 + 1e-12):
         raise ConfigError(f"weight {weight} exceeds the declared max_weight {max_weight}")
+    return weight / max_weight
+
+
+def _flat_float(vector: np.ndarray) -> np.ndarray:
+    """A flat float view of an update (non-float input converted to float64)."""
     x = np.asarray(vector)
     if x.dtype.kind != "f":
         x = x.astype(np.float64)
     if x.ndim != 1:
         raise MessageError(f"update must be a flat vector, got shape {x.shape}")
+    return x
+
+
+def weighted_vector(vector: np.ndarray, weight: float, max_weight: float) -> np.ndarray:
+    """``[w' * x, w']`` in float64 with ``w' = weight / max_weight`` (validated: finite, 0 < weight <= max_weight)."""
+    w = normalized_weight(weight, max_weight)
+    x = _flat_float(vector)
     check_finite(x, "update")
-    w = weight / max_weight
     out = np.empty(x.size + 1, dtype=np.float64)
     np.multiply(x, w, out=out[:-1], dtype=np.float64)  # float32 inputs widen exactly inside the loop
     out[-1] = w
@@ -217,9 +314,13 @@ def split_weighted(total: np.ndarray, max_weight: float) -> tuple[np.ndarray, fl
     """From the sum of weighted vectors: (weighted mean, total weight in the caller's units)."""
     total = np.asarray(total, dtype=np.float64)
     weight = float(total[-1])
+    _check_weight_sum(weight)
+    return total[:-1] / weight, weight * max_weight
+
+
+def _check_weight_sum(weight: float) -> None:
     if not weight > 0:
         raise MessageError("aggregate weight is not positive: nothing to average")
-    return total[:-1] / weight, weight * max_weight
 
 
 def weighted_mean_error_bound(sum_error: float, total_weight_normalized: float, clip: float) -> float:

@@ -13,7 +13,9 @@ consumer indexes: arrays are one-dimensional unless ``shape`` says otherwise (an
 each of the stated size), with the stated dtype and element count; bytes and lists have their stated length (or at
 most ``max_length``), and each item of a list its ``item_length`` (or at most ``item_max_length``). A protocol never
 has to reshape, re-check a dtype or guard against a broadcast: a (1, n) array where (n,) is expected is a
-:class:`~protocols.errors.MessageError` naming the field, its shape and the expected one.
+:class:`~protocols.errors.MessageError` naming the field, its shape and the expected one. Decoded arrays are
+fresh writable copies, except for fields declared ``copy=False`` (large uploads a consumer only reads, such as a
+masked vector): those come back as read-only views over the validated message bytes, after the same checks.
 
 Layout (all integers little-endian)::
 
@@ -77,6 +79,7 @@ class FieldSpec:
     shape: tuple[int | None, ...] | None = None
     item_length: int | None = None
     item_max_length: int | None = None
+    copy: bool = True  # arrays: False returns a read-only view over the message bytes (validated the same way)
 
     def __post_init__(self) -> None:
         if self.type not in _TAGS:
@@ -95,6 +98,8 @@ class FieldSpec:
                 raise ValueError(f"shape must have 1..{_MAX_NDIM} axes of int >= 0 or None, got {self.shape!r}")
         if (self.item_length is not None or self.item_max_length is not None) and self.type != "list":
             raise ValueError("item lengths apply to list fields only")
+        if not self.copy and self.type != "array":
+            raise ValueError("copy=False applies to array fields only")
 
     @property
     def ndim(self) -> int:
@@ -189,7 +194,8 @@ def _encode_value(name: str, value: Any) -> list[bytes]:
             raise MessageError(f"field {name!r}: unsupported array dtype {dtype} or ndim {value.ndim}")
         arr = np.ascontiguousarray(value, dtype=value.dtype.newbyteorder("<"))
         header = struct.pack("<BB", _DTYPE_CODE[dtype], arr.ndim) + struct.pack(f"<{arr.ndim}Q", *arr.shape)
-        return [_TAGS["array"], header, arr.tobytes()]
+        # the array's own buffer: encode's single join copies it once into the message
+        return [_TAGS["array"], header, memoryview(arr).cast("B") if arr.size else b""]
     if isinstance(value, (list, tuple)):
         out = [_TAGS["list"], struct.pack("<I", len(value))]
         for item in value:
@@ -200,6 +206,9 @@ def _encode_value(name: str, value: Any) -> list[bytes]:
     raise MessageError(f"field {name!r}: cannot encode {type(value).__name__}")
 
 
+_STRUCTS: dict[str, struct.Struct] = {}  # compiled layouts of the reader (a handful of fixed formats)
+
+
 class _Reader:
     __slots__ = ("data", "pos")
 
@@ -208,14 +217,23 @@ class _Reader:
         self.pos = 0
 
     def take(self, n: int) -> bytes:
-        if n < 0 or self.pos + n > len(self.data):
+        start = self.skip(n)
+        return self.data[start:self.pos]
+
+    def skip(self, n: int) -> int:
+        """Advance over n bytes that must be present; returns where they start."""
+        start = self.pos
+        if n < 0 or start + n > len(self.data):
             raise MessageError("message truncated")
-        chunk = self.data[self.pos:self.pos + n]
-        self.pos += n
-        return chunk
+        self.pos = start + n
+        return start
 
     def unpack(self, fmt: str) -> tuple[Any, ...]:
-        return struct.unpack(fmt, self.take(struct.calcsize(fmt)))
+        layout = _STRUCTS.get(fmt)
+        if layout is None:
+            layout = _STRUCTS.setdefault(fmt, struct.Struct(fmt))
+        start = self.skip(layout.size)
+        return layout.unpack_from(self.data, start)
 
     def str8(self) -> str:
         (n,) = self.unpack("<B")
@@ -366,9 +384,12 @@ def _decode_array(reader: _Reader, name: str, spec: FieldSpec, *, any_shape: boo
             raise MessageError(f"field {name!r}: shape {got}, expected {spec.expected_shape()}")
     count = math.prod(shape)
     _check_length(name, spec, count)
-    itemsize = np.dtype(spec.dtype).itemsize
-    raw = reader.take(count * itemsize)
-    arr = np.frombuffer(raw, dtype=np.dtype(spec.dtype).newbyteorder("<")).astype(spec.dtype, copy=True)
+    wire_dtype = np.dtype(spec.dtype).newbyteorder("<")
+    start = reader.skip(count * wire_dtype.itemsize)
+    arr = np.frombuffer(reader.data, dtype=wire_dtype, count=count, offset=start) if count else \
+        np.frombuffer(b"", dtype=wire_dtype)
+    if spec.copy or wire_dtype != np.dtype(spec.dtype):  # a view only where the wire layout is the native one
+        arr = arr.astype(spec.dtype, copy=True)
     arr = arr.reshape(shape)
     if spec.finite and arr.dtype.kind == "f" and not np.isfinite(arr).all():
         raise MessageError(f"field {name!r}: NaN or infinite entries")

@@ -26,7 +26,6 @@ import numpy as np
 from .. import shamir
 from ..base import ClientStateMachine, ClientUpdate
 from ..csprng import CSPRNG
-from ..encoding import weighted_vector
 from ..errors import HeadroomError, MessageError, ProtocolAbort
 from ..wire import Message, decode, encode
 from . import keys, masking
@@ -173,12 +172,13 @@ class SecAggClient(ClientStateMachine):
     def _encode(self, plan: "RoundPlan") -> np.ndarray:
         """[w' clip(x), w'] quantised (+ integer DP noise on the w'x coordinates) as ring elements."""
         fp = plan.fixed_point
-        clip = float(self.protocol.clip)
-        x = np.clip(self.update.vector, np.float32(-clip), np.float32(clip))  # the declared range, before weighting
-        weighted = weighted_vector(x, float(self.update.weight), float(self.protocol.max_weight))
         rng = CSPRNG.from_os()
         dtype = masking.ring_dtype(self.protocol.ring_bits)
-        ring = fp.quantize_ring(weighted, rng, dtype)  # two's complement in the ring's word type
+        # [w' clip(x), w'] with x clipped to the declared range (in float32) before weighting, quantised straight
+        # into the ring's word type (two's complement) in one blocked pass
+        ring = fp.quantize_weighted_ring(self.update.vector, float(self.update.weight),
+                                         float(self.protocol.max_weight), rng, dtype,
+                                         input_clip=float(self.protocol.clip))
         noise_source = self.protocol.client_noise
         if noise_source is not None:
             dim = self.update.vector.size

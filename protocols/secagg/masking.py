@@ -12,8 +12,10 @@ vector in cache-sized blocks — for each block, every key's keystream is writte
 added to the block in place — and the vector is split into one contiguous range per core, each range expanded by
 its own AES-CTR contexts started at that range's block counter (the zero IV plus the range's offset in 16-byte
 blocks, so the keystream is bit for bit the one a single stream from the zero IV produces). ``cryptography``
-releases the GIL inside AES and numpy inside the additions, so the ranges run in parallel threads. No key, mask or
-partial sum leaves the calling party's process; the threads only share its memory.
+releases the GIL inside AES and numpy inside the additions, so the ranges run in parallel threads. The server adds
+each masked upload into its running sum the same way (:func:`add_into`, reading the upload as a read-only view over
+the received bytes). No key, mask or partial sum leaves the calling party's process; the threads only share its
+memory.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from ..errors import ConfigError
 from ..parallel import resolve_workers, run_all, split
 
 __all__ = ["MIN_BITS", "MAX_BITS", "ring_dtype", "keystream_words", "scratch", "add_mask", "sub_mask", "apply_masks",
-           "reduce"]
+           "add_into", "reduce"]
 
 MIN_BITS = 8
 MAX_BITS = 64
@@ -126,6 +128,21 @@ def apply_masks(acc: np.ndarray, add_keys: Sequence[bytes], sub_keys: Sequence[b
     ranges = split(n, workers, align=16 // itemsize)  # each range starts on an AES block
     run_all(_mask_range, [(acc, lo, hi, add_keys, sub_keys, block_words) for lo, hi in ranges])
     return reduce(acc, bits)
+
+
+def add_into(acc: np.ndarray, y: np.ndarray, workers: int | None = None) -> np.ndarray:
+    """acc += y in place (wrapping), over one contiguous range per core when the vectors are large (the server's
+    running sum of masked inputs); returns acc."""
+    if y.shape != acc.shape or y.dtype != acc.dtype:
+        raise ConfigError(f"add_into needs two vectors of one shape and word type, got {acc.dtype} {acc.shape} and "
+                          f"{y.dtype} {y.shape}")
+    workers = 1 if acc.nbytes < _PARALLEL_MIN_BYTES else resolve_workers(workers)
+    run_all(_add_range, [(acc[lo:hi], y[lo:hi]) for lo, hi in split(acc.size, workers)])
+    return acc
+
+
+def _add_range(acc: np.ndarray, y: np.ndarray) -> None:
+    np.add(acc, y, out=acc)
 
 
 def reduce(acc: np.ndarray, bits: int) -> np.ndarray:

@@ -79,6 +79,6 @@ REVEAL = MessageSpec("reveal", {"b_ids": _IDS, "b_shares": _SHARES, "s_ids": _ID
 
 def masked_spec(dim: int, ring_bits: int) -> MessageSpec:
     """The masked-input reply for vectors of ``dim`` values: a 1-D array of dim + 1 ring elements (the weight slot
-    last), in the ring's word type."""
+    last), in the ring's word type; decoded as a read-only view over the message (the server only adds it)."""
     dtype = "uint32" if ring_bits <= 32 else "uint64"
-    return MessageSpec("masked", {"y": FieldSpec("array", dtype=dtype, length=dim + 1)})
+    return MessageSpec("masked", {"y": FieldSpec("array", dtype=dtype, length=dim + 1, copy=False)})

@@ -23,7 +23,7 @@ import numpy as np
 from .. import shamir
 from ..base import AggregateResult, LEARNED_BY_SERVER, Outgoing, ServerStateMachine
 from ..csprng import CSPRNG
-from ..encoding import split_weighted, weighted_mean_error_bound
+from ..encoding import weighted_mean_error_bound
 from ..errors import MessageError, ProtocolAbort
 from ..wire import Message, decode, encode
 from . import keys, masking
@@ -179,7 +179,7 @@ class SecAggServer(ServerStateMachine):
         y = msg["y"]
         if self.bits not in (32, 64) and int(y.max()) >> self.bits:
             raise MessageError(f"client {sender} sent values outside Z_2^{self.bits}")
-        self._sum += y
+        masking.add_into(self._sum, y)  # y is a read-only view over the payload: summed without a copy
 
     def _after_masked(self) -> Outgoing:
         self._u3 = self._close(self._replied)
@@ -244,11 +244,9 @@ class SecAggServer(ServerStateMachine):
     def _decode(self, total: np.ndarray, responders: int) -> AggregateResult:
         fp = self.plan.fixed_point
         n_summed = len(self._u3)
-        ints = fp.from_ring(total, n_summed)
-        weighted_sum = fp.dequantize(ints)
-        mean, total_weight = split_weighted(weighted_sum, float(self.protocol.max_weight))
+        mean, total_weight, weight_sum = fp.weighted_mean_from_ring(total, n_summed, float(self.protocol.max_weight))
         sum_error = fp.sum_error_bound(n_summed)
-        bound = weighted_mean_error_bound(sum_error, float(weighted_sum[-1]), float(self.protocol.clip))
+        bound = weighted_mean_error_bound(sum_error, weight_sum, float(self.protocol.clip))
         # plus float64 arithmetic (w * x before encoding, int -> float, the division): a few ulps of |mean| <= clip,
         # which only matters for 64-bit rings where the fixed-point step falls below float64 resolution
         bound += 16 * 2.0 ** -53 * float(self.protocol.clip)
