@@ -139,8 +139,11 @@ def test_active_rounds_reuse_identities_and_work_from_registrar_files(tmp_path) 
     for round_id in (1, 2):
         report = run_round(protocol, round_id, updates, client_states=states)
         assert report.aborted is None and report.result.survivors == tuple(range(6))
-    with pytest.raises(ConfigError, match="cohort"):
-        protocol.server(3, range(5), DIM)
+    # a cohort sampled from the file roster is fine when the cohort condition holds (5 of 6, C = 0, t = 4) ...
+    report = run_round(protocol, 3, {c: updates[c] for c in range(5)}, client_states=states)
+    assert report.aborted is None and report.result.survivors == tuple(range(5))
+    with pytest.raises(ConfigError, match="cohort"):  # ... a client outside the roster is not
+        protocol.server(4, range(7), DIM)
 
 
 # -- bad input at an honest client: refusal names the check, nothing revealed -------------------------------------
