@@ -324,7 +324,12 @@ def test_threat_layer_accepts_a_malicious_server_only_with_active_checks() -> No
     assert unmet_requirements("secagg", threat, RoundContext(10, {}))
     assert any("2t > n" in r for r in unmet_requirements("secagg", ThreatModel.parse("server=malicious,collusion=4"),
                                                          RoundContext(10, {"active": True})))
-    assert unmet_requirements("secagg+dp", threat, RoundContext(10, {"active": True}))
+    for name in ("secagg+dp", "ckks+dp", "paillier"):  # the active DP variants and threshold Paillier (issue 14)
+        extra = {"decryption": "threshold"} if name == "paillier" else {}
+        assert unmet_requirements(name, threat, RoundContext(10, {"active": True, **extra})) == []
+        assert unmet_requirements(name, threat, RoundContext(10, extra))
+    for name in ("dp", "local-dp", "plaintext"):
+        assert unmet_requirements(name, threat, RoundContext(10, {"active": True}))
 
 
 def test_keys_cli_makes_a_roster_and_private_key_files(tmp_path) -> None:
