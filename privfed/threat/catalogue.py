@@ -533,3 +533,24 @@ def active_cohort_reason(name: str, clients: int, options: Mapping[str, Any], co
     if not isinstance(inner, ActiveSecAggProtocol):
         return "its SecAgg is not in active mode"
     return cohort_reason(inner, clients, inner.population, collusion)
+
+
+#: option sets a protection is tried with when listing the malicious-server claims (paillier's threshold decryption
+#: is a variant of the same catalogue entry)
+_ACTIVE_OPTION_VARIANTS: dict[str, tuple[dict[str, Any], ...]] = {"paillier": ({}, {"decryption": "threshold"})}
+
+
+def malicious_server_protections() -> list[tuple[str, str, dict[str, Any]]]:
+    """Every (label, protection, options) that claims input privacy against a malicious server: the catalogue
+    entries whose ``active=true`` mode meets ``server=malicious`` (checked by :func:`unmet_requirements`, so a new
+    active protection is listed, and tested, as soon as the catalogue accepts it). Labels: ``NAME@active``, with
+    the option variant in brackets (``paillier[threshold]@active``)."""
+    threat = ThreatModel(server=MALICIOUS)
+    out = []
+    for name in names():
+        for variant in _ACTIVE_OPTION_VARIANTS.get(name, ({},)):
+            options = {"active": True, **variant}
+            if not unmet_requirements(name, threat, RoundContext(None, options)):
+                tag = "".join(f"[{v}]" for v in variant.values())
+                out.append((f"{name}{tag}@active", name, options))
+    return out
