@@ -260,3 +260,29 @@ def test_threshold_paillier_active_key_holders_decrypt_once_and_dropouts_keep_th
 
 def test_consistency_phase_is_where_secagg_dp_noise_floor_is_checked() -> None:
     assert CONSISTENCY in registry.create("secagg+dp", {"active": True}).phases
+
+
+# -- the FedAvg loop: active SecAgg with client sampling ------------------------------------------------------------
+
+_RUN = ["data.source=synthetic-series", "data.task=forecast", "data.series_clients=8", "data.series_length=40",
+        "data.seq_len=6", "model.cell=lstm", "model.hidden=8", "data.clients=8", "fl.rounds=2", "plan=secagg",
+        "threat.server=malicious", "protection.options.secagg.active=true"]
+
+
+def test_a_run_samples_cohorts_from_the_roster_under_a_malicious_server() -> None:
+    from privfed.experiment.fedavg import run_fedavg
+    from privfed.fl.config import load_config
+
+    result = run_fedavg(load_config(None, [*_RUN, "fl.clients_per_round=6"]))
+    assert [len(r["survivor_ids"]) for r in result.rounds] == [6, 6]
+    assert all(r["protocol"]["roster_size"] == 8 for r in result.rounds)
+    assert result.rounds[0]["sampled"] != result.rounds[1]["sampled"]
+
+
+def test_a_run_with_too_small_a_cohort_is_refused_before_round_one() -> None:
+    from privfed.experiment.fedavg import run_fedavg
+    from privfed.fl.config import load_config
+    from privfed.threat.plan import PlanRefused
+
+    with pytest.raises(PlanRefused, match="cohort of 3"):  # t = 2 of 3, C = 1 of the roster: 4 > 3 + 1 fails
+        run_fedavg(load_config(None, [*_RUN, "fl.clients_per_round=3"]))

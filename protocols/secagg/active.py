@@ -144,7 +144,11 @@ def cohort_condition(cohort: int, t: int, corrupted: int) -> str | None:
     """None when a cohort of ``cohort`` clients chosen by a malicious server from a roster with ``corrupted``
     corrupted members is safe at threshold t: 2t > n + min(C, n) (see the module docstring); else the reason."""
     reason = active_condition(cohort, t, min(int(corrupted), cohort))
-    return None if reason is None else f"cohort of {cohort} from a roster with C = {corrupted} corrupted: {reason}"
+    if reason is None:
+        return None
+    hint = f"; or invite more clients per round (the server may put all C = {corrupted} in a cohort)" \
+        if corrupted > 0 else ""
+    return f"cohort of {cohort} from a roster with C = {corrupted} corrupted: {reason}{hint}"
 
 
 def cohort_reason(protocol: "SecAggProtocol", cohort: int, roster_size: int | None = None,
