@@ -286,3 +286,17 @@ def test_a_run_with_too_small_a_cohort_is_refused_before_round_one() -> None:
 
     with pytest.raises(PlanRefused, match="cohort of 3"):  # t = 2 of 3, C = 1 of the roster: 4 > 3 + 1 fails
         run_fedavg(load_config(None, [*_RUN, "fl.clients_per_round=3"]))
+
+
+@pytest.mark.parametrize("name,phases", [("secagg+dp", ("advertise-keys", "share-keys", "masked-input", CONSISTENCY,
+                                                        "unmask")), ("ckks+dp", ("setup", "upload", "decrypt"))])
+def test_active_dp_dropouts_at_every_phase_account_exactly_the_noise_in_the_sum(name, phases) -> None:
+    protocol = registry.create(name, {"active": True, "noise_multiplier": 0.5, "corruption_fraction": 0.0}
+                               if name == "secagg+dp" else {"active": True, "noise_multiplier": 0.5})
+    updates = _updates(range(7))
+    for phase in phases:
+        report = run_round(protocol, 1, updates, drops={2: phase})
+        assert report.aborted is None, (name, phase, report.aborted)
+        survivors = report.result.survivors
+        assert (2 in survivors) == (phase in (CONSISTENCY, "unmask", "decrypt"))  # its input was in before it left
+        assert report.result.info["dp_noise_survivors"] == len(survivors)
