@@ -374,6 +374,8 @@ def _secagg_unmet(name: str, threat: ThreatModel, ctx: RoundContext) -> list[str
             roster = ctx.options.get("roster_size") or n  # C is counted on the roster the cohort is drawn from
             n_c = min(roster_corrupted(roster, sa.corruption_fraction, c), n)
             low = max(low, (n + n_c) // 2 + 1)
+        if n - c - d < 2:  # fewer than 2 honest survivors: no threshold helps (refused below), so suggest none
+            low = high + 1
         hint = (f" (a threshold in {low}..{high} meets both: e.g. {name}.threshold={low})" if low <= high else
                 f" (no threshold meets both collusion={c} and {d} dropouts with {n} clients)")
         if t <= c:
