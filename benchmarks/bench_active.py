@@ -4,6 +4,7 @@ Usage (from the repository root, with the project installed):
 
     nice python benchmarks/bench_active.py                # secagg 10 x 100k and 100 x 100k; ckks/paillier 10 x 10k
     nice python benchmarks/bench_active.py --quick        # secagg 10 x 100k only
+    nice python benchmarks/bench_active.py --variants     # secagg+dp, ckks+dp 10 x 10k; threshold paillier 10 x 1k
     nice python benchmarks/bench_active.py --write benchmarks/results/active.md
 
 Each pair of rows is one in-process round of the same data through ``privfed.runtime.local.run_round`` (both state
@@ -33,6 +34,9 @@ from privfed.runtime.local import run_round
 MAX_WEIGHT = 100.0
 SECAGG = [(10, 100_000), (100, 100_000)]
 HE = [("ckks", 10, 10_000, {}), ("paillier", 10, 10_000, {})]
+#: the active variants added later (issue 14): distributed DP and threshold decryption, small sizes
+VARIANTS = [("secagg+dp", 10, 10_000, {}), ("ckks+dp", 10, 10_000, {}),
+            ("paillier", 10, 1_000, {"decryption": "threshold"})]
 
 
 def _updates(n: int, dim: int) -> dict[int, ClientUpdate]:
@@ -45,7 +49,7 @@ def _measure(name: str, options: dict[str, Any], n: int, dim: int, repeats: int)
     protocol = registry.create(name, {"max_weight": MAX_WEIGHT, **options})
     updates = _updates(n, dim)
     states: dict[int, dict] = {}
-    run_round(protocol, 0, _updates(n, 8) if name == "secagg" else updates, client_states=states,
+    run_round(protocol, 0, _updates(n, 8) if name.startswith("secagg") else updates, client_states=states,
               transcript=False)  # warm-up: registrar, HE keys
     rows = []
     for r in range(repeats):
@@ -58,7 +62,8 @@ def _measure(name: str, options: dict[str, Any], n: int, dim: int, repeats: int)
     wall_s = statistics.median(r[1] for r in rows)
     report = rows[-1][2]
     s = report.summary()
-    return {"protection": name + (" active" if options.get("active") else ""), "clients": n, "params": dim,
+    label = name + ("[threshold]" if options.get("decryption") == "threshold" else "")
+    return {"protection": label + (" active" if options.get("active") else ""), "clients": n, "params": dim,
             "phases": len(set(report.phases)), "upload_B": s["upload_bytes_per_client"],
             "download_B": s["download_bytes_per_client"], "cpu_s": cpu_s, "wall_s": wall_s,
             "client_s": s["client_seconds"], "server_s": s["server_seconds"],
@@ -87,6 +92,7 @@ def _pair(name: str, n: int, dim: int, options: dict[str, Any], repeats: int) ->
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--variants", action="store_true", help="only the active DP and threshold-Paillier rows")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--write", help="also write the table to this markdown file")
     args = parser.parse_args()
@@ -94,12 +100,12 @@ def main() -> None:
               "client s | server s | active vs semi-honest |",
               "|---|---|---|---|---|---|---|---|---|---|"]
     lines = list(header)
-    configs = SECAGG[:1] if args.quick else SECAGG
+    configs = [] if args.variants else SECAGG[:1] if args.quick else SECAGG
     for n, dim in configs:
         lines += _pair("secagg", n, dim, {}, args.repeats if n <= 10 else 1)
         print("\n".join(lines[-3:]), flush=True)
     if not args.quick:
-        for name, n, dim, options in HE:
+        for name, n, dim, options in (VARIANTS if args.variants else HE + VARIANTS):
             try:
                 lines += _pair(name, n, dim, options, 1)
             except Exception as exc:  # noqa: BLE001 - an optional dependency missing: say so, keep the rest

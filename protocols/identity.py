@@ -228,14 +228,16 @@ class IdentitySource:
     """Where a protocol gets its roster and each client its signing key.
 
     With ``roster_path`` (and ``key_dir``), the registrar's files are loaded; without, an in-process registrar
-    enrolls the round's clients on first use (simulation only: it is trusted setup run by the same process). Each
-    client's identity is kept in its persistent ``state`` like any long-lived key.
+    enrolls the round's clients on first use (simulation only: it is trusted setup run by the same process), at
+    most ``capacity`` of them when given (the roster size a sampling server draws cohorts from). Each client's
+    identity is kept in its persistent ``state`` like any long-lived key.
     """
 
-    def __init__(self, roster_path: str | None = None, key_dir: str | None = None) -> None:
+    def __init__(self, roster_path: str | None = None, key_dir: str | None = None,
+                 capacity: int | None = None) -> None:
         if key_dir is not None and roster_path is None:
             raise ConfigError("key_dir needs a roster")
-        self.roster_path, self.key_dir = roster_path, key_dir
+        self.roster_path, self.key_dir, self.capacity = roster_path, key_dir, capacity
         self._roster: Roster | None = read_roster(roster_path) if roster_path else None
         self._issued: dict[int, SigningIdentity] = {}
 
@@ -246,13 +248,21 @@ class IdentitySource:
             assert self._roster is not None
             self._roster.require(ids)
             return self._roster
-        missing = [c for c in ids if self._roster is None or c not in self._roster]
+        missing = list(dict.fromkeys(c for c in ids if self._roster is None or c not in self._roster))
+        if missing and self.capacity is not None and len(self._issued) + len(missing) > self.capacity:
+            raise ActiveCheckFailed("roster", f"enrolling clients {missing[:5]} would exceed the roster size "
+                                              f"{self.capacity}")
         if missing:
             _, fresh = make_identities(missing)
             self._issued.update(fresh)
             self._roster = Roster({c: i.public_bytes for c, i in self._issued.items()})
         assert self._roster is not None
         return self._roster
+
+    @property
+    def size(self) -> int | None:
+        """The roster's size: the file's, else the capacity of the in-process registrar (None: unbounded)."""
+        return len(self._roster) if self.roster_path is not None and self._roster is not None else self.capacity
 
     def identity(self, client_id: int, state: MutableMapping[str, Any]) -> SigningIdentity:
         """Client ``client_id``'s signing key: from its state, its key file, or the in-process registrar."""

@@ -13,9 +13,11 @@ partials and learns the aggregate; with ``release="key-holders"`` the server for
 the key holders (who check the proofs themselves) combine them, so only they learn it.
 
 Assumptions and limits: the dealer is trusted at setup (dealer-free key generation is not implemented); T colluding
-key holders together with the server decrypt any single update; the server follows the protocol (a malicious server
-could ask for partials of one client's ciphertext: each key holder checks the contributor count but cannot verify
-it); clients are trusted to encode in range; HE hides individual updates, not the aggregate (combine with DP). Key
+key holders together with the server decrypt any single update; without ``active=True`` the server follows the
+protocol (a malicious server could ask for partials of one client's ciphertext: each key holder checks the
+contributor count but cannot verify it); with ``active=True`` each key holder verifies the signed contributions and
+recomputes the sum before its partial decryption (:mod:`protocols.threshold_round`, :mod:`protocols.he_active`),
+so a malicious server collects partials only of a sum of >= min_clients fresh signed contributions; clients are trusted to encode in range; HE hides individual updates, not the aggregate (combine with DP). Key
 holders are fixed at dealing: a later round's client that holds no share can contribute but not decrypt, and a round
 with fewer than T key holders among its contributors aborts. Packing, headroom and the error bound are those of
 :mod:`protocols.paillier` unchanged; encryption uses public values only (clients hold no factors): r^n precomputed in
@@ -270,7 +272,10 @@ class ThresholdPaillierProtocol(PackedPaillierProtocol):
         held = state.get(self.key_slot)
         if held is None or getattr(held, "key_id", None) != authority.key_id:
             held = state[self.key_slot] = authority.client_bundle(client_id)
-        return ThresholdHEClient(self, client_id, round_id, update, held, state)
+        client = ThresholdHEClient(self, client_id, round_id, update, held, state)
+        if self.active:  # signs its contribution, checks the relayed ones before a partial (protocols.he_active)
+            client.identity = self.identities().identity(client_id, state)
+        return client
 
     def server_codec(self, public_material: bytes, dim: int, max_clients: int) -> ThresholdServerCodec:
         public = ThresholdPublic.from_bytes(public_material)
@@ -297,9 +302,6 @@ def packed_paillier(decryption: str = "shared-key", threshold: int | float | Non
     if decryption not in DECRYPTIONS:
         raise ConfigError(f"decryption must be one of {DECRYPTIONS}, got {decryption!r}")
     if decryption == "threshold":
-        if options.get("active"):
-            raise ConfigError("active=true with decryption='threshold' is not implemented: key holders would have to "
-                              "check the signed contributions before partial decryption; use one or the other")
         return ThresholdPaillierProtocol(decryption=decryption, threshold=threshold, **options)
     if threshold is not None:
         raise ConfigError("threshold applies to decryption='threshold' only")

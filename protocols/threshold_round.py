@@ -10,6 +10,11 @@ holders first and tops up from the others only for those that dropped or were re
 round without failures, one extra round trip per batch of failures). With ``release="key-holders"`` a ``combine``
 phase sends the T verified partials back to the key holders, who re-check every proof before combining (they do not
 trust the server's checking). A client answers one decrypt request and one combine request per round at most.
+With ``active=True`` (a malicious server, :mod:`protocols.he_active`) the decrypt request carries the signed
+contributions instead of a sum, and each key holder verifies them and recomputes the sum itself before it produces
+its partial decryption, once per round: a partial of one client's ciphertext, or of a sum padded with replayed
+ciphertexts, is never made, so T partials of anything but a sum of >= min_clients fresh signed contributions
+cannot be collected.
 """
 
 from __future__ import annotations
@@ -159,8 +164,10 @@ class ThresholdHEClient(HEClient):
         if self.keys.share is None:
             raise MessageError("this client holds no key share")
         started = time.perf_counter()
-        self._ciphertexts = message["ciphertexts"]
-        self._contributors = message["contributors"]
+        if self.protocol.active:  # a sum recomputed from >= min_clients signed contributions (protocols.he_active)
+            self._ciphertexts, self._contributors = self._checked_sum(message)
+        else:
+            self._ciphertexts, self._contributors = message["ciphertexts"], message["contributors"]
         context = _context(self.keys.key_id, self.round_id, self._ciphertexts)
         try:
             partials, proof = self.codec.partial(self._ciphertexts, context)  # type: ignore[attr-defined]

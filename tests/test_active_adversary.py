@@ -139,8 +139,11 @@ def test_active_rounds_reuse_identities_and_work_from_registrar_files(tmp_path) 
     for round_id in (1, 2):
         report = run_round(protocol, round_id, updates, client_states=states)
         assert report.aborted is None and report.result.survivors == tuple(range(6))
-    with pytest.raises(ConfigError, match="cohort"):
-        protocol.server(3, range(5), DIM)
+    # a cohort sampled from the file roster is fine when the cohort condition holds (5 of 6, C = 0, t = 4) ...
+    report = run_round(protocol, 3, {c: updates[c] for c in range(5)}, client_states=states)
+    assert report.aborted is None and report.result.survivors == tuple(range(5))
+    with pytest.raises(ConfigError, match="cohort"):  # ... a client outside the roster is not
+        protocol.server(4, range(7), DIM)
 
 
 # -- bad input at an honest client: refusal names the check, nothing revealed -------------------------------------
@@ -321,7 +324,12 @@ def test_threat_layer_accepts_a_malicious_server_only_with_active_checks() -> No
     assert unmet_requirements("secagg", threat, RoundContext(10, {}))
     assert any("2t > n" in r for r in unmet_requirements("secagg", ThreatModel.parse("server=malicious,collusion=4"),
                                                          RoundContext(10, {"active": True})))
-    assert unmet_requirements("secagg+dp", threat, RoundContext(10, {"active": True}))
+    for name in ("secagg+dp", "ckks+dp", "paillier"):  # the active DP variants and threshold Paillier (issue 14)
+        extra = {"decryption": "threshold"} if name == "paillier" else {}
+        assert unmet_requirements(name, threat, RoundContext(10, {"active": True, **extra})) == []
+        assert unmet_requirements(name, threat, RoundContext(10, extra))
+    for name in ("dp", "local-dp", "plaintext"):
+        assert unmet_requirements(name, threat, RoundContext(10, {"active": True}))
 
 
 def test_keys_cli_makes_a_roster_and_private_key_files(tmp_path) -> None:

@@ -57,7 +57,11 @@ def simulate_malicious_server(protection: str, options: Mapping[str, Any], updat
     if behaviour not in BEHAVIOURS:
         raise ConfigError(f"unknown malicious-server behaviour {behaviour!r}; choose from {', '.join(BEHAVIOURS)}")
     protocol = registry.create(protection, options)
-    family = "secagg" if protocol.name == "secagg" else ("he" if hasattr(protocol, "key_authority") else None)
+    core = getattr(protocol, "inner", protocol)  # a DP placement (secagg+dp, ckks+dp): its inner protocol
+    if hasattr(protocol, "placement") and protocol.placement != "distributed":
+        core = None  # central/local DP and DP-SGD run over plaintext: nothing to attack, nothing hidden
+    family = None if core is None else (
+        "secagg" if core.name == "secagg" else ("he" if hasattr(core, "key_authority") else None))
     allowed = {"secagg": SECAGG_BEHAVIOURS, "he": HE_BEHAVIOURS}.get(family or "", ())
     if behaviour not in allowed:
         raise ConfigError(f"--malicious-server {behaviour} does not apply to {protection!r} (it applies to "
@@ -83,7 +87,7 @@ def simulate_malicious_server(protection: str, options: Mapping[str, Any], updat
             report = run_round(hijacked, round_id, updates, client_states=states,  # type: ignore[arg-type]
                                transcript=False)
         except ConfigError as exc:
-            if not getattr(protocol, "active", False):
+            if not getattr(core, "active", False):
                 raise
             # active mode refuses parameters under which the paper's guarantee fails (e.g. 2t <= n + n_C) before any
             # key, share or ciphertext exists: every honest client refuses, and the server learns nothing
@@ -100,18 +104,22 @@ def simulate_malicious_server(protection: str, options: Mapping[str, Any], updat
     except PrivfedError:
         recovered = None
     if recovered is not None:
-        u = updates[target]
-        clip = float(protocol.clip)
+        u, tolerance = updates[target], LEARNED_TOLERANCE
+        if core is not protocol:  # distributed DP: the input as the inner protocol sees it (clipped, weight 1); the
+            # target's own noise share is in what the server recovers, so "learned" means within 8 of its stds
+            u = protocol.prepare(u)
+            tolerance += 8.0 * protocol.per_client_std(protocol.denominator(len(ids)))
+        clip = float(core.clip)
         x = np.clip(u.vector, np.float32(-clip), np.float32(clip))
-        truth = weighted_vector(x, float(u.weight), float(protocol.max_weight))
-        if recovered.shape == truth.shape and float(np.max(np.abs(recovered - truth))) <= LEARNED_TOLERANCE:
+        truth = weighted_vector(x, float(u.weight), float(core.max_weight))
+        if recovered.shape == truth.shape and float(np.max(np.abs(recovered - truth))) <= tolerance:
             learned.append(target)
     last = reports[-1]
     refusals = {str(c): d["reason"] for c, d in sorted(last.dropped.items()) if d["reason"] != "injected dropout"}
     refusals.update({str(c): "server rejected: " + d["reason"] for c, d in sorted(last.rejected.items())})
     return {
         "malicious_server": behaviour,
-        "active": bool(getattr(protocol, "active", False)),
+        "active": bool(getattr(core, "active", False)),
         "target": target,
         "rounds": len(reports),
         "server_learned": learned,

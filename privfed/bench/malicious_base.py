@@ -28,7 +28,11 @@ class Hijacked:
         return getattr(self.inner, name)
 
     def server(self, round_id: int, client_ids: Any, dim: int) -> ServerStateMachine:
-        return self._make(self.inner.server(round_id, client_ids, dim), round_id)
+        machine = self.inner.server(round_id, client_ids, dim)
+        if hasattr(self.inner, "placement"):  # a DP placement: attack the inner protocol's server machine
+            machine.inner = self._make(machine.inner, round_id)
+            return machine
+        return self._make(machine, round_id)
 
     def client(self, *args: Any) -> Any:
         return self.inner.client(*args)

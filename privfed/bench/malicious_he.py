@@ -26,6 +26,7 @@ class HEAttacker(Attacker):
         self.signed: dict[int, bytes] = {}
         self.known_offset: np.ndarray | None = None
         self.n_summed = 1
+        self.partials: dict[int, list[int]] = {}  # threshold decryption: key-holder index -> partial decryptions
 
     def intercept(self, phase: str, sender: int, payload: bytes) -> None:
         inner = self.inner
@@ -36,7 +37,9 @@ class HEAttacker(Attacker):
                 from protocols.he_active import contribution_message
                 self.signed[sender] = contribution_message(inner.name, self.round_id, sender, msg["ciphertexts"],
                                                            msg["signature"])
-        if phase == "decrypt" and inner.protocol.release == "server" and self.recovered is None:
+        if phase == "decrypt" and hasattr(inner, "public"):  # threshold decryption: combine the partials it got
+            self._collect_partial(sender, payload)
+        elif phase == "decrypt" and inner.protocol.release == "server" and self.recovered is None:
             msg = decode(payload, inner._release_spec, protocol=inner.name, round_id=self.round_id, sender=sender)
             total = inner.codec.decode_plaintext(msg["plaintext"], self.n_summed)
             if self.known_offset is not None:
@@ -85,6 +88,20 @@ class HEAttacker(Attacker):
         if self.active:
             self.n_summed = len(fields["contributions"])
         return {cid: self._request(kind, fields) for cid in messages}
+
+    def _collect_partial(self, sender: int, payload: bytes) -> None:
+        """Threshold Paillier: keep each partial decryption of whatever the server asked for; with T of them,
+        combine (no proof check: the attacker knows what it asked) and subtract what it already knows."""
+        inner = self.inner
+        msg = decode(payload, inner._partial_spec, protocol=inner.name, round_id=self.round_id, sender=sender)
+        width = inner.codec.width
+        raw = msg["partials"]
+        self.partials[inner.public.index_of(sender)] = [int.from_bytes(raw[i:i + width], "big")
+                                                        for i in range(0, len(raw), width)]
+        if self.recovered is None and len(self.partials) >= inner.public.threshold:
+            chosen = dict(sorted(self.partials.items())[:inner.public.threshold])
+            total = inner.codec.decode_plaintext(inner.codec.combine_plaintext(chosen), self.n_summed)
+            self.recovered = total - self.known_offset if self.known_offset is not None else total
 
     def _fresh_codec(self) -> Any:
         inner = self.inner

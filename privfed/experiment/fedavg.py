@@ -197,6 +197,12 @@ def planned_options(config: ExperimentConfig, data: FederatedDataset, names: lis
                 declared = out.setdefault(name, {}).get(key)
                 if not isinstance(declared, (int, float)) or isinstance(declared, bool) or declared < value:
                     out[name][key] = value
+    for name, opts in out.items():  # active SecAgg samples cohorts from the whole population (issue 14)
+        if name in catalogue.CATALOGUE and catalogue.get(name).protocol == "secagg" and opts.get("active") is True:
+            if opts.get("roster") is None:  # a roster file gives its own size
+                opts.setdefault("roster_size", len(data.clients))
+            if catalogue.get(name).dp == "none":  # secagg+dp passes its DP colluders to the clients itself
+                opts.setdefault("colluders", declared_threat(config).collusion)
     return out
 
 
@@ -230,7 +236,8 @@ def _noise_for_target(config: ExperimentConfig, plan: list[PlannedRound], client
 
 
 def _recheck(name: str, threat: ThreatModel, clients: int, options: Mapping[str, Any]) -> str | None:
-    """The plan's threat check again, for the clients that actually reached the round (None: it still holds)."""
+    """The plan's threat check again, for the clients that actually reached the round (None: it still holds); the
+    options carry the roster size for active SecAgg, so this is the clients' own cohort check."""
     unmet = catalogue.unmet_requirements(name, threat, catalogue.RoundContext(clients, options))
     if not unmet:
         return None

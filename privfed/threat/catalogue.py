@@ -138,7 +138,8 @@ _CKKS_LIMIT = ("CKKS decryptions released to the server are flooded with heurist
 _SECAGG_ASSUMPTIONS = ("fewer than t clients collude with the server (t = reconstruction threshold)",
                        "the server follows the protocol (honest-but-curious), unless active=true (Bonawitz et al. "
                        "2017 section 6: signed key advertisements and a consistency round; holds against a malicious "
-                       "server when 2t > n + collusion, complete graph only)",
+                       "server when 2t > n + min(C, n), C = corrupted clients of the roster the server samples the "
+                       "cohort from; complete graph only)",
                        "at least t clients survive every phase")
 _SECAGG_LIMITS = ("the server learns the sum of the survivors' updates",
                   "with the SecAgg+ sparse graph the guarantee is probabilistic (Bell et al. 2020) for the declared "
@@ -367,11 +368,14 @@ def _secagg_unmet(name: str, threat: ThreatModel, ctx: RoundContext) -> list[str
     unmet: list[str] = []
     if sa.graph == "complete":
         low, high = max(c + 1, 2), n - d
-        if threat.server == MALICIOUS or ctx.options.get("active"):  # active mode also needs 2t > n + n_C
-            from protocols.secagg.active import corrupted_count
+        if threat.server == MALICIOUS or ctx.options.get("active"):  # active mode also needs 2t > n + min(C, n)
+            from protocols.secagg.active import roster_corrupted
 
-            n_c = max(c, corrupted_count(n, sa.corruption_fraction))
+            roster = ctx.options.get("roster_size") or n  # C is counted on the roster the cohort is drawn from
+            n_c = min(roster_corrupted(roster, sa.corruption_fraction, c), n)
             low = max(low, (n + n_c) // 2 + 1)
+        if n - c - d < 2:  # fewer than 2 honest survivors: no threshold helps (refused below), so suggest none
+            low = high + 1
         hint = (f" (a threshold in {low}..{high} meets both: e.g. {name}.threshold={low})" if low <= high else
                 f" (no threshold meets both collusion={c} and {d} dropouts with {n} clients)")
         if t <= c:
@@ -493,24 +497,63 @@ def security_table() -> str:
 # -- issue 14: malicious server (active modes) -- a minimal, separate branch; the conditions live next to the
 # protocols (protocols.secagg.active, protocols.he_active) and are only phrased here.
 def _malicious_server_unmet(name: str, p: Protection, threat: ThreatModel, ctx: RoundContext) -> list[str]:
-    """Empty when ``name`` with ``ctx.options`` has active checks that hold against a malicious server."""
-    if p.dp != "none" or p.protocol not in ("secagg", "paillier", "ckks"):
+    """Empty when ``name`` with ``ctx.options`` has active checks that hold against a malicious server.
+
+    SecAgg (and secagg+dp): :func:`protocols.secagg.active.cohort_reason`, the check every honest client runs on
+    the cohort it is shown, here on the planned clients per round, the roster size (option ``roster_size`` or the
+    roster file; without either the cohort is the whole roster) and the declared collusion."""
+    if p.protocol not in ("secagg", "paillier", "ckks") or p.dp not in ("none", "distributed") \
+            or (p.dp == "distributed" and p.protocol == "paillier"):
         return [f"it assumes the server follows the protocol, and a malicious server is declared (active "
-                f"checks exist for secagg, paillier and ckks without DP: -o NAME.active=true)"]
+                f"checks exist for secagg, secagg+dp, paillier, ckks and ckks+dp: -o NAME.active=true)"]
     if p.protocol == "secagg":
-        from protocols.secagg.active import active_condition, protects_against_malicious_server
+        from protocols.secagg.active import protects_against_malicious_server
     else:
         from protocols.he_active import protects_against_malicious_server
     ok, why = protects_against_malicious_server(ctx.options)
     if not ok:
         return [f"it does not hold against a malicious server: {why}"]
     if p.protocol == "secagg" and ctx.clients is not None:
-        from protocols.errors import ConfigError as _ConfigError
-        try:
-            t = secagg_round(name, ctx.clients, ctx.options).threshold
-        except _ConfigError as exc:
-            return [f"its parameters are invalid for a round of {ctx.clients} clients: {exc}"]
-        reason = active_condition(ctx.clients, t, threat.collusion)
+        reason = active_cohort_reason(name, ctx.clients, ctx.options, threat.collusion)
         if reason is not None:
-            return [f"it does not hold against a malicious server: {reason} (n_C = the declared collusion)"]
+            return [f"it does not hold against a malicious server: {reason} (C = the declared collusion, at least "
+                    f"corruption_fraction of the roster)"]
     return []
+
+
+def active_cohort_reason(name: str, clients: int, options: Mapping[str, Any], collusion: int = 0) -> str | None:
+    """The active-SecAgg cohort condition for ``clients`` per round with ``options`` (None: it holds), from the
+    protocol's own check (:func:`protocols.secagg.active.cohort_reason`)."""
+    from protocols import registry
+    from protocols.errors import ConfigError as _ConfigError
+    from protocols.secagg.active import ActiveSecAggProtocol, cohort_reason
+
+    try:
+        protocol = registry.create(name, {"max_weight": 1.0, "clip": 1.0, **dict(options)})
+    except _ConfigError as exc:
+        return f"its options are invalid: {exc}"
+    inner = getattr(protocol, "inner", protocol)
+    if not isinstance(inner, ActiveSecAggProtocol):
+        return "its SecAgg is not in active mode"
+    return cohort_reason(inner, clients, inner.population, collusion)
+
+
+#: option sets a protection is tried with when listing the malicious-server claims (paillier's threshold decryption
+#: is a variant of the same catalogue entry)
+_ACTIVE_OPTION_VARIANTS: dict[str, tuple[dict[str, Any], ...]] = {"paillier": ({}, {"decryption": "threshold"})}
+
+
+def malicious_server_protections() -> list[tuple[str, str, dict[str, Any]]]:
+    """Every (label, protection, options) that claims input privacy against a malicious server: the catalogue
+    entries whose ``active=true`` mode meets ``server=malicious`` (checked by :func:`unmet_requirements`, so a new
+    active protection is listed, and tested, as soon as the catalogue accepts it). Labels: ``NAME@active``, with
+    the option variant in brackets (``paillier[threshold]@active``)."""
+    threat = ThreatModel(server=MALICIOUS)
+    out = []
+    for name in names():
+        for variant in _ACTIVE_OPTION_VARIANTS.get(name, ({},)):
+            options = {"active": True, **variant}
+            if not unmet_requirements(name, threat, RoundContext(None, options)):
+                tag = "".join(f"[{v}]" for v in variant.values())
+                out.append((f"{name}{tag}@active", name, options))
+    return out

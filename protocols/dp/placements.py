@@ -528,6 +528,14 @@ def dp_sgd(**options: Any) -> DPSGD:
     return DPSGD.wrap("dp-sgd", inner, dp, **standard)
 
 
+def _active_hooks(dp: DPOptions, rest: Mapping[str, Any]) -> dict[str, Any]:
+    """secagg+dp with active=true: the honest clients themselves refuse a signed survivor set below the plan's noise
+    floor, and count the declared colluders in the cohort check (protocols.secagg.active)."""
+    if rest.get("active") is not True:
+        return {}
+    return {"colluders": dp.colluders, "min_noise_survivors": dp.min_noise_survivors or None}
+
+
 def secagg_dp(**options: Any) -> DistributedDP:
     """``secagg+dp``: distributed discrete Gaussian noise added by each client before SecAgg masking."""
     import dataclasses
@@ -541,10 +549,13 @@ def secagg_dp(**options: Any) -> DistributedDP:
         raise ConfigError("mechanism: distributed DP uses the (discrete) Gaussian mechanism")
     if "client_noise" in rest:
         raise ConfigError("client_noise is set by secagg+dp itself")
-    base = registry.create("secagg", {"max_weight": 1.0, "clip": standard["clip"], **rest})
+    base = registry.create("secagg", {"max_weight": 1.0, "clip": standard["clip"], **rest, **_active_hooks(dp, rest)})
 
     def make_inner(std: float) -> AggregationProtocol:
-        return dataclasses.replace(base, client_noise=DiscreteGaussianNoise(std, exact))
+        inner = dataclasses.replace(base, client_noise=DiscreteGaussianNoise(std, exact))
+        if rest.get("active") is True:  # one roster and registrar for every noise level
+            inner._cache["identities"] = base._cache["identities"]  # type: ignore[attr-defined]
+        return inner
 
     protocol = DistributedDP.wrap("secagg+dp", base, dp, **standard)
     protocol._make_inner = make_inner
@@ -561,9 +572,16 @@ def ckks_dp(**options: Any) -> DistributedDP:
     if dp.mechanism != "gaussian":
         raise ConfigError("mechanism: distributed DP uses the Gaussian mechanism")
     base_range = max(float(standard["clip"]), 1.0)
+    if rest.get("active") is True and dp.min_noise_survivors:
+        # active key holders decrypt only a sum they recompute from >= min_clients signed contributions: with the
+        # plan's noise floor there, a malicious server cannot shrink the noise by dropping contributions
+        rest["min_clients"] = max(int(rest.get("min_clients", 3)), dp.min_noise_survivors)
     inner = registry.create("ckks", {"max_weight": 1.0, "clip": standard["clip"], **rest})
 
     def make_inner(std: float) -> AggregationProtocol:
-        return registry.create("ckks", {"max_weight": 1.0, "clip": base_range + NOISE_RANGE_SIGMAS * std, **rest})
+        made = registry.create("ckks", {"max_weight": 1.0, "clip": base_range + NOISE_RANGE_SIGMAS * std, **rest})
+        if rest.get("active") is True:  # one roster and registrar for every noise level
+            made._cache["identities"] = inner.identities()  # type: ignore[attr-defined]
+        return made
 
     return DistributedDP.wrap("ckks+dp", inner, dp, make_inner=make_inner, inner_adds_noise=False, **standard)

@@ -21,15 +21,37 @@ collect t valid signatures only if their signers overlap in corrupted clients:
 cannot reconstruct). With n_C < n/3 it is the paper's t > 2n/3. Then for every honest client the server obtains
 at most one of its two secrets, and learns nothing beyond the sum of the inputs of one set of at least t clients.
 
+Client sampling (a cohort the server chooses from the roster). Let N be the roster size and C the number of
+corrupted roster members the guarantee must tolerate, counted against the **roster**: C = max(colluders,
+ceil(corruption_fraction * N)) (:func:`roster_corrupted`). The server invites a cohort A of the roster; it may pick
+A small, stuffed with its colluders, or show different clients different cohorts. Each client checks locally,
+before it reveals anything, that every member of A is in the roster and that **2t > |A| + min(C, |A|)** with t
+derived from |A| as above (:func:`cohort_condition`, through :func:`cohort_reason`: the one home of the check,
+which the threat layer's plan check also calls with the planned clients per round and roster size). Why this is
+safe: every advertisement and consistency signature covers the digest of the cohort A its signer was shown, and an
+honest client signs one advertisement and one survivor set per round. A client u accepts a peer's key only under
+u's own A, so every honest holder of u's shares was shown the same A; an honest holder reveals a share of u only
+after t valid signatures on (round, session, A, U3) by distinct members of U3 (a subset of A). If one honest
+holder reveals u's self-mask share (u in U3) and another u's masking-key share (u outside U3'), then U3 differs
+from U3', so their honest signers are disjoint; both sets reach t only if 2(t - c_A) + c_A <= |A| with c_A <=
+min(C, |A|) corrupted clients inside A, i.e. 2t <= |A| + min(C, |A|), which the check excludes. It also gives t >
+min(C, |A|): the corrupted members of A cannot reconstruct alone. A cohort that is small or may be colluder-heavy
+(the client cannot tell who is corrupted, so it assumes all C may be in A) therefore makes honest clients refuse.
+Roster size: a roster file's size, or ``roster_size`` (the in-process registrar then enrols at most that many
+clients); without either, the cohort must be exactly the roster (N = |A|, the paper's setting).
+
+Distributed DP (``secagg+dp`` with ``active=true``): ``min_noise_survivors`` (set by secagg+dp from its plan) makes
+honest clients refuse to sign, and to unmask under, a survivor set smaller than the noise the plan's epsilon
+assumed; a server that drops clients to thin the noise learns nothing.
+
 Limits (stated plainly): privacy of each input only. A malicious server can still abort any round, drop any
-client, and corrupt the result (correctness of the sum is not protected); it chooses which clients it invites, so
-active mode requires the round's cohort to be exactly the roster (client sampling would let the server pick a small
-cohort; the client refuses a cohort that is not the roster). The SecAgg+ sparse graph is refused in active mode:
-its guarantee (Bell et al. 2020) needs the graph to be chosen by a trusted or jointly generated randomness source,
-and here the server chooses it. The registrar is trusted during setup. Freshness: the session nonce is the
-server's, so a malicious server could replay signed advertisements of an earlier run with the same round number
-and session; that gives it nothing, since it never learns a share-encryption private key (it cannot read shares
-addressed to a replayed key) and the bound above rests on each honest client answering the unmask request once.
+client, and corrupt the result (correctness of the sum is not protected). The SecAgg+ sparse graph is refused in
+active mode: its guarantee (Bell et al. 2020) needs the graph to be chosen by a trusted or jointly generated
+randomness source, and here the server chooses it. The registrar is trusted during setup. Freshness: the session
+nonce is the server's, so a malicious server could replay signed advertisements of an earlier run with the same
+round number, session and cohort; that gives it nothing, since it never learns a share-encryption private key (it
+cannot read shares addressed to a replayed key) and the bound above rests on each honest client answering the
+unmask request once.
 """
 
 from __future__ import annotations
@@ -47,7 +69,7 @@ from ..wire import FieldSpec, Message, MessageSpec, decode, encode
 from . import RoundPlan, SecAggProtocol
 from .client import SecAggClient, _ids
 from .keys import KEY_BYTES
-from .messages import KEYS, NAME, SERVER_ID, SHARE_REQUEST, UNMASK_REQUEST
+from .messages import ADVERTISE_REQUEST, KEYS, NAME, SERVER_ID, SHARE_REQUEST, UNMASK_REQUEST
 from .server import SecAggServer
 
 __all__ = [
@@ -57,7 +79,11 @@ __all__ = [
     "ActiveSecAggClient",
     "ActiveSecAggServer",
     "active_condition",
+    "cohort_condition",
+    "cohort_reason",
     "corrupted_count",
+    "roster_corrupted",
+    "cohort_digest",
     "protects_against_malicious_server",
     "advertisement_bytes",
     "consistency_bytes",
@@ -108,13 +134,53 @@ def protects_against_malicious_server(options: Mapping[str, Any]) -> tuple[bool,
                   "clients while 2t > n + n_C; the server can still abort, drop clients or corrupt the sum")
 
 
-def advertisement_bytes(round_id: int, session: bytes, signer: int, c_pk: bytes, s_pk: bytes) -> bytes:
-    return signed_bytes("secagg-advertise", NAME, round_id, session, signer, c_pk, s_pk)
+def roster_corrupted(roster_size: int, corruption_fraction: float, colluders: int = 0) -> int:
+    """C: the corrupted roster members the guarantee must tolerate, counted against the whole roster (the declared
+    ``colluders``, at least ceil(corruption_fraction * roster_size))."""
+    return max(int(colluders), corrupted_count(roster_size, corruption_fraction))
 
 
-def consistency_bytes(round_id: int, session: bytes, signer: int, survivors: Sequence[int]) -> bytes:
+def cohort_condition(cohort: int, t: int, corrupted: int) -> str | None:
+    """None when a cohort of ``cohort`` clients chosen by a malicious server from a roster with ``corrupted``
+    corrupted members is safe at threshold t: 2t > n + min(C, n) (see the module docstring); else the reason."""
+    reason = active_condition(cohort, t, min(int(corrupted), cohort))
+    if reason is None:
+        return None
+    hint = f"; or invite more clients per round (the server may put all C = {corrupted} in a cohort)" \
+        if corrupted > 0 else ""
+    return f"cohort of {cohort} from a roster with C = {corrupted} corrupted: {reason}{hint}"
+
+
+def cohort_reason(protocol: "SecAggProtocol", cohort: int, roster_size: int | None = None,
+                  colluders: int = 0) -> str | None:
+    """The one check of a cohort, called by every honest client (on the cohort it was shown) and by the threat
+    layer (on the planned clients per round): t from the protocol's options for ``cohort`` clients, C from the
+    roster size (``None``: the cohort is the whole roster) and the declared colluders. None when it holds."""
+    try:
+        t = SecAggProtocol.plan(protocol, cohort).threshold
+    except ConfigError as exc:
+        return str(exc)
+    population = cohort if roster_size is None else int(roster_size)
+    if population < cohort:
+        return f"a cohort of {cohort} clients cannot come from a roster of {population}"
+    declared = max(int(colluders), int(getattr(protocol, "colluders", 0) or 0))
+    return cohort_condition(cohort, t, roster_corrupted(population, protocol.corruption_fraction, declared))
+
+
+def cohort_digest(cohort: Sequence[int]) -> bytes:
+    """The cohort a signer was shown, as its signatures cover it (sorted ids, little-endian int64)."""
+    return np.asarray(sorted(int(c) for c in cohort), dtype="<i8").tobytes()
+
+
+def advertisement_bytes(round_id: int, session: bytes, signer: int, c_pk: bytes, s_pk: bytes,
+                        cohort: Sequence[int]) -> bytes:
+    return signed_bytes("secagg-advertise", NAME, round_id, session, signer, c_pk, s_pk, cohort_digest(cohort))
+
+
+def consistency_bytes(round_id: int, session: bytes, signer: int, survivors: Sequence[int],
+                      cohort: Sequence[int]) -> bytes:
     ids = np.asarray(sorted(survivors), dtype="<i8").tobytes()
-    return signed_bytes("secagg-consistency", NAME, round_id, session, signer, ids)
+    return signed_bytes("secagg-consistency", NAME, round_id, session, signer, ids, cohort_digest(cohort))
 
 
 @dataclass(frozen=True)
@@ -122,13 +188,20 @@ class ActiveSecAggProtocol(SecAggProtocol):
     """SecAgg with signed advertisements and the consistency check (select it with ``active=True``).
 
     Extra options: ``roster`` (path of a roster JSON from ``privfed keys roster``) and ``key_dir`` (directory of
-    the clients' key files); without them an in-process registrar enrols the first round's clients (simulation).
+    the clients' key files); without them an in-process registrar enrols the clients on first use (simulation).
+    ``roster_size``: the roster's size N when the server samples cohorts from it (the in-process registrar then
+    enrols at most N clients; with a roster file it must equal the file's size); ``colluders``: corrupted roster
+    members declared (C is at least ceil(corruption_fraction * N)); ``min_noise_survivors`` (set by secagg+dp):
+    honest clients refuse a signed survivor set smaller than this.
     """
 
     phases: ClassVar[tuple[str, ...]] = ACTIVE_PHASES
     active: bool = True
     roster: str | None = None
     key_dir: str | None = None
+    roster_size: int | None = None
+    colluders: int = 0
+    min_noise_survivors: int | None = None
     _cache: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -138,25 +211,49 @@ class ActiveSecAggProtocol(SecAggProtocol):
         if self.graph != "complete":
             raise ConfigError("active mode supports the complete graph only: the SecAgg+ sparse graph's guarantee "
                               "needs a graph the server cannot choose, and here the server chooses it")
-        self._cache["identities"] = IdentitySource(self.roster, self.key_dir)
+        for label, value, low in (("roster_size", self.roster_size, 2), ("colluders", self.colluders, 0),
+                                  ("min_noise_survivors", self.min_noise_survivors, 1)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < low):
+                raise ConfigError(f"{label} must be an integer >= {low}, got {value!r}")
+        source = IdentitySource(self.roster, self.key_dir, capacity=self.roster_size)
+        if self.roster is not None and self.roster_size is not None and self.roster_size != source.size:
+            raise ConfigError(f"roster_size = {self.roster_size} but the roster file has {source.size} members")
+        self._cache["identities"] = source
 
     @property
     def identities(self) -> IdentitySource:
         return self._cache["identities"]
 
+    @property
+    def population(self) -> int | None:
+        """N, the roster size cohorts are drawn from (None: the cohort must be the whole roster)."""
+        return self.identities.size if self.roster is not None else self.roster_size
+
+    def cohort_reason(self, cohort: int, colluders: int = 0) -> str | None:
+        """:func:`cohort_reason` for this configuration (its roster size and colluders)."""
+        return cohort_reason(self, cohort, self.population, colluders)
+
     def plan(self, n: int) -> RoundPlan:
         plan = super().plan(n)
-        reason = active_condition(n, plan.threshold, corrupted_count(n, self.corruption_fraction))
+        reason = self.cohort_reason(n)
         if reason is not None:
             raise ConfigError(reason)
         return plan
 
+    def _check_cohort(self, ids: Sequence[int], roster: Roster, error: type) -> None:
+        if not set(ids) <= set(roster.members):
+            raise error("roster", f"clients {sorted(set(ids) - set(roster.members))} are not in the roster")
+        if self.population is None and set(ids) != set(roster.members):
+            raise error("roster", f"active mode without a roster file or roster_size needs the round's cohort to "
+                                  f"be the roster: {len(ids)} invited, {len(roster)} in the roster")
+
     def server(self, round_id: int, client_ids: Sequence[int], dim: int) -> "ActiveSecAggServer":
         ids = tuple(client_ids)
-        roster = self.identities.roster_for(ids)
-        if set(ids) != set(roster.members):
-            raise ConfigError(f"active mode needs the round's cohort to be the roster: {len(ids)} invited, "
-                              f"{len(roster)} in the roster")
+        try:
+            roster = self.identities.roster_for(ids)
+        except ActiveCheckFailed as exc:
+            raise ConfigError(f"cohort: {exc}") from None
+        self._check_cohort(ids, roster, lambda check, detail: ConfigError(f"cohort: {detail}"))
         base = super().server(round_id, ids, dim)
         return ActiveSecAggServer(self, round_id, base.ids, dim, base.plan, roster)
 
@@ -168,8 +265,10 @@ class ActiveSecAggProtocol(SecAggProtocol):
 
     def describe(self) -> Mapping[str, Any]:
         out = dict(super().describe())
-        out.update({"active_adversary_checks": True, "hides": "each individual input from a malicious server "
-                    "colluding with fewer than the tolerated corrupted clients (not the sum's correctness)"})
+        out.update({"active_adversary_checks": True, "roster_size": self.population,
+                    "min_noise_survivors": self.min_noise_survivors,
+                    "hides": "each individual input from a malicious server colluding with fewer than the tolerated "
+                             "corrupted clients (not the sum's correctness)"})
         return out
 
 
@@ -197,15 +296,25 @@ class ActiveSecAggClient(SecAggClient):
         return encode(Message(NAME, kind, self.round_id, SERVER_ID, fields))
 
     def _advertise(self, payload: bytes) -> tuple[bytes, str]:
+        request = decode(payload, ADVERTISE_REQUEST, protocol=NAME, round_id=self.round_id, sender=SERVER_ID)
+        reason = self.protocol.cohort_reason(int(request["n"]))  # the cohort condition, before anything is made
+        if reason is not None:
+            raise ActiveCheckFailed("cohort", reason)
         reply, stage = super()._advertise(payload)
-        cohort = self._neighbours | {self.client_id}
-        if cohort != set(self._roster.members):
-            raise ActiveCheckFailed("roster", f"the server invited {len(cohort)} clients that are not exactly the "
-                                              f"{len(self._roster)} roster members")
+        cohort = self._neighbours | {self.client_id}  # the base checked |cohort| = n
+        self.protocol._check_cohort(cohort, self._roster, ActiveCheckFailed)
+        self._cohort = tuple(sorted(cohort))
         msg = decode(reply, KEYS, protocol=NAME, round_id=self.round_id, sender=self.client_id)
         c_pk, s_pk = msg["c_pk"], msg["s_pk"]
-        signature = self._identity.sign(advertisement_bytes(self.round_id, self._session, self.client_id, c_pk, s_pk))
+        signature = self._identity.sign(advertisement_bytes(self.round_id, self._session, self.client_id, c_pk, s_pk,
+                                                            self._cohort))
         return self._reply(SIGNED_KEYS.kind, {"c_pk": c_pk, "s_pk": s_pk, "signature": signature}), stage
+
+    def _noise_floor(self, survivors: Sequence[int], what: str) -> None:
+        floor = self.protocol.min_noise_survivors
+        if floor is not None and len(survivors) < floor:
+            raise ActiveCheckFailed("noise-survivors", f"{len(survivors)} survivors, the plan's epsilon assumes the "
+                                                       f"noise of at least {floor}: refusing to {what}")
 
     def _share(self, payload: bytes) -> tuple[bytes, str]:
         msg = decode(payload, SIGNED_SHARE_REQUEST, protocol=NAME, round_id=self.round_id, sender=SERVER_ID)
@@ -217,8 +326,8 @@ class ActiveSecAggClient(SecAggClient):
         for peer, c_pk, s_pk, sig in zip(peers, msg["c_pks"], msg["s_pks"], msg["signatures"]):
             if len(c_pk) != KEY_BYTES or len(s_pk) != KEY_BYTES:
                 raise MessageError("signed share request: malformed public key")
-            self._roster.verify(peer, advertisement_bytes(self.round_id, self._session, peer, c_pk, s_pk), sig,
-                                "advertisement-signature")
+            self._roster.verify(peer, advertisement_bytes(self.round_id, self._session, peer, c_pk, s_pk,
+                                                          self._cohort), sig, "advertisement-signature")
         base = self._as_base(SHARE_REQUEST.kind, {"peers": msg["peers"], "c_pks": msg["c_pks"],
                                                   "s_pks": msg["s_pks"]})
         return super()._share(base)
@@ -237,9 +346,10 @@ class ActiveSecAggClient(SecAggClient):
         if len(survivors) < self._plan.threshold:
             raise ActiveCheckFailed("consistency-set", f"{len(survivors)} survivors, threshold "
                                                        f"{self._plan.threshold}: refusing to sign")
+        self._noise_floor(survivors, "sign")
         self._survivors = tuple(sorted(survivors))
         signature = self._identity.sign(consistency_bytes(self.round_id, self._session, self.client_id,
-                                                          self._survivors))
+                                                          self._survivors, self._cohort))
         return self._reply(CONSISTENCY_SIGNATURE.kind, {"signature": signature}), "unmask"
 
     def _unmask(self, payload: bytes) -> tuple[bytes, str]:
@@ -260,9 +370,10 @@ class ActiveSecAggClient(SecAggClient):
         if len(signers) < self._plan.threshold:
             raise ActiveCheckFailed("consistency-signatures", f"only {len(signers)} clients signed the survivor "
                                     f"set, threshold {self._plan.threshold}: refusing to reveal shares")
+        self._noise_floor(survivors, "reveal shares")
         for signer, sig in zip(signers, msg["signatures"]):
-            self._roster.verify(signer, consistency_bytes(self.round_id, self._session, signer, survivors), sig,
-                                "consistency-signatures")
+            self._roster.verify(signer, consistency_bytes(self.round_id, self._session, signer, survivors,
+                                                          self._cohort), sig, "consistency-signatures")
         base = self._as_base(UNMASK_REQUEST.kind, {"alive": msg["alive"], "dropped": msg["dropped"]})
         return super()._unmask(base)
 
@@ -287,7 +398,7 @@ class ActiveSecAggServer(SecAggServer):
         msg = decode(payload, SIGNED_KEYS, protocol=NAME, round_id=self.round_id, sender=sender)
         c_pk, s_pk = bytes(msg["c_pk"]), bytes(msg["s_pk"])
         try:
-            self.roster.verify(sender, advertisement_bytes(self.round_id, self.session, sender, c_pk, s_pk),
+            self.roster.verify(sender, advertisement_bytes(self.round_id, self.session, sender, c_pk, s_pk, self.ids),
                                msg["signature"], "advertisement-signature")
         except ActiveCheckFailed as exc:
             raise MessageError(str(exc)) from None
@@ -316,8 +427,8 @@ class ActiveSecAggServer(SecAggServer):
     def _receive_consistency(self, sender: int, payload: bytes) -> None:
         msg = decode(payload, CONSISTENCY_SIGNATURE, protocol=NAME, round_id=self.round_id, sender=sender)
         try:
-            self.roster.verify(sender, consistency_bytes(self.round_id, self.session, sender, sorted(self._u3)),
-                               msg["signature"], "consistency-signatures")
+            self.roster.verify(sender, consistency_bytes(self.round_id, self.session, sender, sorted(self._u3),
+                                                         self.ids), msg["signature"], "consistency-signatures")
         except ActiveCheckFailed as exc:
             raise MessageError(str(exc)) from None
         self._consistency_sig[sender] = bytes(msg["signature"])

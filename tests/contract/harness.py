@@ -11,6 +11,7 @@ import pytest
 from protocols import registry
 from protocols.base import AggregateResult, AggregationProtocol, ClientStateMachine, ClientUpdate, Outgoing
 from protocols.errors import ConfigError
+from privfed.threat.catalogue import malicious_server_protections
 
 # Options that make each protection testable at a few clients. Only what differs from defaults.
 CONTRACT_OPTIONS: dict[str, dict[str, Any]] = {
@@ -29,8 +30,9 @@ MAX_WEIGHT = 10.0
 CLIP = 1.0
 
 
-#: protections that claim security against a malicious server pass the suite in active mode too ("NAME@active")
-ACTIVE_VARIANTS = ("secagg@active", "paillier@active", "ckks@active")
+#: protections that claim security against a malicious server pass the suite in active mode too ("NAME@active"):
+#: the threat catalogue's own list, so a protection is covered as soon as the catalogue claims it
+ACTIVE_VARIANTS = tuple(label for label, _, _ in malicious_server_protections())
 
 
 def available_protections() -> list[str]:
@@ -39,11 +41,11 @@ def available_protections() -> list[str]:
 
 def make_protocol(name: str, **extra: Any) -> AggregationProtocol:
     """The protection with the contract options, or skip if it is not built / its dependency is missing."""
-    name, variant = CONTRACT_VARIANTS.get(name, (name, {}))
-    name, _, mode = name.partition("@")
+    label, _, mode = name.partition("@")
+    name, variant = CONTRACT_VARIANTS.get(label, (label, {}))
     if mode == "active":
         # the fuzz rounds have 3 clients: active SecAgg then needs n_C = 0 (2t > n + n_C, with t = 2)
-        extra = {"active": True, **({"corruption_fraction": 0.0} if name == "secagg" else {}), **extra}
+        extra = {"active": True, **({"corruption_fraction": 0.0} if name.startswith("secagg") else {}), **extra}
     options = {"max_weight": MAX_WEIGHT, "clip": CLIP, **CONTRACT_OPTIONS.get(name, {}), **variant, **extra}
     try:
         return registry.create(name, options)
