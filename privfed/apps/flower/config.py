@@ -80,6 +80,9 @@ class FlowerRunConfig:
     #: the public roster (privfed keys roster) the *server* uses for active modes whose options name none
     #: ([runtime] roster); nodes never read it: they take theirs from node-config (privfed.apps.flower.identity)
     roster: str = ""
+    #: target mode: the noise multipliers the submitting side calibrated, as JSON {protection: z} (for the record;
+    #: the multipliers themselves travel in ``experiment``'s protection options)
+    calibrated: str = ""
 
     def __post_init__(self) -> None:
         if self.rounds < 1:
@@ -138,7 +141,7 @@ _KEYS = {
     "clients": int, "reply-timeout": float, "straggler-grace": float, "connect-timeout": float, "drops": str,
     "stop-after-upload": int, "stop-round": int, "report": str, "fl-overrides": str, "key-dir": str,
     "experiment": str, "schema": str, "run-dir": str, "plan-reasons": str, "resume": bool, "stop-after": int,
-    "roster": str,
+    "roster": str, "calibrated": str,
 }
 
 

@@ -168,27 +168,24 @@ def write_app(directory: Path) -> Path:
 
 
 def _run_config(config: Any, runtime: FlowerRuntime, out: Path) -> dict[str, Any]:
-    from privfed.experiment.fedavg import declared_threat
-    from privfed.threat import resolve_plan
-
     if not config.data.schema:
         raise ConfigError("runtime.kind=flower needs data.schema (privfed schema ... --out FILE): the nodes hold "
                           "the data, the server only the public schema")
-    threat = declared_threat(config)
-    if threat.wants_dp:
-        raise ConfigError("a privacy target ([threat] epsilon) is not calibrated over Flower yet; set the DP "
-                          "protections' noise_multiplier in [protection.options.<name>] instead")
     clients = config.fl.clients_per_round
     if config.fl.sampling != "fixed" or clients < 1:
         raise ConfigError("over Flower, fl.clients_per_round names the number of nodes (fixed sampling, >= 1)")
-    plan = resolve_plan(config.plan, config.fl.rounds, threat, clients=clients)
+    from .target import calibrated_config
+
+    # the plan check and, with an epsilon target, the noise calibration: the in-process loop's own functions
+    config, plan, calibrated = calibrated_config(config, clients)
     schema_text = Path(config.data.schema).expanduser().read_text(encoding="utf-8")
     return {"protection": ",".join(p.protection for p in plan), "rounds": config.fl.rounds, "clients": clients,
             "update-source": "train", "experiment": json.dumps(config.to_table()), "schema": schema_text,
             "run-dir": str(out.resolve()), "plan-reasons": "|".join(p.reason.replace("|", "/") for p in plan),
             "reply-timeout": runtime.reply_timeout, "connect-timeout": runtime.connect_timeout,
             "straggler-grace": runtime.straggler_grace, "key-dir": runtime.key_dir, "seed": config.seed,
-            "roster": str(Path(runtime.roster).expanduser().resolve()) if runtime.roster else ""}
+            "roster": str(Path(runtime.roster).expanduser().resolve()) if runtime.roster else "",
+            "calibrated": json.dumps(calibrated) if calibrated else ""}
 
 
 def submit(config: Any, runtime: FlowerRuntime, out: str | Path, *, resume: bool = False,
