@@ -153,3 +153,46 @@ def test_node_with_a_key_for_another_client_refuses(tmp_path: Path, keys: tuple[
     assert record["survivor_ids"] == [0, 2]
     assert "active check 'roster' failed" in record["dropped"]["1"]["reason"]
     assert np.max(np.abs(np.asarray(record["mean"]) - _exact([0, 2]))) <= record["error_bound"] + 1e-12
+
+
+def test_active_paillier_key_holders_check_signed_contributions_over_flower(tmp_path: Path,
+                                                                           keys: tuple[Path, Path]) -> None:
+    """HE active mode over Flower: contributors sign their ciphertexts with the key from their node config, the key
+    holder recomputes the sum from the signed contributions; the mean is exact within the declared bound."""
+    pytest.importorskip("phe")
+    from privfed.runtime.flower.keys import deal
+
+    roster, key_dir = keys
+    dealt = {"key_bits": 1024, "insecure_test_keys": True}
+    nodes_dir, server_dir = deal(tmp_path / "he", "paillier", dealt)
+    config = _run_config("paillier", options=json.dumps({**dealt, "active": True}), roster=str(roster),
+                         **{"key-dir": str(server_dir)})
+    node_config = _nodes(roster, key_dir)
+    report = _run(tmp_path, config, lambda p: {**node_config(p), "key-dir": str(nodes_dir)})
+    assert "error" not in report, report.get("error")
+    (record,) = report["rounds"]
+    assert record["survivor_ids"] == [0, 1, 2], (record["dropped"], record["rejected"])
+    assert np.max(np.abs(np.asarray(record["mean"]) - _exact([0, 1, 2]))) <= record["error_bound"] + 1e-12
+
+
+def test_plan_check_over_flower_accepts_a_malicious_server_only_with_active_mode(tmp_path: Path,
+                                                                                keys: tuple[Path, Path]) -> None:
+    """The submitting side checks the plan with the protection's options (as the in-process loop does), so
+    threat.server=malicious is accepted for secagg with active=true and refused without it."""
+    pytest.importorskip("torch")
+    from privfed.apps.flower.submit import FlowerRuntime, _run_config as submit_config
+    from privfed.fl.config import ModelConfig, load_config
+    from privfed.fl.schema import schema_from_text
+
+    roster, _ = keys
+    (tmp_path / "public.txt").write_text("a few words of public text for the schema. " * 20)
+    schema_from_text(tmp_path / "public.txt", seq_len=8, model=ModelConfig(hidden=4, embedding=4)).save(
+        tmp_path / "schema.json")
+    base = ["data.source=text", f"data.schema={tmp_path / 'schema.json'}", "plan=secagg", "fl.clients_per_round=3",
+            "threat.server=malicious"]
+    runtime = FlowerRuntime.from_table({"kind": "flower", "roster": str(roster)})
+    run_config = submit_config(load_config(None, [*base, "protection.options.secagg.active=true",
+                                                  "protection.options.secagg.threshold=3"]), runtime, tmp_path / "R")
+    assert set(run_config["protection"].split(",")) == {"secagg"} and run_config["roster"] == str(roster.resolve())
+    with pytest.raises(ConfigError, match="active"):
+        submit_config(load_config(None, base), runtime, tmp_path / "R")
