@@ -44,8 +44,8 @@ from privfed.runtime.flower.driver import collect, run_round_on_grid
 from .config import FlowerRunConfig
 from .report import report_record
 
-__all__ = ["Task", "task_for", "experiment", "protocol_base_options", "round_recheck", "run_training", "client_train", "node_data",
-           "node_evaluate", "TRAIN_MESSAGE_TYPE", "EVAL_MESSAGE_TYPE", "EVALUATION_DISCLOSURE"]
+__all__ = ["Task", "task_for", "experiment", "protocol_base_options", "round_recheck", "run_training", "client_train",
+           "node_data", "node_evaluate", "TRAIN_MESSAGE_TYPE", "EVAL_MESSAGE_TYPE", "EVALUATION_DISCLOSURE"]
 
 log = logging.getLogger("flwr.privfed.training")
 TRAIN_MESSAGE_TYPE = "train"
