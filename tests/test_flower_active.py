@@ -196,3 +196,40 @@ def test_plan_check_over_flower_accepts_a_malicious_server_only_with_active_mode
     assert set(run_config["protection"].split(",")) == {"secagg"} and run_config["roster"] == str(roster.resolve())
     with pytest.raises(ConfigError, match="active"):
         submit_config(load_config(None, base), runtime, tmp_path / "R")
+
+
+def test_loopback_gives_each_node_only_its_own_key(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                   keys: tuple[Path, Path]) -> None:
+    from privfed.runtime.flower.loopback import LoopbackDeployment
+
+    roster, key_dir = keys
+    deployment = LoopbackDeployment(tmp_path, nodes=3, node_config={"roster": str(roster)},
+                                    node_configs={p: {"signing-key": str(key_dir / key_file_name(p))}
+                                                  for p in range(3)})
+    argv: dict[str, list[str]] = {}
+    monkeypatch.setattr(deployment, "_spawn", lambda key, args: argv.setdefault(key, args))
+    deployment.superlink_port = 1
+    for partition in range(3):
+        deployment.start_node(partition, wait=False)
+    for partition in range(3):
+        node_config = argv[f"supernode-{partition}"][-1]
+        assert f'signing-key="{key_dir / key_file_name(partition)}"' in node_config
+        assert all(key_file_name(other) not in node_config for other in range(3) if other != partition)
+
+
+def test_loopback_script_checks_the_key_dir_before_starting_anything(tmp_path: Path,
+                                                                   keys: tuple[Path, Path]) -> None:
+    import subprocess
+
+    script = Path(__file__).resolve().parents[1] / "examples" / "flower" / "loopback.sh"
+    env = {"PATH": "/usr/bin:/bin", "PRIVFED_FLOWER_DIR": str(tmp_path / "flower")}
+    roster, key_dir = keys
+
+    def start(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["bash", str(script), "start", *args], env=env, capture_output=True, text=True,
+                              timeout=30)
+    (tmp_path / "empty").mkdir()
+    assert "no roster" in start("2", "--key-dir", str(tmp_path / "empty")).stderr
+    assert "no " + str(key_dir / "client-3.key.json") in start("4", "--key-dir", str(key_dir)).stderr
+    assert start("2", "--roster", str(roster)).returncode == 2
+    assert not (tmp_path / "flower" / "pids").exists()  # nothing was started
