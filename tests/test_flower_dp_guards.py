@@ -104,6 +104,11 @@ def test_epsilon_target_is_calibrated_on_the_submitting_side_and_the_ledger_stay
                                                             "expected_clients": 3}
     for node in NODE_IDS:
         assert load_node_state(grid.contexts[node].state).protocol_options == server
+    from click.testing import CliRunner
+    from privfed.cli import main as cli
+
+    audit = CliRunner().invoke(cli, ["audit", str(root / "RUN")])  # the audit re-reads the ledger it spends
+    assert audit.exit_code == 0, audit.output
 
 
 def test_a_round_below_the_noise_floor_is_aborted_with_the_reason(root: Path) -> None:
