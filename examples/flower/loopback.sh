@@ -2,7 +2,7 @@
 # A loopback Flower deployment for local trials: one SuperLink and N SuperNodes, every port on 127.0.0.1,
 # insecure mode (plain HTTP, no TLS, no node authentication: for this machine only, never across a network).
 #
-#   examples/flower/loopback.sh start [N] [--data-root DIR]
+#   examples/flower/loopback.sh start [N] [--data-root DIR] [--key-dir KEYS [--roster FILE]]
 #       SuperLink on 127.0.0.1:$PRIVFED_SUPERLINK_PORT (default 9093) and N SuperNodes (default 3); with
 #       --data-root, node i reads only DIR/node-i (node-config data-path). Then, for a privfed run:
 #   privfed schema --source text --path PUBLIC.txt --out schema.json
@@ -10,6 +10,13 @@
 #       -c data.schema=schema.json -c plan="1-2:plaintext,3:secagg" -c fl.rounds=3 -c fl.clients_per_round=3 \
 #       --out RUN
 #   examples/flower/loopback.sh stop          # stops every process it started, and their descendants
+#
+# Active modes (-o active=true) need identities made by a registrar before the nodes start:
+#   privfed keys roster --clients 3 --out keys/roster.json --key-dir keys
+#   examples/flower/loopback.sh start 3 --data-root DIR --key-dir keys [--roster keys/roster.json]
+#       node i gets node-config roster=ROSTER signing-key=keys/client-i.key.json (its own key only); then
+#   privfed run -c runtime.kind=flower -c runtime.roster=keys/roster.json -c plan=secagg \
+#       -c protection.options.secagg.active=true ... --out RUN
 #
 # Or with Flower's own CLI and this directory's app (synthetic bench vectors):
 #   export FLWR_HOME="$PWD/.privfed-flower/flwr-home"
@@ -46,11 +53,15 @@ wait_port() {  # wait_port PORT WHAT: until something listens on 127.0.0.1:PORT 
 }
 
 start() {
-    local nodes=3 data_root="" i data
+    local nodes=3 data_root="" key_dir="" roster="" i data identity
     while [ $# -gt 0 ]; do
         case "$1" in
             --data-root) data_root="${2:?--data-root needs a directory}"; shift 2 ;;
             --data-root=*) data_root="${1#--data-root=}"; shift ;;
+            --key-dir) key_dir="${2:?--key-dir needs a directory}"; shift 2 ;;
+            --key-dir=*) key_dir="${1#--key-dir=}"; shift ;;
+            --roster) roster="${2:?--roster needs a file}"; shift 2 ;;
+            --roster=*) roster="${1#--roster=}"; shift ;;
             ''|*[!0-9]*) echo "start: unknown argument '$1'" >&2; exit 2 ;;
             *) nodes="$1"; shift ;;
         esac
@@ -59,6 +70,16 @@ start() {
         data_root="$(cd "$data_root" && pwd)"
         for i in $(seq 0 $((nodes - 1))); do
             [ -e "$data_root/node-$i" ] || { echo "no $data_root/node-$i for node $i" >&2; exit 1; }
+        done
+    fi
+    if [ -n "$roster" ] && [ -z "$key_dir" ]; then echo "--roster needs --key-dir" >&2; exit 2; fi
+    if [ -n "$key_dir" ]; then
+        key_dir="$(cd "$key_dir" && pwd)"
+        roster="${roster:-$key_dir/roster.json}"
+        [ -f "$roster" ] || { echo "no roster $roster (give --roster FILE; made by privfed keys roster)" >&2; exit 1; }
+        roster="$(cd "$(dirname "$roster")" && pwd)/$(basename "$roster")"
+        for i in $(seq 0 $((nodes - 1))); do
+            [ -f "$key_dir/client-$i.key.json" ] || { echo "no $key_dir/client-$i.key.json for node $i" >&2; exit 1; }
         done
     fi
     if [ -s "$DIR/pids" ]; then echo "already running (pids in $DIR/pids); run: $0 stop" >&2; exit 1; fi
@@ -72,14 +93,16 @@ start() {
     for i in $(seq 0 $((nodes - 1))); do
         data=""
         if [ -n "$data_root" ]; then data="data-path=\"$data_root/node-$i\""; fi
+        identity=""
+        if [ -n "$key_dir" ]; then identity="roster=\"$roster\" signing-key=\"$key_dir/client-$i.key.json\""; fi
         setsid flower-supernode --insecure --superlink "$HOST:$LINK_PORT" --host "$HOST" \
             --port $((NODE_PORT_BASE + i)) \
-            --node-config "partition-id=$i num-partitions=$nodes $data ${PRIVFED_NODE_CONFIG:-}" \
+            --node-config "partition-id=$i num-partitions=$nodes $data $identity ${PRIVFED_NODE_CONFIG:-}" \
             > "$DIR/logs/supernode-$i.log" 2>&1 < /dev/null &
         echo $! >> "$DIR/pids"
     done
     for i in $(seq 0 $((nodes - 1))); do wait_port $((NODE_PORT_BASE + i)) "flower-supernode $i"; done
-    echo "SuperLink on $HOST:$LINK_PORT with $nodes SuperNodes${data_root:+ (node i reads $data_root/node-i)}"
+    echo "SuperLink on $HOST:$LINK_PORT with $nodes SuperNodes${data_root:+ (node i reads $data_root/node-i)}${key_dir:+ (node i signs with $key_dir/client-i.key.json, roster $roster)}"
     echo "logs in $DIR/logs; for flwr: export FLWR_HOME=\"$FLWR_HOME\""
 }
 
@@ -114,5 +137,5 @@ stop() {
 case "${1:-}" in
     start) shift; start "$@" ;;
     stop) stop ;;
-    *) echo "usage: $0 start [N] [--data-root DIR] | stop" >&2; exit 2 ;;
+    *) echo "usage: $0 start [N] [--data-root DIR] [--key-dir KEYS [--roster FILE]] | stop" >&2; exit 2 ;;
 esac

@@ -58,7 +58,8 @@ from privfed.fl.models import ParamLayout, SequenceModel, build_model, flatten, 
 from .rundir import RunDir, config_digest, decode_vector, encode_vector, to_jsonable
 from privfed.fl.train import evaluate, select_trainer
 
-__all__ = ["FedAvgResult", "run_fedavg", "RoundHook", "StopRun", "package_versions"]
+__all__ = ["FedAvgResult", "run_fedavg", "RoundHook", "StopRun", "package_versions", "plan_with_target",
+           "protection_options", "recheck_round", "report_delta", "model_size_bound"]
 
 STREAM_SAMPLING, STREAM_DROPS, STREAM_TRAIN = 11, 12, 13
 RoundHook = Callable[[dict[str, Any], "RoundReport | None"], None]
@@ -210,10 +211,16 @@ def _model_size_bound(config: ExperimentConfig, data: FederatedDataset) -> int |
     """Parameters of the run's model (either variant: DP-SGD's DPLSTM/DPGRU or the plain one), plus the weight
     coordinate: the size secagg+dp's planned rounding slack must assume (the default assumes 10M and a larger model
     would spend more than the plan promised)."""
+    return model_size_bound(lambda dp_compatible: data.model_spec(config.model, dp_compatible), config.seed)
+
+
+def model_size_bound(spec_for: Callable[[bool], Any], seed: int) -> int | None:
+    """The larger of the two model variants' parameter counts plus one (the weight coordinate); ``spec_for(dp)``
+    gives the model spec (from a data set in-process, from the public schema over Flower)."""
     sizes = []
     for dp_compatible in (False, True):
         try:
-            sizes.append(ParamLayout.of(build_model(data.model_spec(config.model, dp_compatible), config.seed)).size)
+            sizes.append(ParamLayout.of(build_model(spec_for(dp_compatible), seed)).size)
         except (ImportError, PrivfedError):  # the DP-compatible variant needs Opacus
             continue
     return max(sizes) + 1 if sizes else None
@@ -242,6 +249,69 @@ def _recheck(name: str, threat: ThreatModel, clients: int, options: Mapping[str,
     if not unmet:
         return None
     return f"round re-check with {clients} clients: {name} no longer meets the threat model: " + "; ".join(unmet)
+
+
+def plan_with_target(config: ExperimentConfig, per_round: int, plan_options: dict[str, dict[str, Any]],
+                     model_size: int | None) -> tuple[list[PlannedRound], dict[str, float]]:
+    """The run's plan, checked against the declared threat model; in target mode (an epsilon in ``[threat]``) the
+    DP protections without an explicit noise multiplier first get one from :func:`privfed.threat.budget.calibrate`
+    (written into ``plan_options``). Every runtime calls this: in-process the FedAvg loop, over Flower the
+    submitting side (:mod:`privfed.apps.flower.submit`). Returns (plan, the calibrated multipliers)."""
+    threat = declared_threat(config)
+    targeted: dict[str, float] = {}
+    if threat.wants_dp:  # target mode: unconfigured noise is only advice to the first check, then calibrated
+        provisional = resolve_plan(config.plan, config.fl.rounds, threat, clients=per_round, options=plan_options,
+                                   model_size=model_size)
+        targeted = _noise_for_target(config, provisional, per_round, plan_options, model_size)
+        for name, z in targeted.items():
+            plan_options.setdefault(name, {})["noise_multiplier"] = z
+    plan = resolve_plan(config.plan, config.fl.rounds, threat, clients=per_round, options=plan_options,
+                        model_size=model_size)
+    return plan, targeted
+
+
+def protection_options(config: ExperimentConfig, name: str, max_weight: float, per_round: int,
+                       plan_options: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, Any]:
+    """The options protection ``name`` runs with: the configured ones, the plan's (``plan_options``: the DP-SGD
+    schedule, a calibrated noise multiplier; default the configured table), and the guards that keep a round from
+    spending more than the plan promised — ``colluders`` (distributed DP, never below the threat model's),
+    ``min_noise_survivors`` and ``expected_clients`` (from :func:`privfed.threat.budget.runtime_options` in target
+    mode, or under Poisson sampling). The one home of these options: the in-process loop and both sides of a
+    Flower run call it."""
+    threat = declared_threat(config)
+    plan_options = config.protection.options if plan_options is None else plan_options
+    options = config.protection.for_protection(name, max_weight)
+    for key, value in plan_options.get(name, {}).items():
+        options.setdefault(key, value)
+    if catalogue.get(name).dp == "distributed":
+        guards = runtime_options(name, plan_options.get(name, {}), threat, per_round)
+        # the ledger's server-side epsilon is for the declared colluders at least: a protection option may
+        # raise the count, never lower it below the threat model's (an invalid value is left for DPOptions)
+        declared = options.get("colluders")
+        if declared is None or (isinstance(declared, int) and not isinstance(declared, bool)):
+            options["colluders"] = max(threat.collusion, declared or 0)
+        if threat.wants_dp:  # the plan promised an epsilon: never spend more in a round with fewer survivors
+            options.update({k: v for k, v in guards.items() if k == "min_noise_survivors"})
+            # ... nor in a round that invites more clients than planned (the noise split over them is thinner)
+            options.setdefault("expected_clients", guards.get("expected_clients"))
+    if config.fl.sampling == "poisson" and catalogue.get(name).dp in ("central", "local", "distributed") \
+            and options.get("denominator", "fixed") == "fixed":
+        # under Poisson sampling the invited count is random: dividing by it would release it unaccounted
+        options.setdefault("expected_clients", per_round)
+    if options.get("expected_clients", 0) is None:
+        options.pop("expected_clients")
+    return options
+
+
+def recheck_round(config: ExperimentConfig, name: str, clients: int, options: Mapping[str, Any]) -> str | None:
+    """:func:`_recheck` under the run's declared threat model (the Flower ServerApp's entry point)."""
+    return _recheck(name, declared_threat(config), clients, options)
+
+
+def report_delta(config: ExperimentConfig) -> float:
+    """The delta epsilon is reported at: the target's when ``[threat]`` declares one, else protection.delta."""
+    threat = declared_threat(config)
+    return threat.delta if threat.wants_dp and threat.delta is not None else config.protection.delta
 
 
 def _check_sample_rate(name: str, protocol: AggregationProtocol, config: ExperimentConfig) -> None:
@@ -308,41 +378,11 @@ def run_fedavg(config: ExperimentConfig, out_dir: str | Path | None = None, *, r
     threat = declared_threat(config)
     model_size = _model_size_bound(config, data) if threat.wants_dp else None
     plan_options = planned_options(config, data, [n for n in catalogue.names() if catalogue.get(n).dp == "dp-sgd"])
-    if threat.wants_dp:  # target mode: unconfigured noise is only advice to the first check, then calibrated
-        provisional = resolve_plan(config.plan, config.fl.rounds, threat, clients=per_round, options=plan_options,
-                                   model_size=model_size)
-        targeted = _noise_for_target(config, provisional, per_round, plan_options, model_size)
-        for name, z in targeted.items():
-            plan_options.setdefault(name, {})["noise_multiplier"] = z
-    else:
-        targeted = {}
-    plan: list[PlannedRound] = resolve_plan(config.plan, config.fl.rounds, threat, clients=per_round,
-                                            options=plan_options, model_size=model_size)
+    plan, targeted = plan_with_target(config, per_round, plan_options, model_size)
     max_weight = float(data.max_weight)
-    guards = {p.protection: runtime_options(p.protection, plan_options.get(p.protection, {}), threat, per_round)
-              for p in plan}
 
     def options_for(name: str) -> dict[str, Any]:
-        options = config.protection.for_protection(name, max_weight)
-        for key, value in plan_options.get(name, {}).items():
-            options.setdefault(key, value)
-        if catalogue.get(name).dp == "distributed":
-            # the ledger's server-side epsilon is for the declared colluders at least: a protection option may
-            # raise the count, never lower it below the threat model's (an invalid value is left for DPOptions)
-            declared = options.get("colluders")
-            if declared is None or (isinstance(declared, int) and not isinstance(declared, bool)):
-                options["colluders"] = max(threat.collusion, declared or 0)
-            if threat.wants_dp:  # the plan promised an epsilon: never spend more in a round with fewer survivors
-                options.update({k: v for k, v in guards.get(name, {}).items() if k == "min_noise_survivors"})
-                # ... nor in a round that invites more clients than planned (the noise split over them is thinner)
-                options.setdefault("expected_clients", guards.get(name, {}).get("expected_clients"))
-        if config.fl.sampling == "poisson" and catalogue.get(name).dp in ("central", "local", "distributed") \
-                and options.get("denominator", "fixed") == "fixed":
-            # under Poisson sampling the invited count is random: dividing by it would release it unaccounted
-            options.setdefault("expected_clients", per_round)
-        if options.get("expected_clients", 0) is None:
-            options.pop("expected_clients")
-        return options
+        return protection_options(config, name, max_weight, per_round, plan_options)
 
     # validate every protection before round 1; keep each instance for its first run of rounds
     instances: dict[str, AggregationProtocol] = {}
@@ -392,7 +432,7 @@ def run_fedavg(config: ExperimentConfig, out_dir: str | Path | None = None, *, r
 
     unit = reported_unit(config, plan)
     # with a DP target the run reports epsilon at the delta the plan promised it at (protection.delta otherwise)
-    report_delta = threat.delta if threat.wants_dp and threat.delta is not None else config.protection.delta
+    delta = report_delta(config)
     records: list[dict[str, Any]] = []
     reports: list[RoundReport] = []
     client_states: dict[str, MutableMapping[int, MutableMapping[str, Any]]] = {}
@@ -502,7 +542,7 @@ def run_fedavg(config: ExperimentConfig, out_dir: str | Path | None = None, *, r
             record["dp_events"] = events
         else:
             totals["aborted_rounds"] += 1
-        record.update(privacy_figures(ledger, dp_events, report_delta, unit))
+        record.update(privacy_figures(ledger, dp_events, delta, unit))
         load_flat(template, vector, layout)
         record["metrics"] = evaluate(template, data.eval)
         train_losses = [(c["samples"], c["train_loss"]) for c in client_info.values()
@@ -548,7 +588,7 @@ def run_fedavg(config: ExperimentConfig, out_dir: str | Path | None = None, *, r
         "final_metrics": all_rounds[-1]["metrics"] if all_rounds else initial_metrics,
         **{k: (all_rounds[-1].get(k) if all_rounds else None)
            for k in ("epsilon_model", "epsilon_server", "epsilon_unit")},
-        "delta": report_delta,
+        "delta": delta,
     })
     summary = redact_summary(to_jsonable(summary))
     if rundir is not None:

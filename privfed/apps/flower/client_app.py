@@ -40,6 +40,7 @@ from protocols.errors import MessageError, PrivfedError
 from privfed.runtime.local import INTERNAL_ERROR
 
 from .config import FlowerRunConfig, build_protocol, parse_run_config
+from .identity import announced_id, hold_identity
 from privfed.runtime.flower.envelope import STATUS_NONE, STATUS_REFUSED, STATUS_REPLY, pack_reply, unpack_request
 from privfed.runtime.flower.state import NodeState, load_node_state, save_node_state
 from .updates import evaluate_update, synthetic_update, train_update
@@ -74,7 +75,7 @@ def hello(message: Message, context: Context) -> Message:
     config = parse_run_config(context.run_config)
     accepted, reason = _accepted(context, config.plan)
     node = load_node_state(context.state)
-    node.announced = _partition_id(context)
+    node.announced = announced_id(context.node_config, _partition_id(context))
     save_node_state(context.state, node)
     return Message(RecordDict({"privfed-hello": ConfigRecord(
         {"partition-id": node.announced, "accepts": accepted, "reason": reason})}), reply_to=message)
@@ -169,7 +170,8 @@ def phase(message: Message, context: Context) -> Message:
         if config.update_source == "train" and node.protocol_options is None:
             raise MessageError("no local update: the server asked for a protocol phase before training")
         protocol = build_protocol(config, protection, key_dir=str(context.node_config.get("key-dir", "")),
-                                  secret=True, base=node.protocol_options if config.update_source == "train" else None)
+                                  secret=True, base=node.protocol_options if config.update_source == "train" else None,
+                                  node_config=context.node_config)
         if (config.stop_after_upload >= 0 and config.stop_after_upload == _partition_id(context)
                 and config.stop_round in (0, request.round_id)
                 and context.node_config.get("allow-fault-injection") is True
@@ -187,6 +189,7 @@ def phase(message: Message, context: Context) -> Message:
         try:
             if node.machine is None:
                 state = node.persistent.setdefault(protection, {})  # per protection, as privfed.fl's loop keeps it
+                hold_identity(context.node_config, protocol, request.client_id, state)  # active modes: own key
                 node.machine = protocol.client(request.client_id, request.round_id, update, state)
             reply = node.machine.handle(request.payload)
         finally:

@@ -77,6 +77,12 @@ class FlowerRunConfig:
     resume: bool = False
     #: stop after this round as if the server were killed (0 = run every round; resume testing)
     stop_after: int = 0
+    #: the public roster (privfed keys roster) the *server* uses for active modes whose options name none
+    #: ([runtime] roster); nodes never read it: they take theirs from node-config (privfed.apps.flower.identity)
+    roster: str = ""
+    #: target mode: the noise multipliers the submitting side calibrated, as JSON {protection: z} (for the record;
+    #: the multipliers themselves travel in ``experiment``'s protection options)
+    calibrated: str = ""
 
     def __post_init__(self) -> None:
         if self.rounds < 1:
@@ -135,6 +141,7 @@ _KEYS = {
     "clients": int, "reply-timeout": float, "straggler-grace": float, "connect-timeout": float, "drops": str,
     "stop-after-upload": int, "stop-round": int, "report": str, "fl-overrides": str, "key-dir": str,
     "experiment": str, "schema": str, "run-dir": str, "plan-reasons": str, "resume": bool, "stop-after": int,
+    "roster": str, "calibrated": str,
 }
 
 
@@ -170,14 +177,20 @@ def protocol_options(config: FlowerRunConfig, protection: str, base: Mapping[str
 
 
 def build_protocol(config: FlowerRunConfig, protection: str | None = None, *, key_dir: str = "",
-                   secret: bool = False, base: Mapping[str, Any] | None = None):
+                   secret: bool = False, base: Mapping[str, Any] | None = None,
+                   node_config: Mapping[str, Any] | None = None):
     """The protocol instance for ``protection`` (default: the plan's first). HE protections get their dealt key
-    authority from ``key_dir`` (node side: ``secret=True``, the secret context; server side: public material only)."""
+    authority from ``key_dir`` (node side: ``secret=True``, the secret context; server side: public material only).
+    Active modes get their roster from ``node_config`` on a node and from the run on the server
+    (:mod:`privfed.apps.flower.identity`)."""
     from protocols import registry
     from privfed.runtime.flower.keys import needs_dealer
 
+    from .identity import node_options, server_options
+
     name = protection or config.plan[0]
     options = protocol_options(config, name, base)
+    options = node_options(options, node_config or {}) if secret else server_options(options, config.roster, name)
     if needs_dealer(name):
         if not key_dir:
             where = "node-config key-dir" if secret else "run-config key-dir"

@@ -22,7 +22,8 @@ from typing import Any, Mapping
 import numpy as np
 
 from protocols.errors import ConfigError
-from privfed.experiment.fedavg import reported_unit, ledger_from_json, new_ledger, privacy_figures, package_versions
+from privfed.experiment.fedavg import (reported_unit, ledger_from_json, new_ledger, privacy_figures, package_versions,
+                                      report_delta)
 from privfed.experiment.rundir import RunDir, config_digest, decode_vector, encode_vector, to_jsonable
 from privfed.fl.models import ParamLayout
 from privfed.runtime.transcript import TranscriptKey
@@ -36,7 +37,7 @@ class FlowerRunRecorder:
     """Writes one Flower training run as a privfed run directory."""
 
     def __init__(self, path: str | Path, task: Any, protections: list[str], reasons: list[str],
-                 resume: bool = False) -> None:
+                 resume: bool = False, calibrated: str = "") -> None:
         self.started = time.perf_counter()
         self.task, self.config = task, task.config
         self.table = self.config.to_table()
@@ -80,6 +81,8 @@ class FlowerRunRecorder:
                       "task": data["task"], "parameters": task.layout.size},
             "max_weight": task.max_weight, "initial_metrics": previous.get("initial_metrics", {}),
             "resumed_from_round": self.first_round - 1,
+            # target mode: calibrated on the submitting side (privfed.apps.flower.target), as the local loop does
+            "noise_multiplier_from_target": json.loads(calibrated) if calibrated else None,
         }
         self.rundir.write_summary(self.summary)
 
@@ -114,7 +117,7 @@ class FlowerRunRecorder:
             record["dp_events"] = events
         else:
             self.totals["aborted_rounds"] += 1
-        record.update(privacy_figures(self.ledger, self.dp_events, self.config.protection.delta, self.unit))
+        record.update(privacy_figures(self.ledger, self.dp_events, report_delta(self.config), self.unit))
         for key, total in (("upload_bytes", "upload_bytes_total"), ("download_bytes", "download_bytes_total"),
                            ("client_protocol_seconds", "client_protocol_seconds_total"),
                            ("server_seconds", "server_seconds"),
@@ -140,6 +143,6 @@ class FlowerRunRecorder:
             "final_metrics": rounds[-1]["metrics"] if rounds else self.summary["initial_metrics"],
             **{k: (rounds[-1].get(k) if rounds else None) for k in ("epsilon_model", "epsilon_server",
                                                                     "epsilon_unit")},
-            "delta": self.config.protection.delta,
+            "delta": report_delta(self.config),
         })
         self.rundir.write_summary(redact_summary(to_jsonable(self.summary)))

@@ -104,6 +104,9 @@ def main(grid: Grid, context: Context) -> None:
                 from .training import protocol_base_options
                 base = protocol_base_options(config, name)
             protocols[name] = build_protocol(config, name, key_dir=config.key_dir, secret=False, base=base)
+            if config.update_source == "train":  # refused before any round, not after the first
+                from .target import refuse_key_holders
+                refuse_key_holders(name, {"release": getattr(protocols[name], "release", "server")})
         output["protocols"] = {name: {k: v for k, v in protocol.describe().items()
                                       if isinstance(v, (str, int, float, bool, type(None)))}
                                for name, protocol in protocols.items()}
@@ -117,7 +120,7 @@ def main(grid: Grid, context: Context) -> None:
             recorder = FlowerRunRecorder(config.run_dir, task_for(config),
                                          [config.protection_for(r) for r in range(1, config.rounds + 1)],
                                          config.plan_reasons.split("|") if config.plan_reasons else [],
-                                         resume=config.resume)
+                                         resume=config.resume, calibrated=config.calibrated)
         nodes = enrol(grid, wait_for_nodes(grid, config), config)
         if len(nodes) < config.clients:
             raise ProtocolAbort(f"{len(nodes)} nodes enrolled, {config.clients} needed")

@@ -10,7 +10,8 @@ on the machine that runs the ServerApp: the same machine for a loopback deployme
 (``host:port`` of the SuperLink's Control API), ``insecure`` (plain HTTP; allowed without asking only for 127.0.0.1),
 ``root_certificates`` (PEM file to verify the SuperLink's TLS certificate), ``timeout`` (seconds for the whole run),
 ``reply_timeout`` and ``connect_timeout`` (per phase; to wait for nodes), ``straggler_grace``, ``key_dir`` (the
-server's *public* dealt HE keys, ``privfed keys``/``python -m privfed.runtime.flower.keys``).
+server's *public* dealt HE keys, ``privfed keys``/``python -m privfed.runtime.flower.keys``), ``roster`` (the
+public roster of ``privfed keys roster`` the server uses for active modes; nodes take theirs from their node config).
 
 Threat model: the run configuration and the schema are public; they travel to the SuperLink and every node. Node
 data never does: each node reads its own node-config ``data-path``.
@@ -56,6 +57,9 @@ class FlowerRuntime:
     connect_timeout: float = 120.0
     straggler_grace: float = 0.0
     key_dir: str = ""
+    #: the public roster (privfed keys roster) the server uses for active modes (protection option active=true);
+    #: each node takes its own roster and signing key from its node config, never from the server
+    roster: str = ""
 
     def __post_init__(self) -> None:
         if self.kind not in ("local", "flower"):
@@ -94,7 +98,8 @@ class FlowerRuntime:
         for name in ("timeout", "reply_timeout", "connect_timeout", "straggler_grace"):
             if isinstance(values.get(name), int) and not isinstance(values.get(name), bool):
                 values[name] = float(values[name])
-        for name, kind in (("kind", str), ("superlink", str), ("root_certificates", str), ("key_dir", str)):
+        for name, kind in (("kind", str), ("superlink", str), ("root_certificates", str), ("key_dir", str),
+                           ("roster", str)):
             if name in values and not isinstance(values[name], kind):
                 raise ConfigError(f"runtime.{name} must be a string, got {values[name]!r}")
         if "insecure" in values and not isinstance(values["insecure"], bool):
@@ -163,26 +168,24 @@ def write_app(directory: Path) -> Path:
 
 
 def _run_config(config: Any, runtime: FlowerRuntime, out: Path) -> dict[str, Any]:
-    from privfed.experiment.fedavg import declared_threat
-    from privfed.threat import resolve_plan
-
     if not config.data.schema:
         raise ConfigError("runtime.kind=flower needs data.schema (privfed schema ... --out FILE): the nodes hold "
                           "the data, the server only the public schema")
-    threat = declared_threat(config)
-    if threat.wants_dp:
-        raise ConfigError("a privacy target ([threat] epsilon) is not calibrated over Flower yet; set the DP "
-                          "protections' noise_multiplier in [protection.options.<name>] instead")
     clients = config.fl.clients_per_round
     if config.fl.sampling != "fixed" or clients < 1:
         raise ConfigError("over Flower, fl.clients_per_round names the number of nodes (fixed sampling, >= 1)")
-    plan = resolve_plan(config.plan, config.fl.rounds, threat, clients=clients)
+    from .target import calibrated_config
+
+    # the plan check and, with an epsilon target, the noise calibration: the in-process loop's own functions
+    config, plan, calibrated = calibrated_config(config, clients)
     schema_text = Path(config.data.schema).expanduser().read_text(encoding="utf-8")
     return {"protection": ",".join(p.protection for p in plan), "rounds": config.fl.rounds, "clients": clients,
             "update-source": "train", "experiment": json.dumps(config.to_table()), "schema": schema_text,
             "run-dir": str(out.resolve()), "plan-reasons": "|".join(p.reason.replace("|", "/") for p in plan),
             "reply-timeout": runtime.reply_timeout, "connect-timeout": runtime.connect_timeout,
-            "straggler-grace": runtime.straggler_grace, "key-dir": runtime.key_dir, "seed": config.seed}
+            "straggler-grace": runtime.straggler_grace, "key-dir": runtime.key_dir, "seed": config.seed,
+            "roster": str(Path(runtime.roster).expanduser().resolve()) if runtime.roster else "",
+            "calibrated": json.dumps(calibrated) if calibrated else ""}
 
 
 def submit(config: Any, runtime: FlowerRuntime, out: str | Path, *, resume: bool = False,

@@ -44,8 +44,8 @@ from privfed.runtime.flower.driver import collect, run_round_on_grid
 from .config import FlowerRunConfig
 from .report import report_record
 
-__all__ = ["Task", "task_for", "experiment", "protocol_base_options", "run_training", "client_train", "node_data",
-           "node_evaluate", "TRAIN_MESSAGE_TYPE", "EVAL_MESSAGE_TYPE", "EVALUATION_DISCLOSURE"]
+__all__ = ["Task", "task_for", "experiment", "protocol_base_options", "round_recheck", "run_training", "client_train",
+           "node_data", "node_evaluate", "TRAIN_MESSAGE_TYPE", "EVAL_MESSAGE_TYPE", "EVALUATION_DISCLOSURE"]
 
 log = logging.getLogger("flwr.privfed.training")
 TRAIN_MESSAGE_TYPE = "train"
@@ -122,9 +122,24 @@ def experiment(overrides: str, seed: int) -> tuple[Any, Any, Any, Any, Any]:
 
 
 def protocol_base_options(run: FlowerRunConfig, protection: str) -> dict[str, Any]:
-    """The options privfed's FedAvg loop would give ``protection`` (the public max_weight, clip, option table)."""
+    """The options privfed's FedAvg loop gives ``protection``, from its one home
+    (:func:`privfed.experiment.fedavg.protection_options`): the public max_weight, clip, option table and the
+    distributed-DP guards (``colluders``, ``min_noise_survivors``, ``expected_clients``) for ``run.clients`` nodes —
+    the same on the server and on every node."""
+    from privfed.experiment.fedavg import protection_options
+
     task = task_for(run)
-    return task.config.protection.for_protection(protection, task.max_weight)
+    return protection_options(task.config, protection, task.max_weight, run.clients)
+
+
+def round_recheck(run: FlowerRunConfig, round_id: int, clients: int) -> str | None:
+    """The FedAvg loop's per-round re-check (:func:`privfed.experiment.fedavg.recheck_round`) for the ``clients``
+    nodes that trained: None when the round's protection still meets the declared threat model, else the reason
+    the round is aborted."""
+    from privfed.experiment.fedavg import recheck_round
+
+    name = run.protection_for(round_id)
+    return recheck_round(task_for(run).config, name, clients, protocol_base_options(run, name))
 
 
 def _vector_record(vector: np.ndarray) -> ArrayRecord:
@@ -298,11 +313,16 @@ def run_training(grid: Grid, protocol_for: Callable[[int], AggregationProtocol],
                 failed[str(cid)] = {"phase": "local-training", "reason": "no training acknowledgement"}
         overhead: dict[str, Any] = {}
         report = None
-        if trained:
-            report = run_round_on_grid(grid, protocol_for(round_id), round_id, trained, task.layout.size,
-                                       drops=run.drops_for(round_id), reply_timeout=run.reply_timeout,
-                                       straggler_grace=run.straggler_grace, overhead=overhead,
-                                       transcript_key=transcript_key)
+        aborted = round_recheck(run, round_id, len(trained)) if trained else "no node trained"
+        if aborted is None:
+            try:
+                report = run_round_on_grid(grid, protocol_for(round_id), round_id, trained, task.layout.size,
+                                           drops=run.drops_for(round_id), reply_timeout=run.reply_timeout,
+                                           straggler_grace=run.straggler_grace, overhead=overhead,
+                                           transcript_key=transcript_key)
+            except ConfigError as exc:  # invalid for this round's actual clients: an aborted round, as in-process
+                aborted = f"round re-check with {len(trained)} clients: {exc}"
+        if report is not None:
             record = report_record(report, overhead, trained)
             if report.result is not None:
                 if report.result.learned_by != LEARNED_BY_SERVER:
@@ -316,7 +336,7 @@ def run_training(grid: Grid, protocol_for: Callable[[int], AggregationProtocol],
             record.pop("mean", None)
         else:
             record = {"round": round_id, "protection": run.protection_for(round_id), "participants": 0,
-                      "survivors": 0, "aborted": "no node trained"}
+                      "survivors": 0, "aborted": aborted}
         record.update(sampled=sorted(nodes), local_training_wall_seconds=train_seconds,
                       local_training_seconds_per_client=train_seconds,
                       dropped={**failed, **record.get("dropped", {})})

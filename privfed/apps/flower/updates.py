@@ -57,7 +57,7 @@ def train_update(content: RecordDict, context: Context, config: FlowerRunConfig,
     reporter = None
     if client_training != "standard":  # as privfed's FedAvg loop: the protection's option table and its instance
         reporter = TrainingReport(build_protocol(config, protection, key_dir=str(context.node_config.get("key-dir", "")),
-                                                 secret=True, base=base))
+                                                 secret=True, base=base, node_config=context.node_config))
         extra = {**dict(task.config.protection.options.get(protection, {})), "protocol": reporter}
     update, metrics = client_train(content, split, task, client_training, client_id, extra)
     return update, metrics, base, (reporter.report if reporter is not None else None)

@@ -14,6 +14,7 @@ option, so key ids match and the server's protocol object never holds a secret k
 key, or a missing secret on a node, is refused). Usage::
 
     python -m privfed.runtime.flower.keys DIR [--options '{"parameter_set": "n4096"}']
+    python -m privfed.runtime.flower.keys DIR --protection paillier [--options '{"key_bits": 3072}']
 
 Threat model: the same as :mod:`protocols.ckks` (shared client key: any key-holding client colluding with the
 server decrypts everyone's updates). The files under ``nodes/`` are secrets: keep them off the SuperLink host.
@@ -32,7 +33,7 @@ from protocols.ckks import PARAMETER_SETS, CKKSAuthority, CKKSParameters
 from protocols.errors import ConfigError
 
 
-__all__ = ["DealtCKKSAuthority", "deal", "load_authority", "load_paillier_authority", "needs_dealer",
+__all__ = ["DealtCKKSAuthority", "deal", "deal_options", "DEAL_OPTIONS", "load_authority", "load_paillier_authority", "needs_dealer",
            "DEALT_PROTECTIONS", "PAILLIER_PROTECTIONS", "SECRET", "PUBLIC", "META"]
 
 SECRET, PUBLIC, META = "ckks.secret", "ckks.public", "ckks.json"
@@ -204,16 +205,59 @@ def load_authority(key_dir: str | Path, *, secret: bool, parameter_set: str = "n
     return authority
 
 
+#: the options each kind of dealt key takes (anything else in --options is refused, not ignored)
+DEAL_OPTIONS = {"ckks": ("parameter_set",), "paillier": ("key_bits", "insecure_test_keys")}
+
+
+def deal_options(protection: str, options: Mapping[str, Any]) -> dict[str, Any]:
+    """``options`` validated for dealing ``protection``'s keys: CKKS takes ``parameter_set``, Paillier ``key_bits``
+    (a multiple of 256, >= 2048 unless ``insecure_test_keys``). Raises ConfigError naming the offending option."""
+    if not isinstance(options, Mapping):
+        raise ConfigError("--options must be a JSON object")
+    if not needs_dealer(protection):
+        raise ConfigError(f"{protection!r} needs no dealt keys; dealt: {', '.join(DEALT_PROTECTIONS)}")
+    allowed = DEAL_OPTIONS["paillier" if protection in PAILLIER_PROTECTIONS else "ckks"]
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise ConfigError(f"--options {unknown[0]!r} does not apply to {protection} keys; they take "
+                          f"{', '.join(allowed)}")
+    out = dict(options)
+    if "key_bits" in out:
+        bits = out["key_bits"]
+        if isinstance(bits, bool) or not isinstance(bits, int):
+            raise ConfigError(f"key_bits must be an integer number of bits, got {bits!r}")
+        from protocols.paillier_keys import check_key_bits
+
+        check_key_bits(bits, bool(out.get("insecure_test_keys", False)))
+    if "insecure_test_keys" in out and not isinstance(out["insecure_test_keys"], bool):
+        raise ConfigError("insecure_test_keys must be true or false")
+    if "parameter_set" in out and out["parameter_set"] not in PARAMETER_SETS:
+        raise ConfigError(f"unknown CKKS parameter set {out['parameter_set']!r}; known: {', '.join(PARAMETER_SETS)}")
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m privfed.runtime.flower.keys",
                                      description="Deal CKKS or Paillier keys for a Flower deployment (see module docstring).")
     parser.add_argument("directory")
-    parser.add_argument("--protection", default="ckks")
-    parser.add_argument("--options", default="{}", help="protocol options as JSON (e.g. parameter_set)")
+    parser.add_argument("--protection", default="ckks", help=f"one of {', '.join(DEALT_PROTECTIONS)} (default ckks)")
+    parser.add_argument("--options", default="{}",
+                        help='key options as JSON: CKKS {"parameter_set": "n4096"} (default n4096); Paillier '
+                             '{"key_bits": 3072} (default 2048; the run must give the protection the same '
+                             'key_bits option)')
     args = parser.parse_args(argv)
-    nodes, server = deal(args.directory, args.protection, json.loads(args.options))
+    try:
+        options = deal_options(args.protection, json.loads(args.options))
+        nodes, server = deal(args.directory, args.protection, options)
+    except json.JSONDecodeError as exc:
+        parser.error(f"--options is not JSON: {exc}")
+    except ConfigError as exc:
+        parser.error(str(exc))
     print(f"node keys (secret, copy to every node; node-config key-dir): {nodes}")
     print(f"server keys (public only; run-config key-dir): {server}")
+    if args.protection in PAILLIER_PROTECTIONS:
+        print(f"Paillier modulus of {options.get('key_bits', 2048)} bits: give the run the same "
+              f"key_bits option (protection.options.{args.protection}.key_bits)")
 
 
 if __name__ == "__main__":

@@ -116,6 +116,8 @@ class LoopbackDeployment:
     nodes: int = 3
     #: extra node-config entries for every node (partition-id and num-partitions are always set)
     node_config: Mapping[str, Any] = field(default_factory=dict)
+    #: extra node-config entries per partition (e.g. each node's own signing-key), over ``node_config``
+    node_configs: Mapping[int, Mapping[str, Any]] = field(default_factory=dict)
     startup_timeout: float = 60.0
     superlink_port: int = 0
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
@@ -172,7 +174,8 @@ class LoopbackDeployment:
     def start_node(self, partition: int, wait: bool = True) -> tuple[subprocess.Popen, int]:
         """Start the SuperNode holding ``partition`` (its Runtime API on a free loopback port)."""
         port = free_port()
-        config = {"partition-id": partition, "num-partitions": self.nodes, **self.node_config}
+        config = {"partition-id": partition, "num-partitions": self.nodes, **self.node_config,
+                  **self.node_configs.get(partition, {})}
         node = self._spawn(f"supernode-{partition}", [
             self._tool("flower-supernode"), "--insecure", "--superlink", f"{HOST}:{self.superlink_port}",
             "--host", HOST, "--port", str(port), "--max-wait-time", str(int(self.startup_timeout)),
