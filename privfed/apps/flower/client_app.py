@@ -166,6 +166,7 @@ def phase(message: Message, context: Context) -> Message:
         accepted, reason = _accepted(context, (protection,))
         if not accepted:
             raise MessageError(reason)
+        dp_report = _folded_training(message, context, config, node, request.round_id)
         if config.update_source == "train" and node.protocol_options is None:
             raise MessageError("no local update: the server asked for a protocol phase before training")
         protocol = build_protocol(config, protection, key_dir=str(context.node_config.get("key-dir", "")),
@@ -211,6 +212,43 @@ def phase(message: Message, context: Context) -> Message:
                                   state_seconds=state_seconds), reply_to=message)
     state_seconds += time.perf_counter() - clock
     status = STATUS_NONE if reply is None else STATUS_REPLY
-    return Message(pack_reply(status, reply, client_seconds=client_seconds, state_seconds=state_seconds),
-                   reply_to=message)
+    content = pack_reply(status, reply, client_seconds=client_seconds, state_seconds=state_seconds)
+    if dp_report is not None:  # DP-SGD's public parameters, for the server's privacy ledger (folded training)
+        content["privfed-dpsgd"] = ConfigRecord(dict(dp_report))
+    return Message(content, reply_to=message)
+
+
+def _folded_training(message: Message, context: Context, config: FlowerRunConfig, node: NodeState,
+                     round_id: int) -> dict[str, float] | None:
+    """Local training folded into the round's first protocol phase: when the request carries the global model, train
+    on this node's own data first (exactly as the ``train`` handler), keep the update in ``node``, and return the
+    DP-SGD report for the reply (None otherwise). A training failure refuses the phase (MessageError/PrivfedError
+    with the reason), which makes this node a dropout at the first phase."""
+    if config.update_source != "train" or "privfed-model" not in message.content.array_records:
+        return None
+    if node.round_id is not None and round_id <= node.round_id:
+        raise MessageError(f"a model for round {round_id} after round {node.round_id}: this node trains once a round")
+    node.update, node.protocol_options = None, None
+    client_id = _partition_id(context)
+    try:
+        update, info, options, dp_report = train_update(message.content, context, config,
+                                                        client_id if client_id >= 0 else context.node_id % 2**31)
+    except PrivfedError as exc:
+        log.warning("refusing the round: %s", exc)
+        raise MessageError(f"local training: {exc}") from None
+    if int(message.content.config_records["privfed-train"]["round"]) != round_id:
+        raise MessageError("the model and the protocol request name different rounds")
+    log.info("local training: %s", {k: round(v, 6) for k, v in info.items()})
+    node.update = (update.vector.tobytes(), float(update.weight))
+    node.protocol_options = options
+    return dp_report
+
+
+@app.query("evaluate")
+def evaluation_phase(message: Message, context: Context) -> Message:
+    """One phase of the evaluation secure sum (privfed.apps.flower.secure_eval): used when the round's protection
+    hides per-client figures, so this node's validation sums leave it only inside the secure sum."""
+    from .secure_eval import node_evaluation_phase
+
+    return node_evaluation_phase(message, context, parse_run_config(context.run_config), _accepted)
 
