@@ -146,7 +146,7 @@ def _stop_this_node() -> None:
                 parent = int(handle.read().rsplit(b")", 1)[1].split()[1])
         except (OSError, ValueError, IndexError):
             break
-        if b"flower-supernode" in cmdline:
+        if b"flower-supernode" in cmdline or b"privfed.runtime.flower.fastnode" in cmdline:
             os.kill(pid, signal.SIGKILL)
             break
         pid = parent
