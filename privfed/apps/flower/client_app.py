@@ -115,10 +115,14 @@ def train(message: Message, context: Context) -> Message:
 
 @app.evaluate()
 def evaluate(message: Message, context: Context) -> Message:
-    """Evaluation counts and sums of the received model on this node's own validation split (see
-    privfed.apps.flower.training: they reach the server in the clear)."""
+    """Evaluation counts and sums of the received model on this node's own validation split, in the clear: only for
+    rounds whose protection shows per-client figures anyway (privfed.apps.flower.evaluation), refused otherwise."""
     try:
-        sums = evaluate_update(message.content, context, parse_run_config(context.run_config))
+        from .secure_eval import check_clear_evaluation
+
+        config = parse_run_config(context.run_config)
+        check_clear_evaluation(message.content, config)
+        sums = evaluate_update(message.content, context, config)
     except PrivfedError as exc:
         return _refusal(message, str(exc))
     except Exception as exc:  # noqa: BLE001 - last resort

@@ -99,8 +99,9 @@ def encode_sums(sums: Mapping[str, float]) -> ClientUpdate:
     return ClientUpdate(scaled.astype(np.float32), 1.0)
 
 
-def decode_totals(result: Any) -> tuple[dict[str, float], float]:
-    """(totals, error bound on each total) from a secure sum's AggregateResult (weights are 1 each)."""
+def decode_totals(result: Any) -> tuple[dict[str, float], dict[str, float]]:
+    """(totals, error bound of each total) from a secure sum's AggregateResult (weights are 1 each): the protocol's
+    declared bound on the mean, scaled back, plus float32 rounding of the loss sum at encoding."""
     if result.learned_by != LEARNED_BY_SERVER:
         raise MessageError("the evaluation secure sum did not deliver its total to the server")
     mean = np.asarray(result.mean, dtype=np.float64)
@@ -108,8 +109,9 @@ def decode_totals(result: Any) -> tuple[dict[str, float], float]:
         raise MessageError("the evaluation secure sum returned a malformed total")
     count = float(result.total_weight)
     totals = mean * count * _SCALES
-    bound = float(result.error_bound) * count * float(_SCALES.max()) + 2.0**-24 * abs(float(totals[0]))
-    return dict(zip(EVAL_KEYS, (float(v) for v in totals))), bound
+    bounds = float(result.error_bound) * count * _SCALES
+    bounds[0] += 2.0**-24 * abs(float(totals[0]))
+    return (dict(zip(EVAL_KEYS, (float(v) for v in totals))), dict(zip(EVAL_KEYS, (float(b) for b in bounds))))
 
 
 def metrics_from_totals(totals: Mapping[str, float], evaluated_by: int) -> dict[str, Any]:

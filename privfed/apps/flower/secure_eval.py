@@ -33,7 +33,8 @@ from .config import FlowerRunConfig, build_protocol
 from .evaluation import (EVAL_KEYS, EVAL_PHASE_TYPE, decode_totals, encode_sums, evaluation_options,
                          evaluation_protection, metrics_from_totals)
 
-__all__ = ["evaluate_round", "clear_evaluation", "node_evaluation_phase", "evaluation_protocol", "plan_protection"]
+__all__ = ["evaluate_round", "clear_evaluation", "node_evaluation_phase", "evaluation_protocol", "plan_protection",
+           "check_clear_evaluation"]
 
 
 def plan_protection(run: FlowerRunConfig, round_id: int) -> str:
@@ -93,11 +94,24 @@ def evaluate_round(grid: Any, run: FlowerRunConfig, vector: np.ndarray, round_id
     if report.result is None:
         return {"loss": math.nan, "samples": 0, "evaluated_by": 0, "evaluation_carrier": carrier,
                 "evaluation_aborted": str(report.aborted or "no result")[:300], "evaluation_upload_bytes": upload}
-    totals, bound = decode_totals(report.result)
+    totals, bounds = decode_totals(report.result)
     metrics = metrics_from_totals(totals, len(report.result.survivors))
-    metrics.update(evaluation_carrier=carrier, evaluation_error_bound=bound, evaluation_upload_bytes=upload,
+    metrics.update(evaluation_carrier=carrier, evaluation_error_bounds=bounds, evaluation_upload_bytes=upload,
                    evaluation_phases=len(report.phases))
     return metrics
+
+
+def check_clear_evaluation(content: Any, config: FlowerRunConfig) -> None:
+    """Node side of the clear path: refuse (MessageError) to send sums in the clear for a round whose protection
+    hides per-client figures — a server asking for them deviates from the run's public plan."""
+    try:
+        round_id = int(content.config_records["privfed-train"]["round"])
+    except (KeyError, TypeError, ValueError):
+        raise MessageError("malformed evaluate message") from None
+    carrier = evaluation_protection(plan_protection(config, round_id))
+    if carrier is not None:
+        raise MessageError(f"round {round_id}'s protection hides per-client figures: this node sends its evaluation "
+                           f"sums only inside the {carrier} secure sum, never in the clear")
 
 
 def _reply(message: Message, status: str, payload: bytes | None, reason: str = "", seconds: float = 0.0) -> Message:
