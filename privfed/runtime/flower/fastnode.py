@@ -9,11 +9,10 @@ this process, with the sleeps of that one module capped at ``PRIVFED_NODE_POLL_S
 else changes: same arguments, same process (so a launcher's pid is the SuperNode's pid and ``stop`` finds it the
 same way), same protocol with the SuperLink; each empty poll is one small HTTP request more often.
 
-What Flower itself offers and privfed uses as well: ``FLWR_SUPEREXEC_TASK_POLL_INTERVAL`` (how soon the SuperExec
-starts a ClientApp process for a pulled message). What it does not offer in 1.42: long-running ClientApp processes.
-``--isolation process`` with a separately started ``flower-superexec --plugin-type clientapp`` still starts one
-``flwr-clientapp`` process per message (``run_clientapp`` serves one task and exits), and Flower's prestarted
-("warm") executors serve only Kubernetes agent/model/connector tasks, so neither saves the per-message start-up.
+It also starts the SuperNode's SuperExec as :mod:`privfed.runtime.flower.fastexec` (Flower's SuperExec whose
+ClientApp processes are forked warm, imports done, instead of started cold: see there why Flower 1.42's own
+options — ``--isolation process``, prestarted executors — do not save that start-up). What Flower offers and privfed
+uses as well: ``FLWR_SUPEREXEC_TASK_POLL_INTERVAL`` (how soon the SuperExec starts a ClientApp for a pulled message).
 
 Threat model: none of its own; a SuperNode started this way is exactly Flower's. Meant for loopback trials and
 tests (``examples/flower/loopback.sh``, :class:`~privfed.runtime.flower.loopback.LoopbackDeployment`); on a real
@@ -25,6 +24,7 @@ from __future__ import annotations
 
 import math
 import os
+import subprocess
 import sys
 import time
 from typing import Any
@@ -61,12 +61,27 @@ class _CappedTime:
         return getattr(time, name)
 
 
+class _WarmSuperExec:
+    """The ``subprocess`` module as the SuperNode's start-up sees it: its ``flower-superexec`` child becomes
+    :mod:`privfed.runtime.flower.fastexec` (same arguments), whose ClientApp processes start warm."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(subprocess, name)
+
+    @staticmethod
+    def Popen(command: Any, *args: Any, **kwargs: Any) -> subprocess.Popen:  # noqa: N802 - the module's name
+        if isinstance(command, list) and command and command[0] == "flower-superexec":
+            command = [sys.executable, "-m", "privfed.runtime.flower.fastexec", *command[1:]]
+        return subprocess.Popen(command, *args, **kwargs)
+
+
 def main() -> None:
     cap = _poll_seconds()
     from flwr.supernode import start_client_internal
     from flwr.supernode.cli import flower_supernode
 
     start_client_internal.time = _CappedTime(cap)  # type: ignore[assignment]
+    start_client_internal.subprocess = _WarmSuperExec()  # type: ignore[assignment]
     sys.argv[0] = "flower-supernode"
     flower_supernode()
 
