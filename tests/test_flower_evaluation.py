@@ -207,3 +207,93 @@ def test_evaluation_phase_without_the_model_is_refused(deployment: dict[str, Any
     (reply,) = grid.pull_messages(grid.push_messages([message]))
     answer = unpack_reply(reply.content)
     assert answer.status == STATUS_REFUSED and "without this round's model" in answer.reason
+
+
+# --- live loopback deployment -----------------------------------------------------------------------------------------
+_RECORDING_APP = '''"""privfed's apps, with a ServerApp that appends every reply it pulls to a file (the server's received view)."""
+import json
+
+from flwr.serverapp import ServerApp
+
+from privfed.apps.flower import client_app as _client
+from privfed.apps.flower import server_app as _server
+
+VIEW = {view!r}
+client_app = _client.app
+server_app = ServerApp()
+
+
+class _Recording:
+    def __init__(self, grid):
+        self._grid = grid
+
+    def __getattr__(self, name):
+        return getattr(self._grid, name)
+
+    def pull_messages(self, message_ids):
+        replies = self._grid.pull_messages(message_ids)
+        with open(VIEW, "a", encoding="utf-8") as out:
+            for reply in replies:
+                content = None if reply.has_error() else reply.content
+                out.write(json.dumps({{
+                    "type": reply.metadata.message_type,
+                    "metrics": {{k: dict(v) for k, v in content.metric_records.items()}} if content else {{}},
+                    "config": {{k: {{kk: vv for kk, vv in v.items() if not isinstance(vv, bytes)}}
+                               for k, v in content.config_records.items()}} if content else {{}},
+                    "arrays": {{k: sorted(v) for k, v in content.array_records.items()}} if content else {{}}}}) + "\\n")
+        return replies
+
+
+@server_app.main()
+def main(grid, context):
+    _server.main(_Recording(grid), context)
+'''
+
+
+@pytest.mark.flower
+def test_live_secagg_round_evaluation_reaches_the_server_only_as_a_total(deployment: dict[str, Any],
+                                                                         tmp_path: Path) -> None:
+    """Real SuperLink and SuperNodes (warm ClientApps), node-local folders: round 2 is SecAgg, so its evaluation runs
+    as a SecAgg secure sum; every reply the ServerApp process pulled is written down by that process and inspected:
+    none of the evaluation replies carries a node's figure, and the recorded totals equal the clear computation."""
+    from privfed.apps.flower.submit import write_app
+    from privfed.experiment.rundir import decode_vector
+    from privfed.runtime.flower.loopback import LoopbackDeployment
+
+    app = write_app(tmp_path / "app")
+    view = tmp_path / "server-view.jsonl"
+    (app / "privfed_flower_app.py").write_text(_RECORDING_APP.format(view=str(view)), encoding="utf-8")
+    run_config = {**deployment["run_config"], "protection": "plaintext,secagg", "reply-timeout": 300.0,
+                  "run-dir": str(tmp_path / "run")}
+    with LoopbackDeployment(tmp_path / "flower", nodes=3, data_root=deployment["root"]) as live:
+        try:
+            report = live.run(app, run_config, timeout=900)
+        except Exception:
+            print(live.log_tail())
+            raise
+    assert "error" not in report, report.get("error")
+    rounds = [json.loads(line) for line in (tmp_path / "run" / "rounds.jsonl").read_text().splitlines()]
+    assert [(r["protection"], r["survivors"]) for r in rounds] == [("plaintext", 3), ("secagg", 3)]
+    assert rounds[1]["metrics"]["evaluated_by"] == 3 and "through secagg" in rounds[1]["evaluation"]
+
+    checkpoint = json.loads((tmp_path / "run" / "checkpoint.json").read_text())
+    assert checkpoint["round"] == 2
+    training._node_split.cache_clear()
+    per_node = _clear_sums(deployment, decode_vector(checkpoint["vector"]), 2)
+    exact = metrics_from_totals({k: sum(n[k] for n in per_node) for k in EVAL_KEYS}, 3)
+    assert rounds[1]["metrics"]["samples"] == exact["samples"]
+    assert abs(rounds[1]["metrics"]["loss"] - exact["loss"]) <= 1e-5 * max(1.0, abs(exact["loss"]))
+
+    received = [json.loads(line) for line in view.read_text().splitlines()]
+    evaluation = [r for r in received if r["type"] == EVAL_PHASE_TYPE]
+    assert len(evaluation) == 3 * 4  # three nodes, SecAgg's four phases
+    figures = {v for node in per_node for v in node.values() if v not in (0.0, 1.0)}
+    for reply in evaluation:
+        assert "privfed-eval" not in reply["metrics"] and set(reply["metrics"]) <= {"metrics"}
+        assert set(reply["metrics"].get("metrics", {})) <= {"client-seconds", "state-seconds"}
+        assert set(reply["config"]) == {"privfed"} and set(reply["arrays"]) <= {"payload"}
+        numbers = {float(v) for record in [*reply["metrics"].values(), *reply["config"].values()]
+                   for v in record.values() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        assert not figures & numbers
+    clear = [r for r in received if r["type"] == training.EVAL_MESSAGE_TYPE]
+    assert len(clear) == 2 * 3  # the initial model's and round 1's (plaintext) evaluations only

@@ -47,10 +47,23 @@ def _preload() -> None:
             continue
 
 
+def _die_with_parent() -> None:
+    """Linux: SIGKILL when the parent dies (a killed SuperNode or SuperExec leaves no orphan behind)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        try:
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        except OSError:
+            pass
+
+
 def _run_child(spec: Any) -> None:
     """In the forked child: Flower's ClientApp runtime for this one task, then exit (never return to the loop)."""
     code = 1
     try:
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        _die_with_parent()
         from flwr.supercore.tls import validate_and_resolve_root_certificates
         from flwr.supernode.runtime.run_clientapp import run_clientapp
 
@@ -87,6 +100,7 @@ def _install_fork_launch() -> None:
 
 
 def main() -> None:
+    _die_with_parent()
     if os.environ.get(FORK_ENV, "1") != "0" and hasattr(os, "fork"):
         _preload()
         signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # forked ClientApps are reaped by the kernel

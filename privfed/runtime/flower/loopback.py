@@ -118,6 +118,8 @@ class LoopbackDeployment:
     node_config: Mapping[str, Any] = field(default_factory=dict)
     startup_timeout: float = 60.0
     superlink_port: int = 0
+    #: node-local data: node i gets node-config data-path=DATA_ROOT/node-i (as loopback.sh --data-root)
+    data_root: Path | None = None
     #: start SuperNodes with privfed's short idle poll (privfed.runtime.flower.fastnode) instead of Flower's 3 s
     fast_nodes: bool = True
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
@@ -182,6 +184,8 @@ class LoopbackDeployment:
         """Start the SuperNode holding ``partition`` (its Runtime API on a free loopback port)."""
         port = free_port()
         config = {"partition-id": partition, "num-partitions": self.nodes, **self.node_config}
+        if self.data_root is not None:
+            config["data-path"] = str(Path(self.data_root).resolve() / f"node-{partition}")
         node = self._spawn(f"supernode-{partition}", [
             *self._supernode(), "--insecure", "--superlink", f"{HOST}:{self.superlink_port}",
             "--host", HOST, "--port", str(port), "--max-wait-time", str(int(self.startup_timeout)),
