@@ -6,14 +6,19 @@ Message types it serves:
   same protocol client id as the in-process runtime would; the reply also says whether the node accepts the run's
   protection. Nothing about the node's data leaves it.
 * ``train`` — receive the global model (flat float32, an ArrayRecord), train the LSTM/GRU locally on this node's
-  own data (node-config ``data-path`` cut with the run's public schema; privfed.fl), and keep the resulting update and weight in ``context.state``; only an acknowledgement
-  with the training seconds goes back (the loss and step count stay in the node's log: they hint at its data), or
-  a refusal with the reason (data that does not fit the schema): the node then counts as dropped. The update
-  leaves the node only inside the protocol's protected upload.
-* ``evaluate`` — receive a global model and return counts and sums on this node's own validation split.
+  own data (node-config ``data-path`` cut with the run's public schema; privfed.fl), and keep the resulting update
+  and weight in ``context.state``; only an acknowledgement with the training seconds goes back, or a refusal with the
+  reason. privfed's ServerApp no longer sends it (training is folded into the first ``query``, below); kept for
+  servers that do.
+* ``evaluate`` — receive a global model and return counts and sums on this node's own validation split, in the
+  clear: only when the round's protection shows per-client figures anyway; refused otherwise.
+* ``query.evaluate`` — one phase of the evaluation secure sum (:mod:`privfed.apps.flower.secure_eval`): the first
+  phase carries the model, the node evaluates it and its sums leave it only inside the secure sum.
 * ``query`` — one protocol phase: the request's payload bytes go to the client machine's ``handle`` and its reply
-  bytes come back (see :mod:`privfed.runtime.flower.envelope`). The machine and the protocol's persistent state are
-  restored from and saved to ``context.state`` around every message (:mod:`privfed.runtime.flower.state`).
+  bytes come back (see :mod:`privfed.runtime.flower.envelope`); a round's first request also carries the global
+  model, and the node trains on its own data before it answers (the update leaves the node only inside the
+  protocol's upload). The machine and the protocol's persistent state are restored from and saved to
+  ``context.state`` around every message (:mod:`privfed.runtime.flower.state`).
 
 Threat model: the node trusts itself only. The protection is chosen by the run's submitter, so a node operator
 pins what the node accepts with node-config ``protections="ckks,secagg"``; a run asking for anything else is

@@ -1,13 +1,16 @@
-"""FedAvg of an LSTM/GRU over Flower: ``train`` messages carry the global model, protocol rounds carry the updates,
-``evaluate`` messages ask the nodes for evaluation sums on their own validation split.
+"""FedAvg of an LSTM/GRU over Flower: the global model rides with each round's first protocol request, nodes train
+and answer that phase in one reply, and evaluation runs on the nodes' own validation splits.
 
-Each round: the server sends the global parameters (flat float32, in the clear, as in any FedAvg) to every enrolled
-node in a ``train`` message; each node rebuilds the model, trains it on **its own data** with privfed.fl's trainer
-(the protocol's ``client_training``: standard or DP-SGD), clips the update to ``protection.clip``, keeps it in
-``context.state`` and answers with an acknowledgement (its training seconds, or its refusal). Then one protected
-aggregation round runs over the nodes that trained (:func:`~privfed.runtime.flower.driver.run_round_on_grid`), the
-server applies ``global += server_lr * mean`` when the round completes, and sends the new model in an ``evaluate``
-message: each node returns its validation counts and sums, which the server adds up into the round's metrics.
+Each round: the server runs one protected aggregation round (:func:`train_and_aggregate` over
+:func:`~privfed.runtime.flower.driver.run_round_on_grid`) whose first request to every node also carries the global
+parameters (flat float32, in the clear, as in any FedAvg); the node rebuilds the model, trains it on **its own
+data** with privfed.fl's trainer (the protocol's ``client_training``: standard or DP-SGD), clips the update to
+``protection.clip``, keeps it in ``context.state`` and answers the protocol's first phase in the same reply (one
+message exchange fewer than a separate ``train`` message; a node whose training fails refuses that phase and is a
+dropout there, with the reason). The server applies ``global += server_lr * mean`` when the round completes, then
+evaluates the new model on the nodes (:func:`privfed.apps.flower.secure_eval.evaluate_round`): in the clear when
+the round's protection shows per-client figures anyway, else through a secure sum of the round's family, so the
+server learns only totals (:mod:`privfed.apps.flower.evaluation`).
 
 Where data lives (:class:`Task`): with a public task schema (run-config ``schema``, from ``privfed schema``) the
 server builds the model from the schema alone and never opens any data; each node reads only node-config
@@ -16,10 +19,9 @@ schema refuses the round (it counts as dropped with the reason). Without a schem
 federation from the seed and trains on its ``partition-id`` (a simulation, kept for tests and benchmarks).
 
 Threat model: the global model is public to the nodes; the update leaves a node only inside the protocol's upload.
-The training acknowledgement carries only the training seconds. Evaluation is *not* protected: each node's
-validation loss sum, correct-prediction count and token/sample count reach the server (and the SuperLink) in the
-clear, although only their totals are recorded. The counts reveal each node's validation-set size (a tenth of its
-data by default). Protections that hide per-client figures therefore still leak those, and the run's record says so.
+A DP-SGD node's reply also carries its public accounting parameters. Evaluation: see
+:mod:`privfed.apps.flower.evaluation` (clear sums only under plaintext and central DP; totals through a secure sum
+otherwise, not DP-noised).
 """
 
 from __future__ import annotations
