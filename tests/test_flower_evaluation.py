@@ -297,3 +297,38 @@ def test_live_secagg_round_evaluation_reaches_the_server_only_as_a_total(deploym
         assert not figures & numbers
     clear = [r for r in received if r["type"] == training.EVAL_MESSAGE_TYPE]
     assert len(clear) == 2 * 3  # the initial model's and round 1's (plaintext) evaluations only
+
+
+def test_paillier_round_evaluates_through_paillier_with_the_dealt_keys(deployment: dict[str, Any],
+                                                                       tmp_path: Path) -> None:
+    """An HE round's evaluation runs through the same family with the same dealt keys (the server holds the modulus
+    only); its totals equal the clear computation within the reported bounds."""
+    pytest.importorskip("phe")
+    from privfed.experiment.rundir import decode_vector
+    from privfed.runtime.flower.keys import deal
+
+    options = {"key_bits": 1024, "insecure_test_keys": True}
+    nodes_dir, server_dir = deal(tmp_path / "keys", "paillier", options)
+    run_config = {**deployment["run_config"], "protection": "paillier", "rounds": 1, "key-dir": str(server_dir),
+                  "options": json.dumps(options), "run-dir": str(tmp_path / "run")}
+
+    def node_config(p: int) -> dict[str, Any]:
+        return {**deployment["node_config"](p), "key-dir": str(nodes_dir)}
+
+    training._node_split.cache_clear()
+    grid = RecordingGrid(run_config, node_config=node_config)
+    server_app.main(grid, Context(run_id=1, node_id=0, node_config={}, state=RecordDict(), run_config=run_config))
+    (record,) = [json.loads(line) for line in (tmp_path / "run" / "rounds.jsonl").read_text().splitlines()]
+    assert record["survivors"] == 3 and "through paillier" in record["evaluation"]
+    metrics = record["metrics"]
+    assert metrics["evaluation_carrier"] == "paillier" and metrics["evaluated_by"] == 3
+    vector = decode_vector(json.loads((tmp_path / "run" / "checkpoint.json").read_text())["vector"])
+    per_node = _clear_sums(deployment, vector, 1)
+    totals = {k: sum(n[k] for n in per_node) for k in EVAL_KEYS}
+    exact = metrics_from_totals(totals, 3)
+    bounds = metrics["evaluation_error_bounds"]
+    assert metrics["samples"] == exact["samples"]
+    assert abs(metrics["loss"] * totals["units"] - totals["loss_sum"]) <= bounds["loss_sum"] + bounds["units"] * 10 + 1e-6
+    clear = [int(m.content.config_records["privfed-train"]["round"]) for m in grid.pushed
+             if m.metadata.message_type == training.EVAL_MESSAGE_TYPE]
+    assert clear == []  # not even the initial model's: round 1's protection governs it

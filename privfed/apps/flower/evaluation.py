@@ -16,7 +16,8 @@ rule of :func:`privfed.threat.disclosure.reveals_client_figures` (the catalogue'
   more. The server learns the totals and the number of nodes in them, nothing per node.
 
 Encoding: a node sends ``sums / EVAL_SCALE`` (the loss sum further divided by ``LOSS_BOUND``) with weight 1 into a
-protocol instance with ``clip = 1`` and ``max_weight = 1`` (SecAgg with a 64-bit ring for precision), so
+protocol instance with ``clip = 1`` and ``max_weight = 1`` (SecAgg with a 64-bit ring, Paillier with 60-bit slots,
+for precision; CKKS keeps its approximate arithmetic: its bound, scaled back, is tens of units at most), so
 ``mean * total_weight * scale`` is the total. A node whose sums exceed those public bounds (more than
 ``EVAL_SCALE`` validation units, or a mean loss above ``LOSS_BOUND``) refuses with a MessageError naming the bound
 and counts as not evaluated: never a clipped, silently wrong total. The decoded totals carry the protocol's declared
@@ -77,8 +78,10 @@ def evaluation_options(round_options: Mapping[str, Any], name: str) -> dict[str,
     evaluation's public bounds; DP and training options never apply (the family's base protocol takes none)."""
     options = {k: v for k, v in dict(round_options).items() if k not in ("client_noise", "noise", "dp")}
     options.update(max_weight=1.0, clip=1.0)
-    if name == "secagg":
-        options["ring_bits"] = 64  # 5 values: precision is free
+    if name == "secagg":  # 5 values: precision is free
+        options["ring_bits"] = 64
+    elif name in ("paillier", "paillier-per-value"):
+        options["slot_bits"] = 60
     return options
 
 
