@@ -47,8 +47,9 @@ def _preload() -> None:
             continue
 
 
-def _die_with_parent() -> None:
-    """Linux: SIGKILL when the parent dies (a killed SuperNode or SuperExec leaves no orphan behind)."""
+def _die_with_parent(parent: int | None = None) -> None:
+    """Linux: SIGKILL when the parent dies (a killed SuperNode or SuperExec leaves no orphan behind); exit at once if
+    ``parent`` already died before this could be set."""
     if sys.platform.startswith("linux"):
         import ctypes
 
@@ -56,14 +57,16 @@ def _die_with_parent() -> None:
             ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
         except OSError:
             pass
+    if parent is not None and os.getppid() != parent:
+        os._exit(1)
 
 
-def _run_child(spec: Any) -> None:
+def _run_child(spec: Any, parent: int) -> None:
     """In the forked child: Flower's ClientApp runtime for this one task, then exit (never return to the loop)."""
     code = 1
     try:
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-        _die_with_parent()
+        _die_with_parent(parent)
         from flwr.supercore.tls import validate_and_resolve_root_certificates
         from flwr.supernode.runtime.run_clientapp import run_clientapp
 
@@ -92,8 +95,9 @@ def _install_fork_launch() -> None:
     def launch(self: Any, spec: Any) -> Any:
         if spec.task_type != TaskType.CLIENT_APP:
             return original(self, spec)
+        parent = os.getpid()
         if os.fork() == 0:
-            _run_child(spec)
+            _run_child(spec, parent)
         return LaunchResult.accepted()
 
     subprocess_executor.SubprocessExecutor.launch = launch  # type: ignore[method-assign]
