@@ -34,7 +34,7 @@ NODE_PORT_BASE="${PRIVFED_NODE_PORT_BASE:-9100}"
 HOST=127.0.0.1
 export FLWR_HOME="$DIR/flwr-home"
 export FLWR_TELEMETRY_ENABLED=0 FLWR_DISABLE_UPDATE_CHECK=1 FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION=1
-export FLWR_SUPEREXEC_TASK_POLL_INTERVAL=0.05  # start ServerApp/ClientApp processes sooner (default 1 s)
+export FLWR_SUPEREXEC_TASK_POLL_INTERVAL=0.1  # start ServerApp/ClientApp processes sooner (default 1 s)
 # SuperNodes through privfed's launcher: Flower's own flower-supernode, its 3 s idle poll cut to
 # PRIVFED_NODE_POLL_SECONDS (default 0.2; see privfed/runtime/flower/fastnode.py). PRIVFED_FAST_NODES=0: flower-supernode
 if [ "${PRIVFED_FAST_NODES:-1}" = 1 ]; then

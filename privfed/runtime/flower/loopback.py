@@ -139,7 +139,7 @@ class LoopbackDeployment:
             FLWR_TELEMETRY_ENABLED="0",
             FLWR_DISABLE_UPDATE_CHECK="1",
             FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION="1",
-            FLWR_SUPEREXEC_TASK_POLL_INTERVAL="0.05",  # start ServerApp/ClientApp processes sooner (default 1 s)
+            FLWR_SUPEREXEC_TASK_POLL_INTERVAL="0.1",  # start ServerApp/ClientApp processes sooner (default 1 s)
             PYTHONUNBUFFERED="1",
         )
         return env
