@@ -108,7 +108,9 @@ def test_run_directory_with_a_refusing_node_that_audit_reads(deployment: dict[st
     for record in rounds:
         assert record["survivors"] == 2 and record["aborted"] is None
         assert "outside the schema's vocabulary" in record["dropped"]["2"]["reason"]
-        assert record["dropped"]["2"]["phase"] == "local-training"
+        # training is folded into the protocol's first phase: the refusal is a dropout there, naming local training
+        assert record["dropped"]["2"]["phase"] == record["phases"][0]
+        assert "local training" in record["dropped"]["2"]["reason"]
         assert record["metrics"]["evaluated_by"] == 2 and np.isfinite(record["metrics"]["loss"])
         assert (root / "run" / "transcripts" / f"round_{record['round']:03d}.json").exists()
     summary = json.loads((root / "run" / "summary.json").read_text())

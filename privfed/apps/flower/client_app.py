@@ -6,14 +6,19 @@ Message types it serves:
   same protocol client id as the in-process runtime would; the reply also says whether the node accepts the run's
   protection. Nothing about the node's data leaves it.
 * ``train`` — receive the global model (flat float32, an ArrayRecord), train the LSTM/GRU locally on this node's
-  own data (node-config ``data-path`` cut with the run's public schema; privfed.fl), and keep the resulting update and weight in ``context.state``; only an acknowledgement
-  with the training seconds goes back (the loss and step count stay in the node's log: they hint at its data), or
-  a refusal with the reason (data that does not fit the schema): the node then counts as dropped. The update
-  leaves the node only inside the protocol's protected upload.
-* ``evaluate`` — receive a global model and return counts and sums on this node's own validation split.
+  own data (node-config ``data-path`` cut with the run's public schema; privfed.fl), and keep the resulting update
+  and weight in ``context.state``; only an acknowledgement with the training seconds goes back, or a refusal with the
+  reason. privfed's ServerApp no longer sends it (training is folded into the first ``query``, below); kept for
+  servers that do.
+* ``evaluate`` — receive a global model and return counts and sums on this node's own validation split, in the
+  clear: only when the round's protection shows per-client figures anyway; refused otherwise.
+* ``query.evaluate`` — one phase of the evaluation secure sum (:mod:`privfed.apps.flower.secure_eval`): the first
+  phase carries the model, the node evaluates it and its sums leave it only inside the secure sum.
 * ``query`` — one protocol phase: the request's payload bytes go to the client machine's ``handle`` and its reply
-  bytes come back (see :mod:`privfed.runtime.flower.envelope`). The machine and the protocol's persistent state are
-  restored from and saved to ``context.state`` around every message (:mod:`privfed.runtime.flower.state`).
+  bytes come back (see :mod:`privfed.runtime.flower.envelope`); a round's first request also carries the global
+  model, and the node trains on its own data before it answers (the update leaves the node only inside the
+  protocol's upload). The machine and the protocol's persistent state are restored from and saved to
+  ``context.state`` around every message (:mod:`privfed.runtime.flower.state`).
 
 Threat model: the node trusts itself only. The protection is chosen by the run's submitter, so a node operator
 pins what the node accepts with node-config ``protections="ckks,secagg"``; a run asking for anything else is
@@ -116,10 +121,14 @@ def train(message: Message, context: Context) -> Message:
 
 @app.evaluate()
 def evaluate(message: Message, context: Context) -> Message:
-    """Evaluation counts and sums of the received model on this node's own validation split (see
-    privfed.apps.flower.training: they reach the server in the clear)."""
+    """Evaluation counts and sums of the received model on this node's own validation split, in the clear: only for
+    rounds whose protection shows per-client figures anyway (privfed.apps.flower.evaluation), refused otherwise."""
     try:
-        sums = evaluate_update(message.content, context, parse_run_config(context.run_config))
+        from .secure_eval import check_clear_evaluation
+
+        config = parse_run_config(context.run_config)
+        check_clear_evaluation(message.content, config)
+        sums = evaluate_update(message.content, context, config)
     except PrivfedError as exc:
         return _refusal(message, str(exc))
     except Exception as exc:  # noqa: BLE001 - last resort
@@ -147,7 +156,7 @@ def _stop_this_node() -> None:
                 parent = int(handle.read().rsplit(b")", 1)[1].split()[1])
         except (OSError, ValueError, IndexError):
             break
-        if b"flower-supernode" in cmdline:
+        if b"flower-supernode" in cmdline or b"privfed.runtime.flower.fastnode" in cmdline:
             os.kill(pid, signal.SIGKILL)
             break
         pid = parent
@@ -167,6 +176,7 @@ def phase(message: Message, context: Context) -> Message:
         accepted, reason = _accepted(context, (protection,))
         if not accepted:
             raise MessageError(reason)
+        dp_report = _folded_training(message, context, config, node, request.round_id)
         if config.update_source == "train" and node.protocol_options is None:
             raise MessageError("no local update: the server asked for a protocol phase before training")
         protocol = build_protocol(config, protection, key_dir=str(context.node_config.get("key-dir", "")),
@@ -214,6 +224,43 @@ def phase(message: Message, context: Context) -> Message:
                                   state_seconds=state_seconds), reply_to=message)
     state_seconds += time.perf_counter() - clock
     status = STATUS_NONE if reply is None else STATUS_REPLY
-    return Message(pack_reply(status, reply, client_seconds=client_seconds, state_seconds=state_seconds),
-                   reply_to=message)
+    content = pack_reply(status, reply, client_seconds=client_seconds, state_seconds=state_seconds)
+    if dp_report is not None:  # DP-SGD's public parameters, for the server's privacy ledger (folded training)
+        content["privfed-dpsgd"] = ConfigRecord(dict(dp_report))
+    return Message(content, reply_to=message)
+
+
+def _folded_training(message: Message, context: Context, config: FlowerRunConfig, node: NodeState,
+                     round_id: int) -> dict[str, float] | None:
+    """Local training folded into the round's first protocol phase: when the request carries the global model, train
+    on this node's own data first (exactly as the ``train`` handler), keep the update in ``node``, and return the
+    DP-SGD report for the reply (None otherwise). A training failure refuses the phase (MessageError/PrivfedError
+    with the reason), which makes this node a dropout at the first phase."""
+    if config.update_source != "train" or "privfed-model" not in message.content.array_records:
+        return None
+    if node.round_id is not None and round_id <= node.round_id:
+        raise MessageError(f"a model for round {round_id} after round {node.round_id}: this node trains once a round")
+    node.update, node.protocol_options = None, None
+    client_id = _partition_id(context)
+    try:
+        update, info, options, dp_report = train_update(message.content, context, config,
+                                                        client_id if client_id >= 0 else context.node_id % 2**31)
+    except PrivfedError as exc:
+        log.warning("refusing the round: %s", exc)
+        raise MessageError(f"local training: {exc}") from None
+    if int(message.content.config_records["privfed-train"]["round"]) != round_id:
+        raise MessageError("the model and the protocol request name different rounds")
+    log.info("local training: %s", {k: round(v, 6) for k, v in info.items()})
+    node.update = (update.vector.tobytes(), float(update.weight))
+    node.protocol_options = options
+    return dp_report
+
+
+@app.query("evaluate")
+def evaluation_phase(message: Message, context: Context) -> Message:
+    """One phase of the evaluation secure sum (privfed.apps.flower.secure_eval): used when the round's protection
+    hides per-client figures, so this node's validation sums leave it only inside the secure sum."""
+    from .secure_eval import node_evaluation_phase
+
+    return node_evaluation_phase(message, context, parse_run_config(context.run_config), _accepted)
 

@@ -129,10 +129,10 @@ def main(grid: Grid, context: Context) -> None:
         if config.update_source == "train":
             from privfed.fl.models import flatten
 
-            from .training import federated_evaluation, run_training, task_for
-            if recorder is not None and recorder.first_round == 1:
-                recorder.initial(nodes, federated_evaluation(grid, flatten(task_for(config).template), 0, nodes,
-                                                             config.reply_timeout))
+            from .secure_eval import evaluate_round
+            from .training import run_training, task_for
+            if recorder is not None and recorder.first_round == 1:  # through round 1's protection when it hides
+                recorder.initial(nodes, evaluate_round(grid, config, flatten(task_for(config).template), 0, nodes))
             output["rounds"] = run_training(grid, protocol_for, nodes, config,
                                             sink=recorder.round if recorder is not None else None,
                                             transcript_key=recorder.key if recorder is not None else None,

@@ -1,13 +1,16 @@
-"""FedAvg of an LSTM/GRU over Flower: ``train`` messages carry the global model, protocol rounds carry the updates,
-``evaluate`` messages ask the nodes for evaluation sums on their own validation split.
+"""FedAvg of an LSTM/GRU over Flower: the global model rides with each round's first protocol request, nodes train
+and answer that phase in one reply, and evaluation runs on the nodes' own validation splits.
 
-Each round: the server sends the global parameters (flat float32, in the clear, as in any FedAvg) to every enrolled
-node in a ``train`` message; each node rebuilds the model, trains it on **its own data** with privfed.fl's trainer
-(the protocol's ``client_training``: standard or DP-SGD), clips the update to ``protection.clip``, keeps it in
-``context.state`` and answers with an acknowledgement (its training seconds, or its refusal). Then one protected
-aggregation round runs over the nodes that trained (:func:`~privfed.runtime.flower.driver.run_round_on_grid`), the
-server applies ``global += server_lr * mean`` when the round completes, and sends the new model in an ``evaluate``
-message: each node returns its validation counts and sums, which the server adds up into the round's metrics.
+Each round: the server runs one protected aggregation round (:func:`train_and_aggregate` over
+:func:`~privfed.runtime.flower.driver.run_round_on_grid`) whose first request to every node also carries the global
+parameters (flat float32, in the clear, as in any FedAvg); the node rebuilds the model, trains it on **its own
+data** with privfed.fl's trainer (the protocol's ``client_training``: standard or DP-SGD), clips the update to
+``protection.clip``, keeps it in ``context.state`` and answers the protocol's first phase in the same reply (one
+message exchange fewer than a separate ``train`` message; a node whose training fails refuses that phase and is a
+dropout there, with the reason). The server applies ``global += server_lr * mean`` when the round completes, then
+evaluates the new model on the nodes (:func:`privfed.apps.flower.secure_eval.evaluate_round`): in the clear when
+the round's protection shows per-client figures anyway, else through a secure sum of the round's family, so the
+server learns only totals (:mod:`privfed.apps.flower.evaluation`).
 
 Where data lives (:class:`Task`): with a public task schema (run-config ``schema``, from ``privfed schema``) the
 server builds the model from the schema alone and never opens any data; each node reads only node-config
@@ -16,10 +19,9 @@ schema refuses the round (it counts as dropped with the reason). Without a schem
 federation from the seed and trains on its ``partition-id`` (a simulation, kept for tests and benchmarks).
 
 Threat model: the global model is public to the nodes; the update leaves a node only inside the protocol's upload.
-The training acknowledgement carries only the training seconds. Evaluation is *not* protected: each node's
-validation loss sum, correct-prediction count and token/sample count reach the server (and the SuperLink) in the
-clear, although only their totals are recorded. The counts reveal each node's validation-set size (a tenth of its
-data by default). Protections that hide per-client figures therefore still leak those, and the run's record says so.
+A DP-SGD node's reply also carries its public accounting parameters. Evaluation: see
+:mod:`privfed.apps.flower.evaluation` (clear sums only under plaintext and central DP; totals through a secure sum
+otherwise, not DP-noised).
 """
 
 from __future__ import annotations
@@ -34,27 +36,28 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, RecordDict
 from flwr.serverapp import Grid
 
 from protocols.base import LEARNED_BY_SERVER, AggregationProtocol, ClientUpdate
 from protocols.errors import ConfigError, MessageError, PrivfedError
-from privfed.runtime.flower.driver import collect, run_round_on_grid
+from privfed.runtime.flower.driver import run_round_on_grid
 
 from .config import FlowerRunConfig
+from .evaluation import EVAL_KEYS as _EVAL_KEYS, disclosure_note
 from .report import report_record
+from .secure_eval import evaluate_round
 
 __all__ = ["Task", "task_for", "experiment", "protocol_base_options", "round_recheck", "run_training", "client_train",
-           "node_data", "node_evaluate", "TRAIN_MESSAGE_TYPE", "EVAL_MESSAGE_TYPE", "EVALUATION_DISCLOSURE"]
+           "node_data", "node_evaluate", "model_records", "model_message", "train_and_aggregate", "TRAIN_MESSAGE_TYPE",
+           "EVAL_MESSAGE_TYPE", "EVALUATION_DISCLOSURE"]
 
 log = logging.getLogger("flwr.privfed.training")
 TRAIN_MESSAGE_TYPE = "train"
 EVAL_MESSAGE_TYPE = "evaluate"
 _MODEL, _VECTOR, _ROUND = "privfed-model", "vector", "privfed-train"
-_EVAL_KEYS = ("loss_sum", "units", "correct", "predictions", "samples")
-#: what federated evaluation reveals, recorded with every round's metrics
-EVALUATION_DISCLOSURE = ("federated evaluation in the clear: each node's validation loss sum, correct count and "
-                         "sample count reach the server; only totals are recorded")
+#: what federated evaluation reveals in the clear path (a round's note: privfed.apps.flower.evaluation.disclosure_note)
+EVALUATION_DISCLOSURE = disclosure_note("plaintext")
 
 RoundSink = Callable[[dict[str, Any], Any, np.ndarray], None]
 
@@ -134,7 +137,7 @@ def protocol_base_options(run: FlowerRunConfig, protection: str) -> dict[str, An
 
 def round_recheck(run: FlowerRunConfig, round_id: int, clients: int) -> str | None:
     """The FedAvg loop's per-round re-check (:func:`privfed.experiment.fedavg.recheck_round`) for the ``clients``
-    nodes that trained: None when the round's protection still meets the declared threat model, else the reason
+    nodes invited: None when the round's protection still meets the declared threat model, else the reason
     the round is aborted."""
     from privfed.experiment.fedavg import recheck_round
 
@@ -226,33 +229,26 @@ def node_evaluate(content: RecordDict, split: Any, task: Task) -> dict[str, floa
             "predictions": predictions if val.task != "forecast" else 0.0, "samples": float(len(val))}
 
 
-def _message(vector: np.ndarray, round_id: int, node: int, kind: str) -> Message:
-    return Message(RecordDict({_MODEL: _vector_record(vector), _ROUND: ConfigRecord({"round": round_id})}),
-                   dst_node_id=node, message_type=kind, group_id=f"{round_id}:{kind}")
+def model_records(vector: np.ndarray, round_id: int) -> RecordDict:
+    """The global model and its round, as records (a message of their own, or riding with a protocol request)."""
+    return RecordDict({_MODEL: _vector_record(vector), _ROUND: ConfigRecord({"round": round_id})})
+
+
+def model_message(vector: np.ndarray, round_id: int, node: int, kind: str) -> Message:
+    return Message(model_records(vector, round_id), dst_node_id=node, message_type=kind,
+                   group_id=f"{round_id}:{kind}")
+
+
+_message = model_message
 
 
 def federated_evaluation(grid: Grid, vector: np.ndarray, round_id: int, nodes: Mapping[int, int],
                          timeout: float) -> dict[str, Any]:
-    """Send the model to every node and add up the evaluation sums that come back."""
-    totals = dict.fromkeys(_EVAL_KEYS, 0.0)
-    answered = 0
-    for reply in collect(grid, [_message(vector, round_id, n, EVAL_MESSAGE_TYPE) for n in nodes.values()], timeout):
-        if reply.has_error():
-            continue
-        record = reply.content.metric_records.get("privfed-eval")
-        if record is None or not all(isinstance(record.get(k), (int, float)) for k in _EVAL_KEYS):
-            continue
-        values = {k: float(record[k]) for k in _EVAL_KEYS}
-        if not all(math.isfinite(v) and v >= 0 for k, v in values.items() if k != "loss_sum"):
-            continue
-        answered += 1
-        for key in _EVAL_KEYS:
-            totals[key] += values[key]
-    metrics: dict[str, Any] = {"loss": totals["loss_sum"] / totals["units"] if totals["units"] else math.nan,
-                               "samples": int(totals["samples"]), "evaluated_by": answered}
-    if totals["predictions"]:
-        metrics["accuracy"] = totals["correct"] / totals["predictions"]
-    return metrics
+    """The clear path of federated evaluation (kept for callers without a run config; see
+    :func:`privfed.apps.flower.secure_eval.evaluate_round`, which picks the path by the round's protection)."""
+    from .secure_eval import clear_evaluation
+
+    return clear_evaluation(grid, vector, round_id, nodes, timeout)
 
 
 def _account_dpsgd(protocol: AggregationProtocol, round_id: int, cid: int, record: Any) -> None:
@@ -272,6 +268,29 @@ def _account_dpsgd(protocol: AggregationProtocol, round_id: int, cid: int, recor
     protocol.report_training(round_id, cid, z, q, steps)  # validates (ConfigError on nonsense)
 
 
+def train_and_aggregate(grid: Grid, protocol: AggregationProtocol, round_id: int, vector: np.ndarray,
+                        nodes: Mapping[int, int], run: FlowerRunConfig, overhead: dict[str, Any],
+                        transcript_key: Any = None) -> Any:
+    """One protected FedAvg aggregation with local training folded into its first phase: the global model rides
+    with each node's first protocol request, the node trains on its own data and answers that phase in the same
+    reply (one message exchange less than a separate ``train`` message). A node whose training fails refuses the
+    first phase (a dropout there, with its reason); a DP-SGD node's accounting report rides with that reply and
+    goes to the server's protocol before the phase closes."""
+    first_extra = {cid: model_records(vector, round_id) for cid in nodes}
+
+    def inspect(phase: str, cid: int, reply: Message) -> str | None:
+        try:
+            _account_dpsgd(protocol, round_id, cid, reply.content.config_records.get("privfed-dpsgd"))
+        except PrivfedError as exc:
+            return f"DP-SGD report refused: {exc}"
+        return None
+
+    return run_round_on_grid(grid, protocol, round_id, nodes, task_for(run).layout.size,
+                             drops=run.drops_for(round_id), reply_timeout=run.reply_timeout,
+                             straggler_grace=run.straggler_grace, overhead=overhead, transcript_key=transcript_key,
+                             first_extra=first_extra, inspect=inspect)
+
+
 def run_training(grid: Grid, protocol_for: Callable[[int], AggregationProtocol], nodes: Mapping[int, int],
                  run: FlowerRunConfig, sink: RoundSink | None = None, transcript_key: Any = None,
                  first_round: int = 1, start: np.ndarray | None = None) -> list[dict[str, Any]]:
@@ -283,47 +302,21 @@ def run_training(grid: Grid, protocol_for: Callable[[int], AggregationProtocol],
     config = task.config
     vector = (flatten(task.template) if start is None else start).astype(np.float32)
     records: list[dict[str, Any]] = []
-    by_node = {node: cid for cid, node in nodes.items()}
     for round_id in range(first_round, run.rounds + 1):
         clock = time.perf_counter()
-        trained: dict[int, int] = {}
-        failed: dict[str, dict[str, str]] = {}
-        messages = [_message(vector, round_id, node, TRAIN_MESSAGE_TYPE) for node in nodes.values()]
-        for reply in collect(grid, messages, run.reply_timeout):
-            cid = by_node.get(reply.metadata.src_node_id)
-            if cid is None:
-                continue
-            if reply.has_error():
-                failed[str(cid)] = {"phase": "local-training", "reason": f"client failed: {reply.error.reason[:200]}"}
-                continue
-            refusal = reply.content.config_records.get("privfed-refused")
-            if refusal is not None:
-                failed[str(cid)] = {"phase": "local-training",
-                                    "reason": f"client stopped: {str(refusal.get('reason', ''))[:300]}"}
-                continue
-            try:
-                _account_dpsgd(protocol_for(round_id), round_id, cid, reply.content.config_records.get("privfed-dpsgd"))
-            except PrivfedError as exc:
-                failed[str(cid)] = {"phase": "local-training", "reason": f"DP-SGD report refused: {exc}"}
-                continue
-            trained[cid] = reply.metadata.src_node_id
-        train_seconds = time.perf_counter() - clock
-        for cid in nodes:
-            if cid not in trained and str(cid) not in failed:
-                failed[str(cid)] = {"phase": "local-training", "reason": "no training acknowledgement"}
+        protocol = protocol_for(round_id)
         overhead: dict[str, Any] = {}
         report = None
-        aborted = round_recheck(run, round_id, len(trained)) if trained else "no node trained"
+        # the round's re-check (as in-process) for the nodes invited; training rides with phase 1, so a node whose
+        # training fails is a phase-1 dropout the protocol itself handles (thresholds, the noise-survivor floor)
+        aborted = round_recheck(run, round_id, len(nodes)) if nodes else "no node enrolled"
         if aborted is None:
             try:
-                report = run_round_on_grid(grid, protocol_for(round_id), round_id, trained, task.layout.size,
-                                           drops=run.drops_for(round_id), reply_timeout=run.reply_timeout,
-                                           straggler_grace=run.straggler_grace, overhead=overhead,
-                                           transcript_key=transcript_key)
+                report = train_and_aggregate(grid, protocol, round_id, vector, nodes, run, overhead, transcript_key)
             except ConfigError as exc:  # invalid for this round's actual clients: an aborted round, as in-process
-                aborted = f"round re-check with {len(trained)} clients: {exc}"
+                aborted = f"round re-check with {len(nodes)} clients: {exc}"
         if report is not None:
-            record = report_record(report, overhead, trained)
+            record = report_record(report, overhead, nodes)
             if report.result is not None:
                 if report.result.learned_by != LEARNED_BY_SERVER:
                     raise ConfigError("FedAvg over Flower needs the server to learn each round's mean; "
@@ -334,15 +327,16 @@ def run_training(grid: Grid, protocol_for: Callable[[int], AggregationProtocol],
                 record["learned_by"] = report.result.learned_by
                 record["error_bound"] = float(report.result.error_bound)
             record.pop("mean", None)
+            first = record["exchange_seconds"][0] if record.get("exchange_seconds") else [None, 0.0]
+            record.update(local_training=f"folded into phase {first[0]}", local_training_wall_seconds=first[1],
+                          local_training_seconds_per_client=first[1])
         else:
             record = {"round": round_id, "protection": run.protection_for(round_id), "participants": 0,
                       "survivors": 0, "aborted": aborted}
-        record.update(sampled=sorted(nodes), local_training_wall_seconds=train_seconds,
-                      local_training_seconds_per_client=train_seconds,
-                      dropped={**failed, **record.get("dropped", {})})
+        record.update(sampled=sorted(nodes))
         eval_clock = time.perf_counter()
-        record["metrics"] = federated_evaluation(grid, vector, round_id, nodes, run.reply_timeout)
-        record["evaluation"] = EVALUATION_DISCLOSURE
+        record["metrics"] = evaluate_round(grid, run, vector, round_id, nodes)
+        record["evaluation"] = disclosure_note(run.protection_for(round_id))
         record["evaluation_seconds"] = time.perf_counter() - eval_clock
         record["round_seconds"] = time.perf_counter() - clock
         log.info("privfed training round %d: %s", round_id, json.dumps(

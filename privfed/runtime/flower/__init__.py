@@ -7,7 +7,9 @@ Transport only — no training, no data, no applications (those are :mod:`privfe
 * :mod:`.envelope` — how payload bytes ride in Flower records;
 * :mod:`.state` — per-node protocol state kept in ``context.state`` between messages;
 * :mod:`.keys` — the CKKS key authority: keys dealt to files before a run (secret to nodes, public to the server);
-* :mod:`.loopback` — start a SuperLink and SuperNodes on 127.0.0.1 (tests, local trials).
+* :mod:`.loopback` — start a SuperLink and SuperNodes on 127.0.0.1 (tests, local trials);
+* :mod:`.fastnode`, :mod:`.fastexec` — loopback launchers of Flower's own SuperNode and SuperExec with a short idle
+  poll and warm (forked) ClientApp processes.
 
 Threat model of the transport: ``--insecure`` (loopback trials) means plain HTTP with no TLS and no node
 authentication. In every mode the SuperLink stores and forwards every message, so it sees exactly the privfed
@@ -18,4 +20,4 @@ so that only enrolled nodes join (see README, "Running on Flower").
 Importing the modules needs ``flwr`` (``pip install "privfed[flower]"``).
 """
 
-__all__ = ["driver", "envelope", "state", "keys", "loopback"]
+__all__ = ["driver", "envelope", "state", "keys", "loopback", "fastnode", "fastexec"]

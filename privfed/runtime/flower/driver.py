@@ -23,9 +23,9 @@ privfed's protocols provide that inside the payload, never relying on the channe
 from __future__ import annotations
 
 import time
-from typing import Mapping
+from typing import Callable, Mapping
 
-from flwr.app import Message
+from flwr.app import Message, RecordDict
 from flwr.serverapp import Grid
 
 from protocols.base import AggregationProtocol
@@ -39,8 +39,9 @@ __all__ = ["run_round_on_grid", "collect", "PHASE_MESSAGE_TYPE", "POLL_SECONDS"]
 
 #: protocol phases travel as Flower "query" messages (the ClientApp's default query handler)
 PHASE_MESSAGE_TYPE = "query"
-#: how often the server asks the SuperLink for replies (a loopback HTTP call; Flower's own loop waits 3 s)
-POLL_SECONDS = 0.5
+#: how often the server asks the SuperLink for replies (one small HTTP call; Flower's own loop waits 3 s). A phase
+#: ends when its last reply is pulled, so this is added to every phase, on average half of it
+POLL_SECONDS = 0.1
 
 
 def collect(grid: Grid, messages: list[Message], timeout: float, grace: float = 0.0) -> list[Message]:
@@ -66,11 +67,21 @@ def collect(grid: Grid, messages: list[Message], timeout: float, grace: float = 
     return replies
 
 
+def _request(round_id: int, phase: str, cid: int, payload: bytes, extra: RecordDict | None) -> RecordDict:
+    content = pack_request(Request(round_id, phase, cid, payload))
+    for key, record in (extra or {}).items():  # application records riding with the request (never the envelope)
+        if key not in content:
+            content[key] = record
+    return content
+
+
 def _exchange(grid: Grid, round_id: int, phase: str, payloads: Mapping[int, bytes], nodes: Mapping[int, int],
-              timeout: float, grace: float = 0.0) -> dict[int, Message]:
-    """Send one phase's requests and collect the replies that arrive in time, by client id."""
-    messages = [Message(content=pack_request(Request(round_id, phase, cid, payload)), dst_node_id=nodes[cid],
-                        message_type=PHASE_MESSAGE_TYPE, group_id=f"{round_id}:{phase}")
+              timeout: float, grace: float = 0.0, message_type: str = PHASE_MESSAGE_TYPE,
+              extra: Mapping[int, RecordDict] | None = None) -> dict[int, Message]:
+    """Send one phase's requests (with ``extra[cid]``'s records added to client cid's) and collect the replies that
+    arrive in time, by client id."""
+    messages = [Message(content=_request(round_id, phase, cid, payload, (extra or {}).get(cid)),
+                        dst_node_id=nodes[cid], message_type=message_type, group_id=f"{round_id}:{phase}")
                 for cid, payload in payloads.items()]
     by_node = {node: cid for cid, node in nodes.items()}
     replies: dict[int, Message] = {}
@@ -84,7 +95,9 @@ def _exchange(grid: Grid, round_id: int, phase: str, payloads: Mapping[int, byte
 def run_round_on_grid(grid: Grid, protocol: AggregationProtocol, round_id: int, nodes: Mapping[int, int],
                       dim: int, *, drops: Mapping[int, str] | None = None, reply_timeout: float = 60.0,
                       straggler_grace: float = 0.0, transcript: bool = True, record_server_view: bool = False,
-                      overhead: dict | None = None, transcript_key: TranscriptKey | None = None) -> RoundReport:
+                      overhead: dict | None = None, transcript_key: TranscriptKey | None = None,
+                      message_type: str = PHASE_MESSAGE_TYPE, first_extra: Mapping[int, RecordDict] | None = None,
+                      inspect: Callable[[str, int, Message], str | None] | None = None) -> RoundReport:
     """Run one round over Flower. ``nodes`` maps protocol client id -> Flower node id. Never raises for a peer's
     misbehaviour: an abort is reported in ``RoundReport.aborted`` with ``result`` None. A phase closes when every
     reply is in, ``reply_timeout`` seconds after its requests were sent, or — with ``straggler_grace`` > 0 —
@@ -92,17 +105,27 @@ def run_round_on_grid(grid: Grid, protocol: AggregationProtocol, round_id: int, 
 
     ``overhead``, when given, receives what the Flower deployment adds on top of the protocol: the wall seconds of
     each phase's send-and-receive (``exchange_seconds``) and each client's seconds spent restoring and saving its
-    state in ``context.state`` (``state_seconds``)."""
+    state in ``context.state`` (``state_seconds``).
+
+    Fewer round trips: ``first_extra[cid]`` holds records that ride with client cid's *first* request (the
+    application's input for the round, e.g. the global model the node trains on before answering the first phase),
+    so the round needs no separate message exchange before it. ``inspect(phase, cid, reply)``, when given, sees every
+    reply before the protocol does; a string it returns drops that client at that phase with that reason (e.g. an
+    application report that fails validation). ``message_type`` lets one application run several protocol rounds
+    side by side, each routed to its own ClientApp handler."""
     started = time.perf_counter()
     ids = tuple(sorted(nodes))
     report = RoundReport(protocol.name, round_id, ids)
     exchange_seconds: list[tuple[str, float]] = []
     state_seconds: dict[int, float] = {}
     side = ServerSide(protocol, round_id, ids, dim, report, drops, transcript, record_server_view, transcript_key)
+    pending_extra = dict(first_extra or {})
     while True:
         phase, sending = side.deliverable()
         clock = time.perf_counter()
-        replies = _exchange(grid, round_id, phase, sending, nodes, reply_timeout, straggler_grace)
+        extra = {cid: pending_extra.pop(cid) for cid in sending if cid in pending_extra}
+        replies = _exchange(grid, round_id, phase, sending, nodes, reply_timeout, straggler_grace, message_type,
+                            extra)
         exchange_seconds.append((phase, time.perf_counter() - clock))
         for cid in sending:
             message = replies.get(cid)
@@ -111,6 +134,10 @@ def run_round_on_grid(grid: Grid, protocol: AggregationProtocol, round_id: int, 
                 continue
             if message.has_error():
                 side.drop(cid, phase, f"client failed: {message.error.reason[:200]}")
+                continue
+            refused = inspect(phase, cid, message) if inspect is not None else None
+            if refused is not None:
+                side.drop(cid, phase, refused)
                 continue
             try:
                 reply = unpack_reply(message.content)

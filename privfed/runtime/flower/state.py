@@ -47,6 +47,9 @@ class NodeState:
     protocol_options: dict[str, Any] | None = None
     #: the partition / client id this node announced
     announced: int | None = None
+    #: the evaluation secure sum in progress, apart from the training round (privfed.apps.flower.secure_eval):
+    #: its round id, this node's client id and its client machine
+    evaluation: dict[str, Any] | None = None
 
 
 def _register_key_reducers() -> None:

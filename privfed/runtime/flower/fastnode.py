@@ -1,0 +1,90 @@
+"""``python -m privfed.runtime.flower.fastnode [flower-supernode arguments]``: Flower's own SuperNode, polling sooner.
+
+Flower 1.42's SuperNode asks the SuperLink for a message, and when there is none it sleeps a hard-coded 3 s
+(``flwr.supernode.start_client_internal``; no option or environment variable sets it), then waits for its
+ClientApp's reply in 0.5 s steps. A privfed round is several short phases, each a fresh message to every node after
+all of them answered the previous one, so those sleeps are most of a phase's cost on loopback: on average 1.5 s per
+node and up to 3 s for the slowest, every phase. This launcher runs the unmodified ``flower-supernode`` command in
+this process, with the sleeps of that one module capped at ``PRIVFED_NODE_POLL_SECONDS`` (default 0.2 s). Nothing
+else changes: same arguments, same process (so a launcher's pid is the SuperNode's pid and ``stop`` finds it the
+same way), same protocol with the SuperLink; each empty poll is one small HTTP request more often.
+
+It also starts the SuperNode's SuperExec as :mod:`privfed.runtime.flower.fastexec` (Flower's SuperExec whose
+ClientApp processes are forked warm, imports done, instead of started cold: see there why Flower 1.42's own
+options — ``--isolation process``, prestarted executors — do not save that start-up). What Flower offers and privfed
+uses as well: ``FLWR_SUPEREXEC_TASK_POLL_INTERVAL`` (how soon the SuperExec starts a ClientApp for a pulled message).
+
+Threat model: none of its own; a SuperNode started this way is exactly Flower's. Meant for loopback trials and
+tests (``examples/flower/loopback.sh``, :class:`~privfed.runtime.flower.loopback.LoopbackDeployment`); on a real
+network the 3 s idle poll is a reasonable load limit on a shared SuperLink, so production nodes use
+``flower-supernode`` itself.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+import time
+from typing import Any
+
+__all__ = ["main", "POLL_ENV", "DEFAULT_POLL_SECONDS", "MARKER"]
+
+POLL_ENV = "PRIVFED_NODE_POLL_SECONDS"
+DEFAULT_POLL_SECONDS = 0.2
+#: how a SuperNode started by this launcher shows in its command line (for tools that look for SuperNodes)
+MARKER = "privfed.runtime.flower.fastnode"
+
+
+def _poll_seconds() -> float:
+    raw = os.environ.get(POLL_ENV, "")
+    try:
+        value = float(raw) if raw else DEFAULT_POLL_SECONDS
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and 0.01 <= value <= 3.0):
+        raise SystemExit(f"{POLL_ENV} must be a number of seconds in [0.01, 3], got {raw!r}")
+    return value
+
+
+class _CappedTime:
+    """The ``time`` module as one Flower module sees it: ``sleep`` capped, everything else unchanged."""
+
+    def __init__(self, cap: float) -> None:
+        self._cap = cap
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(min(float(seconds), self._cap))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(time, name)
+
+
+class _WarmSuperExec:
+    """The ``subprocess`` module as the SuperNode's start-up sees it: its ``flower-superexec`` child becomes
+    :mod:`privfed.runtime.flower.fastexec` (same arguments), whose ClientApp processes start warm."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(subprocess, name)
+
+    @staticmethod
+    def Popen(command: Any, *args: Any, **kwargs: Any) -> subprocess.Popen:  # noqa: N802 - the module's name
+        if isinstance(command, list) and command and command[0] == "flower-superexec":
+            command = [sys.executable, "-m", "privfed.runtime.flower.fastexec", *command[1:]]
+        return subprocess.Popen(command, *args, **kwargs)
+
+
+def main() -> None:
+    cap = _poll_seconds()
+    from flwr.supernode import start_client_internal
+    from flwr.supernode.cli import flower_supernode
+
+    start_client_internal.time = _CappedTime(cap)  # type: ignore[assignment]
+    start_client_internal.subprocess = _WarmSuperExec()  # type: ignore[assignment]
+    sys.argv[0] = "flower-supernode"
+    flower_supernode()
+
+
+if __name__ == "__main__":
+    main()
