@@ -332,3 +332,64 @@ def test_paillier_round_evaluates_through_paillier_with_the_dealt_keys(deploymen
     clear = [int(m.content.config_records["privfed-train"]["round"]) for m in grid.pushed
              if m.metadata.message_type == training.EVAL_MESSAGE_TYPE]
     assert clear == []  # not even the initial model's: round 1's protection governs it
+
+
+def test_active_round_evaluates_through_an_active_secure_sum(deployment: dict[str, Any], tmp_path: Path) -> None:
+    """Under a malicious server the evaluation sums are as much a node's own as its update: an active SecAgg round's
+    evaluation runs active SecAgg too (signed advertisements, the consistency check), each node signing with the key
+    of its own node config. A node whose key is another registrar's drops out of the training round and of the
+    evaluation alike, with the check named."""
+    from protocols.identity import key_file_name, make_identities, write_key_file, write_roster
+
+    def registrar(directory: Path) -> Path:
+        directory.mkdir()
+        roster, identities = make_identities([0, 1, 2])
+        write_roster(directory / "roster.json", roster)
+        for identity in identities.values():
+            write_key_file(directory, identity)
+        return directory
+
+    keys, impostor = registrar(tmp_path / "keys"), registrar(tmp_path / "impostor")
+    active = {"active": True, "threshold": 2, "corruption_fraction": 0.0}
+
+    def node_config(p: int) -> dict[str, Any]:
+        own = keys if p != 2 else impostor
+        return {**deployment["node_config"](p), "roster": str(keys / "roster.json"),
+                "signing-key": str(own / key_file_name(p))}
+
+    run_config = {**deployment["run_config"], "protection": "secagg", "rounds": 1,
+                  "options": json.dumps({"secagg": active}), "roster": str(keys / "roster.json")}
+    training._node_split.cache_clear()
+    grid = RecordingGrid(run_config, node_config=node_config)
+    server_app.main(grid, Context(run_id=1, node_id=0, node_config={}, state=RecordDict(), run_config=run_config))
+    (record,) = [json.loads(line) for line in (deployment["root"] / "run" / "rounds.jsonl").read_text().splitlines()]
+    assert record["survivors"] == 2 and "active check 'roster' failed" in record["dropped"]["2"]["reason"]
+    metrics = record["metrics"]
+    assert metrics["evaluation_carrier"] == "secagg" and metrics["evaluated_by"] == 2
+    assert metrics["evaluation_phases"] == 5  # the active protocol's phases, the consistency check among them
+    evaluation = [m for m in grid.pushed if m.metadata.message_type == EVAL_PHASE_TYPE and m.metadata.dst_node_id
+                  in NODE_IDS[:2]]
+    assert evaluation and all("privfed-eval" not in m.content.metric_records for m in grid.pulled)
+
+
+def test_evaluation_of_an_active_dp_round_is_active_too(tmp_path: Path) -> None:
+    """secagg+dp in active mode carries its evaluation on plain secagg: the carrier inherits active mode, the roster
+    and the counts from the round's own options (a semi-honest carrier would give a key-forging server each node's
+    sums), on the server and on a node (which takes the roster from its own node config)."""
+    from protocols.identity import key_file_name, make_identities, write_key_file, write_roster
+
+    roster, identities = make_identities([0, 1, 2, 3])
+    write_roster(tmp_path / "roster.json", roster)
+    for identity in identities.values():
+        write_key_file(tmp_path, identity)
+    options = {"secagg+dp": {"active": True, "threshold": 3, "noise_multiplier": 1.0, "corruption_fraction": 0.0}}
+    run = parse_run_config({"protection": "secagg+dp", "clients": 4, "options": json.dumps(options),
+                            "roster": str(tmp_path / "roster.json")})
+    server_side = secure_eval.evaluation_protocol(run, "secagg", "", secret=False, round_id=1)
+    node_side = secure_eval.evaluation_protocol(run, "secagg", "", secret=True, round_id=1, node_config={
+        "roster": str(tmp_path / "roster.json"), "signing-key": str(tmp_path / key_file_name(0))})
+    for protocol in (server_side, node_side):
+        assert protocol.name == "secagg" and getattr(protocol, "active", False) is True
+    plain = parse_run_config({"protection": "secagg+dp", "clients": 4,
+                              "options": json.dumps({"secagg+dp": {"noise_multiplier": 1.0}})})
+    assert getattr(secure_eval.evaluation_protocol(plain, "secagg", "", secret=False), "active", False) is False

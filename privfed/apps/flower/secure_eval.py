@@ -24,12 +24,13 @@ from typing import Any, Callable, Mapping
 import numpy as np
 from flwr.app import Context, Message
 
-from protocols.errors import MessageError, PrivfedError
+from protocols.errors import ConfigError, MessageError, PrivfedError
 from privfed.runtime.flower.driver import collect, run_round_on_grid
 from privfed.runtime.flower.envelope import STATUS_NONE, STATUS_REFUSED, STATUS_REPLY, pack_reply, unpack_request
 from privfed.runtime.flower.state import load_node_state, save_node_state
 
 from .config import FlowerRunConfig, build_protocol
+from .identity import hold_identity
 from .evaluation import (EVAL_KEYS, EVAL_PHASE_TYPE, decode_totals, encode_sums, evaluation_options,
                          evaluation_protection, metrics_from_totals)
 
@@ -42,14 +43,37 @@ def plan_protection(run: FlowerRunConfig, round_id: int) -> str:
     return run.protection_for(max(1, round_id))
 
 
-def evaluation_protocol(run: FlowerRunConfig, carrier: str, key_dir: str, secret: bool) -> Any:
-    """The secure sum's protocol instance (the run's option table for ``carrier``, the evaluation's bounds)."""
-    base: Mapping[str, Any] = {}
+#: what an active round hands its evaluation secure sum: the mode, the identities and the counts its checks rest on
+_ACTIVE_KEYS = ("active", "roster", "roster_size", "colluders", "corruption_fraction", "threshold")
+
+
+def evaluation_protocol(run: FlowerRunConfig, carrier: str, key_dir: str, secret: bool, round_id: int = 1,
+                        node_config: Mapping[str, Any] | None = None) -> Any:
+    """The secure sum's protocol instance (the run's option table for ``carrier``, the evaluation's bounds). When the
+    round's protection runs in active mode (a malicious server), so does its evaluation: a node's sums are as much
+    its own as its update, and a semi-honest secure sum would hand them to a server that forges keys. The node's
+    roster and key come from its own node config, as for the round itself (:mod:`privfed.apps.flower.identity`)."""
+    from .config import protocol_options
+    from .identity import is_active
+
+    base: dict[str, Any] = {}
+    protection = plan_protection(run, round_id)
+    round_base: Mapping[str, Any] | None = None
     if run.update_source == "train":
         from .training import protocol_base_options
 
-        base = protocol_base_options(run, carrier)
-    return build_protocol(run, carrier, key_dir=key_dir, secret=secret, base=evaluation_options(base, carrier))
+        base = dict(protocol_base_options(run, carrier))
+        round_base = protocol_base_options(run, protection)
+    round_options = protocol_options(run, protection, round_base)
+    active = is_active(round_options)
+    if active:
+        base.update({k: round_options[k] for k in _ACTIVE_KEYS if k in round_options})
+    protocol = build_protocol(run, carrier, key_dir=key_dir, secret=secret, base=evaluation_options(base, carrier),
+                              node_config=node_config)
+    if active and getattr(protocol, "active", False) is not True:
+        raise ConfigError(f"round {round_id} runs {protection!r} in active mode but the run's {carrier!r} options "
+                          "turn active mode off for its evaluation secure sum")
+    return protocol
 
 
 def clear_evaluation(grid: Any, vector: np.ndarray, round_id: int, nodes: Mapping[int, int],
@@ -84,7 +108,7 @@ def evaluate_round(grid: Any, run: FlowerRunConfig, vector: np.ndarray, round_id
     carrier = evaluation_protection(plan_protection(run, round_id))
     if carrier is None:
         return clear_evaluation(grid, vector, round_id, nodes, run.reply_timeout)
-    protocol = evaluation_protocol(run, carrier, run.key_dir, secret=False)
+    protocol = evaluation_protocol(run, carrier, run.key_dir, secret=False, round_id=round_id)
     first = {cid: model_records(vector, round_id) for cid in nodes}
     overhead: dict[str, Any] = {}
     report = run_round_on_grid(grid, protocol, round_id, nodes, len(EVAL_KEYS), reply_timeout=run.reply_timeout,
@@ -142,8 +166,10 @@ def node_evaluation_phase(message: Message, context: Context, config: FlowerRunC
             sums = node_evaluate(message.content, node_data(task, context), task)
             if int(message.content.config_records["privfed-train"]["round"]) != request.round_id:
                 raise MessageError("evaluation model and request name different rounds")
-            protocol = evaluation_protocol(config, carrier, str(context.node_config.get("key-dir", "")), secret=True)
+            protocol = evaluation_protocol(config, carrier, str(context.node_config.get("key-dir", "")), secret=True,
+                                           round_id=request.round_id, node_config=context.node_config)
             state = node.persistent.setdefault(f"evaluate:{carrier}", {})
+            hold_identity(context.node_config, protocol, request.client_id, state)  # active: this node's own key
             session = {"round": request.round_id, "client": request.client_id,
                        "machine": protocol.client(request.client_id, request.round_id, encode_sums(sums), state)}
         elif session.get("round") != request.round_id or session.get("machine") is None:

@@ -285,10 +285,17 @@ def train_and_aggregate(grid: Grid, protocol: AggregationProtocol, round_id: int
             return f"DP-SGD report refused: {exc}"
         return None
 
+    def recheck(alive: tuple[int, ...]) -> str | None:
+        """The FedAvg loop's re-check for the nodes that trained (they answered the first phase), as in-process for
+        the clients that reached the round: too few left for the threat model aborts before anything is unmasked."""
+        if len(alive) == len(nodes):
+            return None
+        return round_recheck(run, round_id, len(alive)) if alive else "no node trained"
+
     return run_round_on_grid(grid, protocol, round_id, nodes, task_for(run).layout.size,
                              drops=run.drops_for(round_id), reply_timeout=run.reply_timeout,
                              straggler_grace=run.straggler_grace, overhead=overhead, transcript_key=transcript_key,
-                             first_extra=first_extra, inspect=inspect)
+                             first_extra=first_extra, inspect=inspect, after_first=recheck)
 
 
 def run_training(grid: Grid, protocol_for: Callable[[int], AggregationProtocol], nodes: Mapping[int, int],

@@ -97,7 +97,8 @@ def run_round_on_grid(grid: Grid, protocol: AggregationProtocol, round_id: int, 
                       straggler_grace: float = 0.0, transcript: bool = True, record_server_view: bool = False,
                       overhead: dict | None = None, transcript_key: TranscriptKey | None = None,
                       message_type: str = PHASE_MESSAGE_TYPE, first_extra: Mapping[int, RecordDict] | None = None,
-                      inspect: Callable[[str, int, Message], str | None] | None = None) -> RoundReport:
+                      inspect: Callable[[str, int, Message], str | None] | None = None,
+                      after_first: Callable[[tuple[int, ...]], str | None] | None = None) -> RoundReport:
     """Run one round over Flower. ``nodes`` maps protocol client id -> Flower node id. Never raises for a peer's
     misbehaviour: an abort is reported in ``RoundReport.aborted`` with ``result`` None. A phase closes when every
     reply is in, ``reply_timeout`` seconds after its requests were sent, or — with ``straggler_grace`` > 0 —
@@ -112,7 +113,8 @@ def run_round_on_grid(grid: Grid, protocol: AggregationProtocol, round_id: int, 
     so the round needs no separate message exchange before it. ``inspect(phase, cid, reply)``, when given, sees every
     reply before the protocol does; a string it returns drops that client at that phase with that reason (e.g. an
     application report that fails validation). ``message_type`` lets one application run several protocol rounds
-    side by side, each routed to its own ClientApp handler."""
+    side by side, each routed to its own ClientApp handler. ``after_first(alive)``, when given, sees the clients
+    still in after the first phase; a string it returns aborts the round with that reason."""
     started = time.perf_counter()
     ids = tuple(sorted(nodes))
     report = RoundReport(protocol.name, round_id, ids)
@@ -152,6 +154,10 @@ def run_round_on_grid(grid: Grid, protocol: AggregationProtocol, round_id: int, 
             if reply.status == STATUS_NONE or reply.payload is None:
                 continue
             side.accept(phase, cid, reply.payload)
+        if after_first is not None and len(exchange_seconds) == 1 and side.broken is None:
+            # the application's check of who is still in after the first phase (e.g. the FedAvg loop's re-check
+            # of the clients that trained): a reason aborts the round before any later phase reveals anything
+            side.broken = after_first(tuple(c for c in ids if c not in side.gone))
         if not side.advance():
             break
     report.total_seconds = time.perf_counter() - started
