@@ -47,7 +47,9 @@ def keys(tmp_path: Path) -> tuple[Path, Path]:
 
 def _nodes(roster: Path, key_dir: Path, override: dict[int, dict[str, Any]] | None = None):
     def config(partition: int) -> dict[str, Any]:
-        own = {"roster": str(roster), "signing-key": str(key_dir / key_file_name(partition))}
+        # the node operator's own assumption (the run's corruption_fraction = 0 alone would not lower it)
+        own = {"roster": str(roster), "signing-key": str(key_dir / key_file_name(partition)),
+               "corruption-fraction": 0.0}
         return {**_node_config(partition), **own, **(override or {}).get(partition, {})}
     return config
 
@@ -233,3 +235,41 @@ def test_loopback_script_checks_the_key_dir_before_starting_anything(tmp_path: P
     assert "no " + str(key_dir / "client-3.key.json") in start("4", "--key-dir", str(key_dir)).stderr
     assert start("2", "--roster", str(roster)).returncode == 2
     assert not (tmp_path / "flower" / "pids").exists()  # nothing was started
+
+
+@pytest.mark.parametrize("name", ["secagg", "secagg+dp", "paillier", "ckks", "ckks+dp", None])
+def test_a_node_with_identities_refuses_a_downgrade_by_the_server(keys: tuple[Path, Path], name: str | None) -> None:
+    """The run configuration is the server's to write: a node whose operator gave it a roster and a key takes part
+    in a protection that has an active mode only with active=true (check 'downgrade'), whatever the run asks."""
+    from protocols.identity import ActiveCheckFailed
+
+    roster, key_dir = keys
+    node = {"roster": str(roster), "signing-key": str(key_dir / key_file_name(0))}
+    for options in ({}, {"active": False}):
+        with pytest.raises(ActiveCheckFailed, match="downgrade"):
+            node_options(options, node, name)
+    assert node_options({"active": False}, node, "plaintext") == {"active": False}  # the protections pin rules it
+    assert node_options({}, {}, "secagg") == {}  # a node without identities is not an active-mode node
+
+
+def test_a_node_never_runs_under_weaker_assumptions_than_its_own(keys: tuple[Path, Path]) -> None:
+    """Corrupted-client counts and the HE contribution floor come from the node's config when the run's are lower
+    (a server cannot set corruption_fraction = 0 or min_clients = 1 to make its attack fit the checks); a run asking
+    for stronger ones keeps them."""
+    roster, key_dir = keys
+    node = {"roster": str(roster), "signing-key": str(key_dir / key_file_name(0))}
+    weak = {"active": True, "corruption_fraction": 0.0, "colluders": 0, "threshold": 0.51}
+    pinned = node_options(weak, {**node, "colluders": 2}, "secagg")
+    assert pinned["corruption_fraction"] == 0.1 and pinned["colluders"] == 2 and pinned["threshold"] == 0.51
+    assert node_options({**weak, "corruption_fraction": 0.3}, node, "secagg")["corruption_fraction"] == 0.3
+    assert node_options({"active": True, "min_clients": 1}, {**node, "colluders": 4}, "paillier")["min_clients"] == 6
+    assert node_options({"active": True, "min_clients": 9}, node, "ckks")["min_clients"] == 9
+    dp = node_options({"active": True, "colluders": 0}, {**node, "colluders": 1}, "secagg+dp")
+    assert dp["colluders"] == 1 and "corruption_fraction" not in dp
+    # a node pinned at C = 1 refuses the weak run's cohort of 3 at t = 2 in its own protocol (2t > n + n_C fails)
+    protocol = build_protocol(parse_run_config({"protection": "secagg", "clients": 3, "options": json.dumps(weak)}),
+                              "secagg", secret=True, node_config={**node, "colluders": 1})
+    assert protocol.active is True and protocol.colluders == 1
+    for bad in ({"colluders": -1}, {"colluders": 1.5}, {"corruption-fraction": "x"}, {"colluders": True}):
+        with pytest.raises(ConfigError, match="node-config"):
+            node_options({"active": True}, {**node, **bad}, "secagg")

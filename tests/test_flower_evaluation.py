@@ -355,7 +355,7 @@ def test_active_round_evaluates_through_an_active_secure_sum(deployment: dict[st
     def node_config(p: int) -> dict[str, Any]:
         own = keys if p != 2 else impostor
         return {**deployment["node_config"](p), "roster": str(keys / "roster.json"),
-                "signing-key": str(own / key_file_name(p))}
+                "signing-key": str(own / key_file_name(p)), "corruption-fraction": 0.0}
 
     run_config = {**deployment["run_config"], "protection": "secagg", "rounds": 1,
                   "options": json.dumps({"secagg": active}), "roster": str(keys / "roster.json")}

@@ -190,7 +190,8 @@ def build_protocol(config: FlowerRunConfig, protection: str | None = None, *, ke
 
     name = protection or config.plan[0]
     options = protocol_options(config, name, base)
-    options = node_options(options, node_config or {}) if secret else server_options(options, config.roster, name)
+    options = (node_options(options, node_config or {}, name) if secret
+               else server_options(options, config.roster, name))
     if needs_dealer(name):
         if not key_dir:
             where = "node-config key-dir" if secret else "run-config key-dir"

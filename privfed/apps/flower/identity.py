@@ -32,7 +32,7 @@ from protocols.errors import ConfigError
 from protocols.identity import IDENTITY_SLOT, ActiveCheckFailed, Roster, SigningIdentity, read_key_file, read_roster
 
 __all__ = ["NodeIdentity", "is_active", "node_identity", "node_options", "server_options", "announced_id",
-           "hold_identity", "ROSTER_KEY", "SIGNING_KEY"]
+           "hold_identity", "ROSTER_KEY", "SIGNING_KEY", "COLLUDERS_KEY", "CORRUPTION_KEY"]
 
 log = logging.getLogger("flwr.privfed.client")
 #: node-config keys (set by the node's operator)
@@ -92,17 +92,57 @@ def announced_id(node_config: Mapping[str, Any], partition: int) -> int:
     return identity.client_id
 
 
-def node_options(options: Mapping[str, Any], node_config: Mapping[str, Any]) -> dict[str, Any]:
+#: node-config keys that pin the node's own threat assumptions (the run configuration is the server's to write)
+COLLUDERS_KEY, CORRUPTION_KEY = "colluders", "corruption-fraction"
+#: the protocols' own defaults: a node never runs with weaker assumptions than these unless its operator says so
+DEFAULT_CORRUPTION_FRACTION = 0.1
+DEFAULT_MIN_CLIENTS = 3
+_SECAGG_FAMILY = ("secagg", "secagg+dp")
+_HE_FAMILY = ("paillier", "paillier-per-value", "ckks", "ckks+dp")
+
+
+def _pin(node_config: Mapping[str, Any], key: str, kind: type, default: Any, low: float) -> Any:
+    value = node_config.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and not isinstance(value, int)) \
+            or not value >= low:
+        raise ConfigError(f"node-config {key} must be a {kind.__name__} >= {low}, got {value!r}")
+    return kind(value)
+
+
+def node_options(options: Mapping[str, Any], node_config: Mapping[str, Any], name: str | None = None
+                 ) -> dict[str, Any]:
     """Protocol ``options`` as the node uses them: in active mode the roster is the node's own (node config) and
-    no key directory is read (the node's one key is put into its state by :func:`hold_identity`)."""
+    no key directory is read (the node's one key is put into its state by :func:`hold_identity`).
+
+    A node that holds a roster and a signing key is one whose operator distrusts the server, and the run
+    configuration is the server's to write: such a node takes part in a protection that has an active mode
+    (``name`` in the SecAgg and HE families; None: assume it has) only with ``active=true`` (check ``downgrade``),
+    and never under weaker assumptions than its own: the corrupted-client count its checks use is at least
+    node-config ``colluders`` (default 0) and ``corruption-fraction`` (default the protocol's 0.1), and an HE key
+    holder decrypts only sums of at least ``max(3, colluders + 2)`` signed contributions, whatever the run says."""
     out = dict(options)
+    identity = node_identity(node_config)
+    has_active_mode = name is None or name in _SECAGG_FAMILY + _HE_FAMILY
+    if identity is not None and has_active_mode and not is_active(out):
+        raise ActiveCheckFailed("downgrade", f"this node holds a roster and signing key (node config) and takes "
+                                             f"part in {name or 'this protection'} only with active=true; the run "
+                                             f"asks for it without")
     if not is_active(out):
         return out
-    identity = node_identity(node_config)
     if identity is None:
         raise ConfigError("active mode: this node has no node-config roster and signing-key; it takes neither "
                           "from the server (a server-sent roster would let it substitute keys)")
     out["roster"], out["key_dir"] = identity.roster_path, None
+    colluders = _pin(node_config, COLLUDERS_KEY, int, 0, 0)
+    if name is None or name in _SECAGG_FAMILY:
+        out["colluders"] = max(int(out.get("colluders") or 0), colluders)
+        if name != "secagg+dp":  # secagg+dp's own option set has no corruption fraction; colluders bounds it
+            fraction = _pin(node_config, CORRUPTION_KEY, float, DEFAULT_CORRUPTION_FRACTION, 0.0)
+            out["corruption_fraction"] = max(float(out.get("corruption_fraction", DEFAULT_CORRUPTION_FRACTION)),
+                                             fraction)
+    else:
+        out["min_clients"] = max(int(out.get("min_clients", DEFAULT_MIN_CLIENTS)), DEFAULT_MIN_CLIENTS,
+                                 colluders + 2)
     return out
 
 
