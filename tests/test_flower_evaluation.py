@@ -393,3 +393,43 @@ def test_evaluation_of_an_active_dp_round_is_active_too(tmp_path: Path) -> None:
     plain = parse_run_config({"protection": "secagg+dp", "clients": 4,
                               "options": json.dumps({"secagg+dp": {"noise_multiplier": 1.0}})})
     assert getattr(secure_eval.evaluation_protocol(plain, "secagg", "", secret=False), "active", False) is False
+
+
+def test_server_held_evaluation_file(deployment: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A server with public test data of its own (run-config server-eval, [runtime] evaluation_file) evaluates every
+    round's global model on all of it, beside the nodes' federated metrics; it reads that file and never a node's
+    data (the node loaders fail if the server calls them)."""
+    from privfed.apps.flower.submit import FlowerRuntime, _run_config
+    from privfed.fl.config import load_config
+
+    root = deployment["root"]
+    (root / "public-test.txt").write_text("secure aggregation hides each update from the server. " * 20)
+    run_config = {**deployment["run_config"], "server-eval": str(root / "public-test.txt")}
+    training._node_split.cache_clear()
+    real_node_data = training.node_data
+    calls: list[str] = []
+
+    def node_data_only_on_nodes(task: Any, context: Any) -> Any:
+        calls.append(str(context.node_config.get("data-path")))
+        return real_node_data(task, context)
+
+    monkeypatch.setattr(training, "node_data", node_data_only_on_nodes)
+    server_app.main(MemoryGrid(run_config, node_config=deployment["node_config"]),
+                    Context(run_id=1, node_id=0, node_config={}, state=RecordDict(), run_config=run_config))
+    rounds = [json.loads(line) for line in (root / "run" / "rounds.jsonl").read_text().splitlines()]
+    summary = json.loads((root / "run" / "summary.json").read_text())
+    assert "server_metrics" in summary["initial_metrics"]
+    losses = [summary["initial_metrics"]["server_metrics"]["loss"]] + [r["server_metrics"]["loss"] for r in rounds]
+    assert all(math.isfinite(x) for x in losses) and all(r["server_metrics"]["samples"] > 0 for r in rounds)
+    assert all(r["server_metrics"]["file"].endswith("public-test.txt") for r in rounds)
+    assert all("node-" in c for c in calls)  # node data only inside node handlers, never the server's file
+    # the figure covers the whole file (no split held back)
+    parsed = parse_run_config(run_config)
+    task = training.task_for(parsed)
+    split = training._node_split(task.schema_json, str(root / "public-test.txt"), parsed.seed)
+    assert rounds[-1]["server_metrics"]["samples"] == len(split.train) + len(split.val)
+    runtime = FlowerRuntime(kind="flower", evaluation_file=str(root / "public-test.txt"))
+    config = load_config(None, ["data.source=text", f"data.schema={root / 'schema.json'}", "fl.clients_per_round=3"])
+    assert _run_config(config, runtime, root / "OUT")["server-eval"] == str((root / "public-test.txt").resolve())
+    with pytest.raises(Exception, match="does not exist"):
+        _run_config(config, FlowerRuntime(kind="flower", evaluation_file=str(root / "missing.txt")), root / "OUT")

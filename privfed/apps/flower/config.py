@@ -83,6 +83,9 @@ class FlowerRunConfig:
     #: target mode: the noise multipliers the submitting side calibrated, as JSON {protection: z} (for the record;
     #: the multipliers themselves travel in ``experiment``'s protection options)
     calibrated: str = ""
+    #: the server's own evaluation file (public test data the server may read: a text file or folder, or a CSV, cut
+    #: with the run's schema); every round's global model is also evaluated on it ("" = none; node data never)
+    server_eval: str = ""
 
     def __post_init__(self) -> None:
         if self.rounds < 1:
@@ -141,7 +144,7 @@ _KEYS = {
     "clients": int, "reply-timeout": float, "straggler-grace": float, "connect-timeout": float, "drops": str,
     "stop-after-upload": int, "stop-round": int, "report": str, "fl-overrides": str, "key-dir": str,
     "experiment": str, "schema": str, "run-dir": str, "plan-reasons": str, "resume": bool, "stop-after": int,
-    "roster": str, "calibrated": str,
+    "roster": str, "calibrated": str, "server-eval": str,
 }
 
 

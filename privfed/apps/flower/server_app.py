@@ -130,9 +130,13 @@ def main(grid: Grid, context: Context) -> None:
             from privfed.fl.models import flatten
 
             from .secure_eval import evaluate_round
-            from .training import run_training, task_for
+            from .training import run_training, server_evaluation, task_for
             if recorder is not None and recorder.first_round == 1:  # through round 1's protection when it hides
-                recorder.initial(nodes, evaluate_round(grid, config, flatten(task_for(config).template), 0, nodes))
+                start = flatten(task_for(config).template)
+                initial = evaluate_round(grid, config, start, 0, nodes)
+                if config.server_eval:  # the server's own public test file, when it has one
+                    initial = {**initial, "server_metrics": server_evaluation(config, start)}
+                recorder.initial(nodes, initial)
             output["rounds"] = run_training(grid, protocol_for, nodes, config,
                                             sink=recorder.round if recorder is not None else None,
                                             transcript_key=recorder.key if recorder is not None else None,

@@ -60,6 +60,9 @@ class FlowerRuntime:
     #: the public roster (privfed keys roster) the server uses for active modes (protection option active=true);
     #: each node takes its own roster and signing key from its node config, never from the server
     roster: str = ""
+    #: the server's own evaluation file (public test data, cut with the schema): every round's model is also
+    #: evaluated on it and the run records ``server_metrics`` beside the nodes' federated metrics
+    evaluation_file: str = ""
 
     def __post_init__(self) -> None:
         if self.kind not in ("local", "flower"):
@@ -99,7 +102,7 @@ class FlowerRuntime:
             if isinstance(values.get(name), int) and not isinstance(values.get(name), bool):
                 values[name] = float(values[name])
         for name, kind in (("kind", str), ("superlink", str), ("root_certificates", str), ("key_dir", str),
-                           ("roster", str)):
+                           ("roster", str), ("evaluation_file", str)):
             if name in values and not isinstance(values[name], kind):
                 raise ConfigError(f"runtime.{name} must be a string, got {values[name]!r}")
         if "insecure" in values and not isinstance(values["insecure"], bool):
@@ -179,13 +182,16 @@ def _run_config(config: Any, runtime: FlowerRuntime, out: Path) -> dict[str, Any
     # the plan check and, with an epsilon target, the noise calibration: the in-process loop's own functions
     config, plan, calibrated = calibrated_config(config, clients)
     schema_text = Path(config.data.schema).expanduser().read_text(encoding="utf-8")
+    if runtime.evaluation_file and not Path(runtime.evaluation_file).expanduser().exists():
+        raise ConfigError(f"runtime.evaluation_file {runtime.evaluation_file} does not exist")
     return {"protection": ",".join(p.protection for p in plan), "rounds": config.fl.rounds, "clients": clients,
             "update-source": "train", "experiment": json.dumps(config.to_table()), "schema": schema_text,
             "run-dir": str(out.resolve()), "plan-reasons": "|".join(p.reason.replace("|", "/") for p in plan),
             "reply-timeout": runtime.reply_timeout, "connect-timeout": runtime.connect_timeout,
             "straggler-grace": runtime.straggler_grace, "key-dir": runtime.key_dir, "seed": config.seed,
             "roster": str(Path(runtime.roster).expanduser().resolve()) if runtime.roster else "",
-            "calibrated": json.dumps(calibrated) if calibrated else ""}
+            "calibrated": json.dumps(calibrated) if calibrated else "",
+            "server-eval": str(Path(runtime.evaluation_file).expanduser().resolve()) if runtime.evaluation_file else ""}
 
 
 def submit(config: Any, runtime: FlowerRuntime, out: str | Path, *, resume: bool = False,

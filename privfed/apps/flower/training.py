@@ -49,7 +49,7 @@ from .report import report_record
 from .secure_eval import evaluate_round
 
 __all__ = ["Task", "task_for", "experiment", "protocol_base_options", "round_recheck", "run_training", "client_train",
-           "node_data", "node_evaluate", "model_records", "model_message", "train_and_aggregate", "TRAIN_MESSAGE_TYPE",
+           "node_data", "node_evaluate", "server_evaluation", "model_records", "model_message", "train_and_aggregate", "TRAIN_MESSAGE_TYPE",
            "EVAL_MESSAGE_TYPE", "EVALUATION_DISCLOSURE"]
 
 log = logging.getLogger("flwr.privfed.training")
@@ -212,21 +212,46 @@ def client_train(content: RecordDict, split: Any, task: Task, client_training: s
     return ClientUpdate(update, float(min(n_samples, task.max_weight))), plain
 
 
-def node_evaluate(content: RecordDict, split: Any, task: Task) -> dict[str, float]:
-    """Counts and sums of the received model on this node's validation split (added up by the server)."""
+def _dataset_sums(model: Any, dataset: Any) -> dict[str, float]:
+    """Counts and sums of ``model`` on one dataset: what a node reports and what the server's own file gives."""
     from privfed.fl.train import evaluate
 
-    model, _ = _model_from(content, task)
-    val = split.val
-    if len(val) == 0:
+    if len(dataset) == 0:
         return {key: 0.0 for key in _EVAL_KEYS}
-    metrics = evaluate(model, val)
-    units = float(val.targets.numel()) if val.task != "forecast" else float(len(val))
-    predictions = units if val.task != "classification" else float(len(val))
+    metrics = evaluate(model, dataset)
+    units = float(dataset.targets.numel()) if dataset.task != "forecast" else float(len(dataset))
+    predictions = units if dataset.task != "classification" else float(len(dataset))
     accuracy = metrics.get("accuracy", 0.0)
     return {"loss_sum": float(metrics["loss"]) * units, "units": units,
             "correct": float(accuracy) * predictions if math.isfinite(accuracy) else 0.0,
-            "predictions": predictions if val.task != "forecast" else 0.0, "samples": float(len(val))}
+            "predictions": predictions if dataset.task != "forecast" else 0.0, "samples": float(len(dataset))}
+
+
+def node_evaluate(content: RecordDict, split: Any, task: Task) -> dict[str, float]:
+    """Counts and sums of the received model on this node's validation split (added up by the server)."""
+    model, _ = _model_from(content, task)
+    return _dataset_sums(model, split.val)
+
+
+def server_evaluation(run: FlowerRunConfig, vector: np.ndarray) -> dict[str, Any]:
+    """The global model's metrics on the server's own evaluation file (run-config ``server-eval``: public test data
+    the server may read, cut with the run's schema; all of it, no split), or {} without one. Never node data."""
+    if not run.server_eval:
+        return {}
+    from privfed.fl.models import load_flat
+
+    from .evaluation import metrics_from_totals
+
+    task = task_for(run)
+    if not task.node_local:
+        raise ConfigError("run-config server-eval needs the run's schema (privfed schema) to cut the file")
+    split = _node_split(task.schema_json, run.server_eval, run.seed)
+    model = copy.deepcopy(task.template)
+    load_flat(model, np.asarray(vector, dtype=np.float32), task.layout)
+    parts = [_dataset_sums(model, split.train), _dataset_sums(model, split.val)]
+    metrics = metrics_from_totals({k: sum(p[k] for p in parts) for k in _EVAL_KEYS}, 0)
+    metrics.pop("evaluated_by", None)
+    return {**metrics, "file": run.server_eval}
 
 
 def model_records(vector: np.ndarray, round_id: int) -> RecordDict:
@@ -343,6 +368,8 @@ def run_training(grid: Grid, protocol_for: Callable[[int], AggregationProtocol],
         record.update(sampled=sorted(nodes))
         eval_clock = time.perf_counter()
         record["metrics"] = evaluate_round(grid, run, vector, round_id, nodes)
+        if run.server_eval:
+            record["server_metrics"] = server_evaluation(run, vector)
         record["evaluation"] = disclosure_note(run.protection_for(round_id))
         record["evaluation_seconds"] = time.perf_counter() - eval_clock
         record["round_seconds"] = time.perf_counter() - clock
