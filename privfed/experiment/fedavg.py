@@ -294,6 +294,15 @@ def protection_options(config: ExperimentConfig, name: str, max_weight: float, p
             options.update({k: v for k, v in guards.items() if k == "min_noise_survivors"})
             # ... nor in a round that invites more clients than planned (the noise split over them is thinner)
             options.setdefault("expected_clients", guards.get("expected_clients"))
+    entry = catalogue.get(name)
+    if entry.dp == "none" and entry.update_hiding == catalogue.CRYPTOGRAPHIC and threat.distrusts_server:
+        # a round that loses clients mid-way must not yield a sum of a single honest input beside the colluders'
+        # (the plan check counts honest survivors before the round; this holds it through the round)
+        floor = threat.collusion + 2
+        key = "min_survivors" if entry.protocol == "secagg" else "min_clients"
+        configured = options.get(key)
+        if configured is None or (isinstance(configured, int) and not isinstance(configured, bool)):
+            options[key] = max(int(configured or (3 if key == "min_clients" else 0)), floor)
     if config.fl.sampling == "poisson" and catalogue.get(name).dp in ("central", "local", "distributed") \
             and options.get("denominator", "fixed") == "fixed":
         # under Poisson sampling the invited count is random: dividing by it would release it unaccounted

@@ -84,6 +84,10 @@ class SecAggProtocol(AggregationProtocol):
     corruption_fraction: float = 0.1
     client_noise: Any = None
     active: bool = False
+    #: the fewest masked inputs the server unmasks a sum of (None: the threshold alone). The FedAvg loop sets it to
+    #: collusion + 2 under a distrusted server, so a round that loses clients mid-way never yields a sum holding a
+    #: single honest input beside the colluders' (which would be that input)
+    min_survivors: int | None = None
 
     def __new__(cls, *args: Any, **kwargs: Any) -> "SecAggProtocol":
         # active=True selects the active-adversary variant (protocols.secagg.active): other phases, same options
@@ -123,6 +127,9 @@ class SecAggProtocol(AggregationProtocol):
                 raise ConfigError(f"a fractional threshold must be in (0, 1], got {t}")
             if isinstance(t, int) and t < 2:
                 raise ConfigError(f"an absolute threshold must be >= 2, got {t}")
+        m = self.min_survivors
+        if m is not None and (isinstance(m, bool) or not isinstance(m, int) or m < 2):
+            raise ConfigError(f"min_survivors must be None or an integer >= 2, got {m!r}")
         noise = self.client_noise
         if noise is not None:
             bound = getattr(noise, "real_bound", None)
@@ -190,7 +197,7 @@ class SecAggProtocol(AggregationProtocol):
             "threshold": self.threshold,
             "ring_bits": self.ring_bits,
             "dropout_fraction": self.dropout_fraction,
-            "corruption_fraction": self.corruption_fraction,
+            "corruption_fraction": self.corruption_fraction, "min_survivors": self.min_survivors,
             "client_noise": None if self.client_noise is None else float(self.client_noise.real_bound),
             "active_adversary_checks": False,
         }

@@ -183,6 +183,11 @@ class SecAggServer(ServerStateMachine):
 
     def _after_masked(self) -> Outgoing:
         self._u3 = self._close(self._replied)
+        floor = self.protocol.min_survivors
+        if floor is not None and len(self._u3) < floor:
+            raise ProtocolAbort(f"phase {self.phase}: {len(self._u3)} masked inputs arrived, fewer than "
+                                f"min_survivors = {floor} (with the declared colluders the sum could hold a single "
+                                f"honest input): nothing is unmasked")
         dropped = self._u2 - self._u3
         for v in dropped:  # the s-key of every client that dropped before upload must be recoverable
             if len(self.graph.neighbours[v] & self._u3) < self.t:
