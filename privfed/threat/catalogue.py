@@ -540,7 +540,9 @@ def active_cohort_reason(name: str, clients: int, options: Mapping[str, Any], co
 
 #: option sets a protection is tried with when listing the malicious-server claims (paillier's threshold decryption
 #: is a variant of the same catalogue entry)
-_ACTIVE_OPTION_VARIANTS: dict[str, tuple[dict[str, Any], ...]] = {"paillier": ({}, {"decryption": "threshold"})}
+_ACTIVE_OPTION_VARIANTS: dict[str, tuple[dict[str, Any], ...]] = {
+    "paillier": ({}, {"decryption": "threshold"}, {"release": "key-holders"}),
+    "ckks": ({}, {"release": "key-holders"})}  # release=server is refused (differencing, protocols.he_active)
 
 
 def malicious_server_protections() -> list[tuple[str, str, dict[str, Any]]]:

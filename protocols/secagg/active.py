@@ -63,6 +63,7 @@ from typing import Any, ClassVar, Mapping, MutableMapping, Sequence
 import numpy as np
 
 from ..base import Outgoing
+from ..active_once import claim_session
 from ..errors import ConfigError, MessageError, ProtocolAbort
 from ..identity import SIGNATURE_BYTES, ActiveCheckFailed, IdentitySource, Roster, SigningIdentity, signed_bytes
 from ..wire import FieldSpec, Message, MessageSpec, decode, encode
@@ -259,6 +260,7 @@ class ActiveSecAggProtocol(SecAggProtocol):
 
     def client(self, client_id: int, round_id: int, update: Any,
                state: MutableMapping[str, Any]) -> "ActiveSecAggClient":
+        claim_session(state, NAME, round_id, update.vector, update.weight)  # one session per round and input
         identity = self.identities.identity(client_id, state)
         return ActiveSecAggClient(self, client_id, round_id, update, identity,
                                   self.identities.roster_for([client_id]))
