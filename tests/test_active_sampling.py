@@ -225,7 +225,7 @@ def _cases():
 
 def test_the_catalogue_claims_active_security_for_the_new_variants() -> None:
     labels = {label for label, _, _ in ACTIVE}
-    assert {"secagg@active", "secagg+dp@active", "ckks[key-holders]@active", "paillier[key-holders]@active"} <= labels
+    assert {"secagg@active", "secagg+dp@active"} <= labels
     # refused since the review (differencing across key holders, protocols.he_active; tests/test_active_review.py)
     assert not labels & {"ckks@active", "paillier@active", "ckks+dp@active", "paillier[threshold]@active"}
     assert not any(label.startswith(("dp@", "local-dp@", "plaintext@", "dp-sgd@")) for label in labels)
