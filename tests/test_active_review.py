@@ -119,3 +119,122 @@ def test_differencing_two_key_holders_reveals_one_input_so_the_threat_layer_refu
         assert not ok and "differenc" in why
         assert not any(p == name and o.get("release", "server") == "server" for _, p, o in
                        malicious_server_protections())
+
+
+# -- deviations checked and found to hold (each a regression test) ----------------------------------------------
+
+
+def _drive_secagg(protocol, updates, until: str, tamper=None):
+    """Run an active SecAgg round up to phase ``until``; ``tamper(phase, cid, payload)`` may rewrite a request,
+    and a client that refuses (PrivfedError) is recorded in ``refused`` and left out."""
+    ids = tuple(sorted(updates))
+    server = protocol.server(1, ids, DIM)
+    clients = {c: protocol.client(c, 1, updates[c], {}) for c in ids}
+    refused: dict[int, PrivfedError] = {}
+    server.replies = {}  # (phase, client) -> the reply it sent (for tests that relay it as a malicious server would)
+    out = server.start()
+    while out.phase != until:
+        for cid, payload in out.messages.items():
+            payload = tamper(out.phase, cid, payload) if tamper else payload
+            try:
+                reply = clients[cid].handle(payload)
+            except PrivfedError as exc:
+                refused[cid] = exc
+                continue
+            server.replies[(out.phase, cid)] = reply
+            try:
+                server.receive(cid, reply)
+            except PrivfedError:
+                pass
+        out = server.advance()
+    return server, clients, out, refused
+
+
+def _sampled():
+    return registry.create("secagg", {"max_weight": MAX_W, "active": True, "roster_size": 9,
+                                      "corruption_fraction": 0.1})
+
+
+def test_a_client_shown_another_cohort_is_cut_off_by_its_peers() -> None:
+    """Equivocating about the cohort: client 6 is told the cohort holds 7 instead of 5; every peer shown the real
+    cohort refuses client 6's advertisement (it covers the other cohort's digest), so nobody holds its shares."""
+    updates = _updates(9)
+    cohort = {c: updates[c] for c in range(7)}
+
+    def tamper(phase, cid, payload):
+        if phase == "advertise-keys" and cid == 6:
+            neighbours = [int(v) if int(v) != 5 else 7 for v in inspect(payload)["neighbours"]]
+            return _mutated(payload, neighbours=np.asarray(neighbours, dtype=np.int64))
+        return payload
+
+    protocol = _sampled()
+    protocol.identities.roster_for(tuple(range(9)))  # the registrar enrols the whole roster of 9
+    server, clients, out, refused = _drive_secagg(protocol, cohort, "share-keys", tamper)
+    assert 6 not in refused  # client 6 itself sees a valid cohort (7 is in the roster) and signs over it
+    # the honest server already drops 6's advertisement (it checks signatures over its own cohort); a malicious one
+    # relays it: take 6's keys and signature from the server's view and put them into each peer's request
+    assert 6 not in server._ad_sig  # the honest server refused it
+    sixes = inspect(server.replies[("advertise-keys", 6)])
+    refusals = 0
+    for cid, payload in out.messages.items():
+        msg = inspect(payload)
+        peers = [int(v) for v in msg["peers"]]
+        if cid == 6 or 6 in peers:
+            continue
+        forged = _mutated(payload, peers=np.asarray([*peers, 6], dtype=np.int64),
+                          c_pks=[*msg["c_pks"], sixes["c_pk"]], s_pks=[*msg["s_pks"], sixes["s_pk"]],
+                          signatures=[*msg["signatures"], sixes["signature"]])
+        with pytest.raises(ActiveCheckFailed) as info:
+            clients[cid].handle(forged)
+        assert info.value.check == "advertisement-signature"
+        refusals += 1
+    assert refusals == 6
+
+
+def _mutated(payload: bytes, **changes) -> bytes:
+    msg = inspect(payload)
+    return encode(Message(msg.protocol, msg.kind, msg.round_id, msg.sender, {**msg.fields, **changes}))
+
+
+@pytest.mark.parametrize("neighbours", [[1, 2, 3, 4, 5, 5], [-1, 1, 2, 3, 4, 5], [1, 2, 3, 4, 5, 99]])
+def test_duplicated_negative_or_unknown_ids_in_the_cohort_are_refused_before_signing(neighbours) -> None:
+    updates = _updates(7)
+
+    def tamper(phase, cid, payload):
+        if phase == "advertise-keys" and cid == 0:
+            return _mutated(payload, neighbours=np.asarray(neighbours, dtype=np.int64))
+        return payload
+
+    _, _, _, refused = _drive_secagg(_sampled(), updates, "share-keys", tamper)
+    assert 0 in refused
+
+
+def test_consistency_signatures_of_one_survivor_set_do_not_open_another() -> None:
+    """The server shows client 0 a smaller survivor set (client 6 'dropped') and relays the signatures collected
+    on the full set: client 0 refuses to reveal anything."""
+    protocol = registry.create("secagg", {"max_weight": MAX_W, "active": True, "corruption_fraction": 0.0})
+    updates = _updates(7)
+
+    def tamper(phase, cid, payload):
+        if phase == "consistency-check" and cid == 0:
+            return _mutated(payload, survivors=np.arange(0, 6, dtype=np.int64))
+        return payload
+
+    server, clients, out, refused = _drive_secagg(protocol, updates, "unmask", tamper)
+    assert not refused
+    assert 0 not in out.messages  # the honest server rejected its signature on the smaller set
+    request = out.messages[1]  # the signatures of the full set, as a malicious server would relay them to 0
+    with pytest.raises(ActiveCheckFailed) as info:
+        clients[0].handle(request)
+    assert info.value.check == "consistency-set"
+    shrunk = _mutated(request, alive=np.arange(0, 6, dtype=np.int64), dropped=np.asarray([6], dtype=np.int64))
+    with pytest.raises(PrivfedError):  # the machine refused once: it never answers again
+        clients[0].handle(shrunk)
+
+
+def test_a_client_answers_the_unmask_request_once() -> None:
+    protocol = registry.create("secagg", {"max_weight": MAX_W, "active": True, "corruption_fraction": 0.0})
+    server, clients, out, refused = _drive_secagg(protocol, _updates(7), "unmask")
+    assert not refused and clients[0].handle(out.messages[0]) is not None
+    with pytest.raises(PrivfedError):
+        clients[0].handle(out.messages[0])
