@@ -238,3 +238,25 @@ def test_a_client_answers_the_unmask_request_once() -> None:
     assert not refused and clients[0].handle(out.messages[0]) is not None
     with pytest.raises(PrivfedError):
         clients[0].handle(out.messages[0])
+
+
+# -- open: the Flower node takes its protocol options from the run configuration, which the server writes --------
+
+
+@pytest.mark.xfail(strict=True, reason="open (privfed/apps/flower/identity.py, outside this review's files): a node "
+                   "with a roster of its own still takes active=false, or a lower corruption_fraction / threshold, "
+                   "from the server-written run configuration, so a malicious server can downgrade it to "
+                   "semi-honest SecAgg (forge-keys then works); the node should pin active mode and its minimum "
+                   "parameters in its node config")
+@pytest.mark.parametrize("options", [{"max_weight": MAX_W}, {"max_weight": MAX_W, "active": False},
+                                     {"max_weight": MAX_W, "active": True, "corruption_fraction": 0.0,
+                                      "threshold": 0.51}])
+def test_a_flower_node_with_a_roster_refuses_a_downgrade_by_the_server(tmp_path, options) -> None:
+    from privfed.apps.flower.identity import node_options
+    from protocols.identity import make_identities, write_key_file, write_roster
+
+    roster, identities = make_identities(range(4))
+    write_roster(tmp_path / "roster.json", roster)
+    node_config = {"roster": str(tmp_path / "roster.json"), "signing-key": str(write_key_file(tmp_path, identities[0]))}
+    with pytest.raises(PrivfedError):
+        node_options(options, node_config)
