@@ -260,3 +260,27 @@ def test_a_flower_node_with_a_roster_refuses_a_downgrade_by_the_server(tmp_path,
     node_config = {"roster": str(tmp_path / "roster.json"), "signing-key": str(write_key_file(tmp_path, identities[0]))}
     with pytest.raises(PrivfedError):
         node_options(options, node_config)
+
+
+# -- a cohort of the victim and the colluders: the sum is one honest input --------------------------------------
+
+
+@pytest.mark.parametrize("options,cohort", [({"roster_size": 10, "corruption_fraction": 0.1}, 2),
+                                            ({"roster_size": 10, "corruption_fraction": 0.2, "threshold": 1.0}, 3),
+                                            ({"roster_size": 10, "corruption_fraction": 0.1, "threshold": 1.0}, 2)])
+def test_a_cohort_with_one_honest_client_besides_the_colluders_is_refused(options, cohort) -> None:
+    """2t > |A| + min(C, |A|) alone admits a cohort of C colluders plus the victim (t = |A|): the unmasked sum
+    minus the colluders' inputs is the victim's input. Each client now also needs t - min(C, |A|) >= 2: any sum
+    that can open holds at least two honest inputs."""
+    protocol = registry.create("secagg", {"max_weight": MAX_W, "active": True, **options})
+    reason = protocol.cohort_reason(cohort)
+    assert reason is not None and "honest" in reason
+    with pytest.raises(PrivfedError):  # the server cannot build the round; each client runs the same check
+        protocol.server(1, tuple(range(cohort)), DIM)
+
+
+def test_the_honest_inputs_bound_does_not_refuse_ordinary_cohorts() -> None:
+    for options, cohort in (({"corruption_fraction": 0.0}, 3), ({"roster_size": 10, "corruption_fraction": 0.1}, 4),
+                            ({}, 10), ({"roster_size": 100, "corruption_fraction": 0.1, "threshold": 0.75}, 30)):
+        protocol = registry.create("secagg", {"max_weight": MAX_W, "active": True, **options})
+        assert protocol.cohort_reason(cohort) is None, (options, cohort)
