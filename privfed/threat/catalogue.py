@@ -140,8 +140,8 @@ _CKKS_LIMIT = ("CKKS decryptions released to the server are flooded with heurist
 _SECAGG_ASSUMPTIONS = ("fewer than t clients collude with the server (t = reconstruction threshold)",
                        "the server follows the protocol (honest-but-curious), unless active=true (Bonawitz et al. "
                        "2017 section 6: signed key advertisements and a consistency round; holds against a malicious "
-                       "server when 2t > n + min(C, n), C = corrupted clients of the roster the server samples the "
-                       "cohort from; complete graph only)",
+                       "server when 2t > n + min(C, n) and t - min(C, n) >= 2, C = corrupted clients of the roster "
+                       "the server samples the cohort from; complete graph only)",
                        "at least t clients survive every phase")
 _SECAGG_LIMITS = ("the server learns the sum of the survivors' updates",
                   "with the SecAgg+ sparse graph the guarantee is probabilistic (Bell et al. 2020) for the declared "
