@@ -54,7 +54,10 @@ randomness source, and here the server chooses it. The registrar is trusted duri
 nonce is the server's, so a malicious server could replay signed advertisements of an earlier run with the same
 round number, session and cohort; that gives it nothing, since it never learns a share-encryption private key (it
 cannot read shares addressed to a replayed key) and the bound above rests on each honest client answering the
-unmask request once.
+unmask request once — per machine. A server that restarts a client's machine for the round (over Flower a refused
+request resets it; another round id builds a new one over the same local update) could run a second complete
+session over the same input and difference the two sums, so :meth:`ActiveSecAggProtocol.client` first claims the
+round and the input in the client's persistent state (:mod:`protocols.active_once`, check ``one-session``).
 """
 
 from __future__ import annotations
