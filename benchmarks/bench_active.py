@@ -39,20 +39,20 @@ VARIANTS = [("secagg+dp", 10, 10_000, {}), ("ckks+dp", 10, 10_000, {}),
             ("paillier", 10, 1_000, {"decryption": "threshold"})]
 
 
-def _updates(n: int, dim: int) -> dict[int, ClientUpdate]:
-    rng = np.random.default_rng(7)  # data only
+def _updates(n: int, dim: int, seed: int = 7) -> dict[int, ClientUpdate]:
+    rng = np.random.default_rng(seed)  # data only
     return {c: ClientUpdate(rng.uniform(-1, 1, dim).astype(np.float32), float(rng.integers(1, 101)))
             for c in range(n)}
 
 
 def _measure(name: str, options: dict[str, Any], n: int, dim: int, repeats: int) -> dict[str, Any]:
     protocol = registry.create(name, {"max_weight": MAX_WEIGHT, **options})
-    updates = _updates(n, dim)
     states: dict[int, dict] = {}
-    run_round(protocol, 0, _updates(n, 8) if name.startswith("secagg") else updates, client_states=states,
-              transcript=False)  # warm-up: registrar, HE keys
+    run_round(protocol, 0, _updates(n, 8) if name.startswith("secagg") else _updates(n, dim, 1000),
+              client_states=states, transcript=False)  # warm-up: registrar, HE keys
     rows = []
     for r in range(repeats):
+        updates = _updates(n, dim, 7 + r)  # new inputs each round: an active client takes part once per input
         cpu, wall = time.process_time(), time.perf_counter()
         report = run_round(protocol, r + 1, updates, client_states=states, transcript=False)
         rows.append((time.process_time() - cpu, time.perf_counter() - wall, report))

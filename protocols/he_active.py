@@ -13,6 +13,16 @@ signature verifies for *this* round and key, recomputes the homomorphic sum itse
 decrypts only that, at most once per round. So whatever the server does, a released plaintext is the sum of at
 least ``min_clients`` distinct clients' inputs of this round.
 
+**Known hole (review of issue 14, not fixed): differencing across key holders.** "Once per round" is per key
+holder. Every contributor holds the key, so a malicious server can ask holder A to decrypt the signed set S and
+holder B the set S minus the victim (both >= ``min_clients``, both fresh and signed for this round) and subtract the
+two released sums: the victim's input. Threshold decryption has the same hole whenever two groups of T holders
+can be formed without a common honest holder. Closing it needs the holders to agree on one contribution set (a
+consistency round in which contributors sign the set, as in :mod:`protocols.secagg.active`); until then
+:func:`protects_against_malicious_server` refuses ``release="server"`` and ``decryption="threshold"``, and accepts
+only the shared key with ``release="key-holders"`` (the server never receives a plaintext). A restarted key holder
+(a second machine for the round) is refused by :mod:`protocols.active_once`.
+
 Cost (stated, and measured by ``benchmarks/bench_active.py``): the key holder downloads every contribution instead
 of one summed ciphertext (k times the download), verifies k Ed25519 signatures (~0.1 ms each) and redoes the k
 homomorphic additions; each contributor uploads 64 signature bytes. Limits: it protects each input's privacy, not
@@ -141,6 +151,12 @@ def protects_against_malicious_server(options: Any) -> tuple[bool, str]:
     if not options.get("active"):
         return False, ("a semi-honest key holder decrypts whatever the server sends (one client's ciphertext, or a "
                        "sum padded with a replayed one); use -o active=true (signed contributions, checked sums)")
+    if options.get("decryption") == "threshold" or options.get("release", "server") == "server":
+        return False, ("differencing across key holders: each honest key holder decrypts once per round, but a "
+                       "malicious server can ask two of them (or two groups of T threshold holders) to decrypt two "
+                       "signed contribution sets of one round that differ by one client and subtract the released "
+                       "sums; no agreement on one contribution set exists yet (see SECURITY.md); use "
+                       "release=key-holders with the shared key (the server then receives no plaintext at all)")
     return True, ("active mode: a key holder decrypts only its own recomputation of the sum of >= min_clients "
                   "signed contributions of the round, once; the server can still abort, drop clients or corrupt "
                   "the sum, and any key holder colluding with it still decrypts everything")

@@ -187,6 +187,9 @@ class HEProtocol(AggregationProtocol):
 
     def client(self, client_id: int, round_id: int, update: ClientUpdate,
                state: MutableMapping[str, Any]) -> "HEClient":
+        if self.active:  # one session per round and per input (protocols.active_once)
+            from .active_once import claim_session
+            claim_session(state, self.name, round_id, update.vector, update.weight)
         keys = provision(state, self.key_slot, self.key_authority())
         client = (self.client_type or HEClient)(self, client_id, round_id, update, keys, state)
         if self.active:

@@ -135,11 +135,12 @@ def test_active_rounds_reuse_identities_and_work_from_registrar_files(tmp_path) 
     for identity in identities.values():
         write_key_file(tmp_path, identity)
     protocol = _active(roster=str(tmp_path / "r.json"), key_dir=str(tmp_path), corruption_fraction=0.0)
-    updates, states = _updates(6), {}
+    states = {}
     for round_id in (1, 2):
-        report = run_round(protocol, round_id, updates, client_states=states)
+        report = run_round(protocol, round_id, _updates(6, seed=round_id), client_states=states)
         assert report.aborted is None and report.result.survivors == tuple(range(6))
     # a cohort sampled from the file roster is fine when the cohort condition holds (5 of 6, C = 0, t = 4) ...
+    updates = _updates(6, seed=3)
     report = run_round(protocol, 3, {c: updates[c] for c in range(5)}, client_states=states)
     assert report.aborted is None and report.result.survivors == tuple(range(5))
     with pytest.raises(ConfigError, match="cohort"):  # ... a client outside the roster is not
@@ -320,13 +321,16 @@ def test_threat_layer_accepts_a_malicious_server_only_with_active_checks() -> No
 
     threat = ThreatModel.parse("server=malicious")
     assert unmet_requirements("secagg", threat, RoundContext(10, {"active": True})) == []
-    assert unmet_requirements("ckks", threat, RoundContext(10, {"active": True})) == []
+    assert unmet_requirements("ckks", threat, RoundContext(10, {"active": True, "release": "key-holders"})) == []
     assert unmet_requirements("secagg", threat, RoundContext(10, {}))
     assert any("2t > n" in r for r in unmet_requirements("secagg", ThreatModel.parse("server=malicious,collusion=4"),
                                                          RoundContext(10, {"active": True})))
-    for name in ("secagg+dp", "ckks+dp", "paillier"):  # the active DP variants and threshold Paillier (issue 14)
-        extra = {"decryption": "threshold"} if name == "paillier" else {}
-        assert unmet_requirements(name, threat, RoundContext(10, {"active": True, **extra})) == []
+    assert unmet_requirements("secagg+dp", threat, RoundContext(10, {"active": True})) == []
+    assert unmet_requirements("secagg+dp", threat, RoundContext(10, {}))
+    # HE with a plaintext released to the server: refused since the review (differencing across key holders)
+    for name, extra in (("ckks", {}), ("paillier", {}), ("ckks+dp", {}), ("paillier", {"decryption": "threshold"})):
+        assert any("differencing" in r for r in unmet_requirements(name, threat,
+                                                                    RoundContext(10, {"active": True, **extra})))
         assert unmet_requirements(name, threat, RoundContext(10, extra))
     for name in ("dp", "local-dp", "plaintext"):
         assert unmet_requirements(name, threat, RoundContext(10, {"active": True}))

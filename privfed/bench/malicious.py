@@ -83,8 +83,11 @@ def simulate_malicious_server(protection: str, options: Mapping[str, Any], updat
     reports: list[RoundReport] = []
     rounds = (1, 2) if behaviour == "replay" else (1,)
     for round_id in rounds:
+        # an earlier round has its own inputs (an active client takes part once per input: protocols.active_once)
+        inputs = updates if round_id == rounds[-1] else {c: ClientUpdate(-u.vector, u.weight)
+                                                         for c, u in updates.items()}
         try:
-            report = run_round(hijacked, round_id, updates, client_states=states,  # type: ignore[arg-type]
+            report = run_round(hijacked, round_id, inputs, client_states=states,  # type: ignore[arg-type]
                                transcript=False)
         except ConfigError as exc:
             if not getattr(core, "active", False):

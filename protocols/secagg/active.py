@@ -35,7 +35,10 @@ after t valid signatures on (round, session, A, U3) by distinct members of U3 (a
 holder reveals u's self-mask share (u in U3) and another u's masking-key share (u outside U3'), then U3 differs
 from U3', so their honest signers are disjoint; both sets reach t only if 2(t - c_A) + c_A <= |A| with c_A <=
 min(C, |A|) corrupted clients inside A, i.e. 2t <= |A| + min(C, |A|), which the check excludes. It also gives t >
-min(C, |A|): the corrupted members of A cannot reconstruct alone. A cohort that is small or may be colluder-heavy
+min(C, |A|): the corrupted members of A cannot reconstruct alone. It does not stop a cohort of C colluders and
+one honest client (t = |A| = C + 1 meets it): the opened sum minus the colluders' inputs is that client's input.
+So each client also checks **t - min(C, |A|) >= 2** (``MIN_HONEST_IN_SUM``): any sum that can open, even after the
+server drops honest clients down to t survivors, holds at least two honest inputs. A cohort that is small or may be colluder-heavy
 (the client cannot tell who is corrupted, so it assumes all C may be in A) therefore makes honest clients refuse.
 Roster size: a roster file's size, or ``roster_size`` (the in-process registrar then enrols at most that many
 clients); without either, the cohort must be exactly the roster (N = |A|, the paper's setting).
@@ -51,7 +54,10 @@ randomness source, and here the server chooses it. The registrar is trusted duri
 nonce is the server's, so a malicious server could replay signed advertisements of an earlier run with the same
 round number, session and cohort; that gives it nothing, since it never learns a share-encryption private key (it
 cannot read shares addressed to a replayed key) and the bound above rests on each honest client answering the
-unmask request once.
+unmask request once — per machine. A server that restarts a client's machine for the round (over Flower a refused
+request resets it; another round id builds a new one over the same local update) could run a second complete
+session over the same input and difference the two sums, so :meth:`ActiveSecAggProtocol.client` first claims the
+round and the input in the client's persistent state (:mod:`protocols.active_once`, check ``one-session``).
 """
 
 from __future__ import annotations
@@ -63,6 +69,7 @@ from typing import Any, ClassVar, Mapping, MutableMapping, Sequence
 import numpy as np
 
 from ..base import Outgoing
+from ..active_once import claim_session
 from ..errors import ConfigError, MessageError, ProtocolAbort
 from ..identity import SIGNATURE_BYTES, ActiveCheckFailed, IdentitySource, Roster, SigningIdentity, signed_bytes
 from ..wire import FieldSpec, Message, MessageSpec, decode, encode
@@ -90,6 +97,8 @@ __all__ = [
 ]
 
 CONSISTENCY = "consistency-check"
+#: every sum a malicious server can open holds at least this many honest inputs (review of issue 14)
+MIN_HONEST_IN_SUM = 2
 ACTIVE_PHASES = ("advertise-keys", "share-keys", "masked-input", CONSISTENCY, "unmask")
 _MAX = 1 << 20
 _IDS = FieldSpec("array", dtype="int64", max_length=_MAX)
@@ -144,6 +153,12 @@ def cohort_condition(cohort: int, t: int, corrupted: int) -> str | None:
     """None when a cohort of ``cohort`` clients chosen by a malicious server from a roster with ``corrupted``
     corrupted members is safe at threshold t: 2t > n + min(C, n) (see the module docstring); else the reason."""
     reason = active_condition(cohort, t, min(int(corrupted), cohort))
+    if reason is None and t - min(int(corrupted), cohort) < MIN_HONEST_IN_SUM:
+        # the server may fill the cohort with its colluders and drop honest clients down to t survivors: the sum
+        # that opens then holds t - min(C, n) honest inputs, and one alone is that client's input
+        reason = (f"a sum of t = {t} survivors may hold only {t - min(int(corrupted), cohort)} honest input(s) "
+                  f"beside the {min(int(corrupted), cohort)} corrupted clients (subtracting theirs reveals one "
+                  f"input): active mode needs t - min(C, n) >= {MIN_HONEST_IN_SUM}")
     if reason is None:
         return None
     hint = f"; or invite more clients per round (the server may put all C = {corrupted} in a cohort)" \
@@ -259,6 +274,7 @@ class ActiveSecAggProtocol(SecAggProtocol):
 
     def client(self, client_id: int, round_id: int, update: Any,
                state: MutableMapping[str, Any]) -> "ActiveSecAggClient":
+        claim_session(state, NAME, round_id, update.vector, update.weight)  # one session per round and input
         identity = self.identities.identity(client_id, state)
         return ActiveSecAggClient(self, client_id, round_id, update, identity,
                                   self.identities.roster_for([client_id]))
