@@ -157,10 +157,11 @@ def test_node_with_a_key_for_another_client_refuses(tmp_path: Path, keys: tuple[
     assert np.max(np.abs(np.asarray(record["mean"]) - _exact([0, 2]))) <= record["error_bound"] + 1e-12
 
 
-def test_active_paillier_key_holders_check_signed_contributions_over_flower(tmp_path: Path,
-                                                                           keys: tuple[Path, Path]) -> None:
-    """HE active mode over Flower: contributors sign their ciphertexts with the key from their node config, the key
-    holder recomputes the sum from the signed contributions; the mean is exact within the declared bound."""
+def test_active_paillier_releasing_to_the_server_is_refused_by_nodes_with_identities(tmp_path: Path,
+                                                                                      keys: tuple[Path, Path]) -> None:
+    """HE over Flower with nodes that hold identities (operators who distrust the server): a plaintext released to
+    the server lets it play two key holders against each other (differencing), so every such node refuses an HE
+    round with release=server, naming the check; no result, nothing decrypted."""
     pytest.importorskip("phe")
     from privfed.runtime.flower.keys import deal
 
@@ -171,10 +172,15 @@ def test_active_paillier_key_holders_check_signed_contributions_over_flower(tmp_
                          **{"key-dir": str(server_dir)})
     node_config = _nodes(roster, key_dir)
     report = _run(tmp_path, config, lambda p: {**node_config(p), "key-dir": str(nodes_dir)})
-    assert "error" not in report, report.get("error")
     (record,) = report["rounds"]
-    assert record["survivor_ids"] == [0, 1, 2], (record["dropped"], record["rejected"])
-    assert np.max(np.abs(np.asarray(record["mean"]) - _exact([0, 1, 2]))) <= record["error_bound"] + 1e-12
+    assert record["survivor_ids"] == [] and record.get("mean") is None
+    assert all("active check 'release' failed" in d["reason"] for d in record["dropped"].values())
+    with pytest.raises(Exception, match="release"):
+        node_options({"active": True, "release": "key-holders", "decryption": "threshold"},
+                     {"roster": str(roster), "signing-key": str(key_dir / key_file_name(0))}, "paillier")
+    assert node_options({"active": True, "release": "key-holders"},
+                        {"roster": str(roster), "signing-key": str(key_dir / key_file_name(0))},
+                        "paillier")["min_clients"] == 3
 
 
 def test_plan_check_over_flower_accepts_a_malicious_server_only_with_active_mode(tmp_path: Path,
@@ -262,8 +268,9 @@ def test_a_node_never_runs_under_weaker_assumptions_than_its_own(keys: tuple[Pat
     pinned = node_options(weak, {**node, "colluders": 2}, "secagg")
     assert pinned["corruption_fraction"] == 0.1 and pinned["colluders"] == 2 and pinned["threshold"] == 0.51
     assert node_options({**weak, "corruption_fraction": 0.3}, node, "secagg")["corruption_fraction"] == 0.3
-    assert node_options({"active": True, "min_clients": 1}, {**node, "colluders": 4}, "paillier")["min_clients"] == 6
-    assert node_options({"active": True, "min_clients": 9}, node, "ckks")["min_clients"] == 9
+    he = {"active": True, "release": "key-holders"}
+    assert node_options({**he, "min_clients": 1}, {**node, "colluders": 4}, "paillier")["min_clients"] == 6
+    assert node_options({**he, "min_clients": 9}, node, "ckks")["min_clients"] == 9
     dp = node_options({"active": True, "colluders": 0}, {**node, "colluders": 1}, "secagg+dp")
     assert dp["colluders"] == 1 and "corruption_fraction" not in dp
     # a node pinned at C = 1 refuses the weak run's cohort of 3 at t = 2 in its own protocol (2t > n + n_C fails)

@@ -141,6 +141,13 @@ def node_options(options: Mapping[str, Any], node_config: Mapping[str, Any], nam
             out["corruption_fraction"] = max(float(out.get("corruption_fraction", DEFAULT_CORRUPTION_FRACTION)),
                                              fraction)
     else:
+        # a key holder that releases a plaintext to the server can be played against another (each decrypts a
+        # different signed set; the difference is one input): under a malicious server HE holds only when the
+        # plaintext stays with the key holders (SECURITY.md, review of the active-adversary claims)
+        if out.get("release", "server") != "key-holders" or out.get("decryption", "shared") == "threshold":
+            raise ActiveCheckFailed("release", f"this node holds a roster and signing key: it takes part in {name} "
+                                               f"only with release=key-holders and the shared key (a plaintext "
+                                               f"released to the server lets it difference two key holders' sums)")
         out["min_clients"] = max(int(out.get("min_clients", DEFAULT_MIN_CLIENTS)), DEFAULT_MIN_CLIENTS,
                                  colluders + 2)
     return out
