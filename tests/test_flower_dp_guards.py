@@ -159,3 +159,19 @@ def test_dpsgd_target_is_refused_with_the_reason(root: Path) -> None:
     config = _config(root, "plan=dp-sgd", "threat.epsilon=8", "threat.delta=1e-5", "threat.dp_unit=record")
     with pytest.raises(ConfigError, match="node's data size"):
         calibrated_config(config, 3)
+
+
+def test_threshold_paillier_is_refused_over_flower_with_the_reason(root: Path) -> None:
+    """Threshold Paillier's shares would have to be dealt to each node before the run; the Flower dealer deals a
+    shared key only, so the run is refused before any round (submit side and ServerApp), naming why."""
+    from privfed.apps.flower.target import THRESHOLD_REASON
+
+    config = _config(root, "plan=paillier", "protection.options.paillier.decryption=threshold")
+    with pytest.raises(ConfigError, match="decryption='threshold' is refused over Flower"):
+        calibrated_config(config, 3)
+    run_config = {"protection": "paillier", "rounds": 1, "clients": 3, "options": json.dumps(
+        {"decryption": "threshold", "key_bits": 1024, "insecure_test_keys": True})}
+    grid = MemoryGrid(run_config, node_config=_nodes(root))
+    with pytest.raises(RuntimeError, match="threshold"):
+        server_app.main(grid, Context(run_id=1, node_id=0, node_config={}, state=RecordDict(), run_config=run_config))
+    assert "in-process" in THRESHOLD_REASON

@@ -33,7 +33,7 @@ from protocols.base import AggregationProtocol
 from protocols.errors import PrivfedError, ProtocolAbort
 
 from .client_app import HELLO_MESSAGE_TYPE
-from .config import FlowerRunConfig, build_protocol, parse_run_config
+from .config import FlowerRunConfig, build_protocol, parse_run_config, protocol_options
 from privfed.runtime.flower.driver import collect, run_round_on_grid
 
 from .report import report_record
@@ -103,9 +103,12 @@ def main(grid: Grid, context: Context) -> None:
             if config.update_source == "train":
                 from .training import protocol_base_options
                 base = protocol_base_options(config, name)
+            from .target import refuse_key_holders
+            # refused before any round, not after the first: threshold decryption always, key-holder release when
+            # training (the synthetic bench only sums)
+            refuse_key_holders(name, {"decryption": protocol_options(config, name, base).get("decryption")})
             protocols[name] = build_protocol(config, name, key_dir=config.key_dir, secret=False, base=base)
-            if config.update_source == "train":  # refused before any round, not after the first
-                from .target import refuse_key_holders
+            if config.update_source == "train":
                 refuse_key_holders(name, {"release": getattr(protocols[name], "release", "server")})
         output["protocols"] = {name: {k: v for k, v in protocol.describe().items()
                                       if isinstance(v, (str, int, float, bool, type(None)))}

@@ -25,7 +25,7 @@ from typing import Any, Mapping
 
 from protocols.errors import ConfigError
 
-__all__ = ["calibrated_config", "KEY_HOLDERS_REASON", "refuse_key_holders"]
+__all__ = ["calibrated_config", "KEY_HOLDERS_REASON", "THRESHOLD_REASON", "refuse_key_holders"]
 
 #: why release="key-holders" cannot train over privfed's Flower apps (one text: submit side and ServerApp)
 KEY_HOLDERS_REASON = (
@@ -38,10 +38,21 @@ KEY_HOLDERS_REASON = (
     "the server learns the mean) or run in-process")
 
 
+#: why threshold Paillier does not run over Flower yet (one text: submit side and ServerApp)
+THRESHOLD_REASON = (
+    "decryption='threshold' is refused over Flower: each key holder's share of the threshold key must be dealt to "
+    "its own node before the run, and the Flower key dealer (python -m privfed.runtime.flower.keys) deals only a "
+    "shared key; dealing shares inside the run would put them in server-relayed messages. Run threshold Paillier "
+    "in-process, or use the shared key over Flower")
+
+
 def refuse_key_holders(name: str, options: Mapping[str, Any]) -> None:
-    """Raise ConfigError when ``name`` with ``options`` would release each round's mean to the key holders only."""
+    """Raise ConfigError when ``name`` with ``options`` cannot run over privfed's Flower apps: a round's mean
+    released to the key holders only, or threshold decryption (its shares are not dealt to nodes)."""
     if options.get("release") == "key-holders":
         raise ConfigError(f"{name}: {KEY_HOLDERS_REASON}")
+    if options.get("decryption") == "threshold":
+        raise ConfigError(f"{name}: {THRESHOLD_REASON}")
 
 
 def _model_size(config: Any) -> int | None:
