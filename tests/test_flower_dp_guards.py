@@ -25,11 +25,11 @@ from privfed.apps.flower.config import parse_run_config  # noqa: E402
 from privfed.apps.flower.submit import FlowerRuntime, _run_config  # noqa: E402
 from privfed.apps.flower.target import KEY_HOLDERS_REASON, calibrated_config  # noqa: E402
 from privfed.experiment.fedavg import declared_threat, protection_options  # noqa: E402
-from privfed.fl.config import ModelConfig, load_config  # noqa: E402
-from privfed.fl.schema import schema_from_text  # noqa: E402
+from privfed.fl.config import load_config  # noqa: E402
 from privfed.runtime.flower.state import load_node_state  # noqa: E402
 from privfed.threat.budget import calibrate, runtime_options  # noqa: E402
 from test_flower_driver import NODE_IDS, MemoryGrid, _task_identity  # noqa: E402,F401 (autouse fixture)
+from test_flower_nodedata import write_nodes  # noqa: E402
 
 TEXTS = ["the nodes keep their own data and only send protected updates. " * 12,
          "secure aggregation hides each update from the server, only the sum is learned. " * 12,
@@ -39,13 +39,7 @@ TARGET = 30.0
 
 @pytest.fixture()
 def root(tmp_path: Path) -> Path:
-    (tmp_path / "public.txt").write_text(" ".join(TEXTS) * 3 + " completely different")
-    schema = schema_from_text(tmp_path / "public.txt", seq_len=12, model=ModelConfig(hidden=8, embedding=4),
-                              max_unknown_fraction=0.05)
-    schema.save(tmp_path / "schema.json")
-    for i, text in enumerate(TEXTS):
-        (tmp_path / f"node-{i}").mkdir()
-        (tmp_path / f"node-{i}" / "notes.txt").write_text(text)
+    write_nodes(tmp_path, TEXTS, " ".join(TEXTS) * 3 + " completely different")
     training._build_task.cache_clear()
     training._node_split.cache_clear()
     return tmp_path

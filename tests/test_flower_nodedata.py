@@ -34,15 +34,22 @@ TEXTS = ["the nodes keep their own data and only send protected updates. " * 12,
          "differential privacy adds noise so that no single record stands out in the model. " * 12]
 
 
+def write_nodes(root: Path, texts: list[str], public: str) -> Any:
+    """A schema made from ``public`` (``root/schema.json``) and one data folder per text (``root/node-i``): the
+    node-local layout every Flower test with training uses. Returns the schema."""
+    (root / "public.txt").write_text(public)
+    schema = schema_from_text(root / "public.txt", seq_len=12, model=ModelConfig(hidden=8, embedding=4),
+                              max_unknown_fraction=0.05)
+    schema.save(root / "schema.json")
+    for i, text in enumerate(texts):
+        (root / f"node-{i}").mkdir()
+        (root / f"node-{i}" / "notes.txt").write_text(text)
+    return schema
+
+
 @pytest.fixture()
 def deployment(tmp_path: Path) -> dict[str, Any]:
-    (tmp_path / "public.txt").write_text(PUBLIC + " ".join(TEXTS) + " completely different")
-    schema = schema_from_text(tmp_path / "public.txt", seq_len=12, model=ModelConfig(hidden=8, embedding=4),
-                              max_unknown_fraction=0.05)
-    schema.save(tmp_path / "schema.json")
-    for i, text in enumerate(TEXTS):
-        (tmp_path / f"node-{i}").mkdir()
-        (tmp_path / f"node-{i}" / "notes.txt").write_text(text)
+    schema = write_nodes(tmp_path, TEXTS, PUBLIC + " ".join(TEXTS) + " completely different")
     config = load_config(None, ["data.source=text", f"data.schema={tmp_path / 'schema.json'}", "fl.rounds=2",
                                 "train.max_batches=2"])
     run_config = {"protection": "plaintext", "rounds": 2, "clients": 3, "reply-timeout": 1.0, "update-source": "train",
