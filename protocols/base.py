@@ -42,12 +42,21 @@ __all__ = [
     "AFTER_UPLOAD",
     "LEARNED_BY_SERVER",
     "LEARNED_BY_KEY_HOLDERS",
+    "MIN_HONEST_IN_SUM",
+    "min_sum_inputs",
 ]
 
 BEFORE_UPLOAD = "before-upload"
 AFTER_UPLOAD = "after-upload"
 LEARNED_BY_SERVER = "server"
 LEARNED_BY_KEY_HOLDERS = "key-holders"
+#: every sum a distrusted server can learn holds at least this many honest inputs (one would be that input)
+MIN_HONEST_IN_SUM = 2
+
+
+def min_sum_inputs(colluders: int) -> int:
+    """The fewest inputs a sum released to a server colluding with ``colluders`` clients may hold."""
+    return int(colluders) + MIN_HONEST_IN_SUM
 
 
 @dataclass(frozen=True)

@@ -42,9 +42,11 @@ from .errors import ConfigError, DecryptionError, HeadroomError, MessageError, P
 from .keyauthority import KEY_MODE, KeyAuthority, provision
 from .wire import FieldSpec, Message, MessageSpec, decode, encode
 
-__all__ = ["HEProtocol", "ServerCodec", "ClientCodec", "RELEASES", "RESULTS_SLOT"]
+__all__ = ["HEProtocol", "ServerCodec", "ClientCodec", "RELEASES", "RESULTS_SLOT", "DEFAULT_MIN_CLIENTS"]
 
 RELEASES = ("server", "key-holders")
+#: the fewest contributions a key holder decrypts a sum of, unless the options say more
+DEFAULT_MIN_CLIENTS = 3
 #: where a key holder keeps the means it decrypted (``state[RESULTS_SLOT][round_id] = (mean, total_weight)``)
 RESULTS_SLOT = "privfed.he.results"
 _KEY_ID = FieldSpec("bytes", length=32)
@@ -117,7 +119,7 @@ class HEProtocol(AggregationProtocol):
     server_type: ClassVar[type | None] = None
     client_type: ClassVar[type | None] = None
 
-    min_clients: int = 3
+    min_clients: int = DEFAULT_MIN_CLIENTS
     allow_small_rounds: bool = False
     release: str = "server"
     max_weight: float = 1.0

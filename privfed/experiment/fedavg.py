@@ -44,7 +44,8 @@ import numpy as np
 import torch
 
 from protocols import registry
-from protocols.base import AggregationProtocol, ClientStateMachine, ClientUpdate
+from protocols.base import AggregationProtocol, ClientStateMachine, ClientUpdate, min_sum_inputs
+from protocols.he_round import DEFAULT_MIN_CLIENTS
 from protocols.errors import ConfigError, MessageError, PrivfedError
 from privfed.runtime.local import RoundReport, run_round
 from privfed.runtime.transcript import TranscriptKey
@@ -283,7 +284,8 @@ def protection_options(config: ExperimentConfig, name: str, max_weight: float, p
     options = config.protection.for_protection(name, max_weight)
     for key, value in plan_options.get(name, {}).items():
         options.setdefault(key, value)
-    if catalogue.get(name).dp == "distributed":
+    entry = catalogue.get(name)
+    if entry.dp == "distributed":
         guards = runtime_options(name, plan_options.get(name, {}), threat, per_round)
         # the ledger's server-side epsilon is for the declared colluders at least: a protection option may
         # raise the count, never lower it below the threat model's (an invalid value is left for DPOptions)
@@ -294,16 +296,14 @@ def protection_options(config: ExperimentConfig, name: str, max_weight: float, p
             options.update({k: v for k, v in guards.items() if k == "min_noise_survivors"})
             # ... nor in a round that invites more clients than planned (the noise split over them is thinner)
             options.setdefault("expected_clients", guards.get("expected_clients"))
-    entry = catalogue.get(name)
     if entry.dp == "none" and entry.update_hiding == catalogue.CRYPTOGRAPHIC and threat.distrusts_server:
         # a round that loses clients mid-way must not yield a sum of a single honest input beside the colluders'
         # (the plan check counts honest survivors before the round; this holds it through the round)
-        floor = threat.collusion + 2
-        key = "min_survivors" if entry.protocol == "secagg" else "min_clients"
+        key, default = ("min_survivors", 0) if entry.protocol == "secagg" else ("min_clients", DEFAULT_MIN_CLIENTS)
         configured = options.get(key)
         if configured is None or (isinstance(configured, int) and not isinstance(configured, bool)):
-            options[key] = max(int(configured or (3 if key == "min_clients" else 0)), floor)
-    if config.fl.sampling == "poisson" and catalogue.get(name).dp in ("central", "local", "distributed") \
+            options[key] = max(default if configured is None else configured, min_sum_inputs(threat.collusion))
+    if config.fl.sampling == "poisson" and entry.dp in ("central", "local", "distributed") \
             and options.get("denominator", "fixed") == "fixed":
         # under Poisson sampling the invited count is random: dividing by it would release it unaccounted
         options.setdefault("expected_clients", per_round)

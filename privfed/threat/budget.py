@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 from protocols.errors import ConfigError
@@ -116,11 +116,8 @@ def planned_epsilon(rounds: Sequence[tuple[int, str]], threat: ThreatModel, clie
         first.setdefault(name, r)
         repeats[name] += 1
     ledger = PrivacyLedger()
-    for name, r in first.items():  # the planned rounds of one protection are alike: one event each, counted n times
-        for event in PrivacyLedger().record(r, planned_events(name, options.get(name, {}), threat, clients,
-                                                              model_size)):
-            ledger.add(replace(event, count=event.count * repeats[name],
-                               delta_extra=event.delta_extra * repeats[name]))
+    for name, r in first.items():  # the planned rounds of one protection are alike: recorded once, n times over
+        ledger.record(r, planned_events(name, options.get(name, {}), threat, clients, model_size), repeats[name])
     return {o: ledger.epsilon(threat.delta, accountant, threat.dp_unit, o) for o in observers_for(threat)}
 
 

@@ -15,6 +15,7 @@ A plan spec is one of:
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping
@@ -153,46 +154,34 @@ def resolve_plan(spec: PlanSpec, rounds: int, threat: ThreatModel | Mapping[str,
     def context(name: str) -> catalogue.RoundContext:
         return catalogue.RoundContext(clients, options.get(name, {}))
 
-    def meeting(r: int) -> list[str]:
-        good = [n for n in catalogue.names(include_baselines=False)
-                if not catalogue.unmet_requirements(n, model, context(n))]
-        return sorted(good, key=lambda n: (table.score(n), n))
-
-    def auto_candidates(r: int) -> list[str]:
-        return [n for n in meeting(r) if _auto_may_pick(catalogue.get(n), model) and check_available(n)]
-
     # the round's context (threat, clients, options) is the same in every round, so each protection is judged once
     # and the verdict reused: a plan of many rounds costs what a plan of its distinct protections costs
-    verdicts: dict[str, tuple[str | None, tuple[str, ...], str]] = {}
+    @functools.cache
+    def meeting() -> tuple[str, ...]:
+        good = [n for n in catalogue.names(include_baselines=False)
+                if not catalogue.unmet_requirements(n, model, context(n))]
+        return tuple(sorted(good, key=lambda n: (table.score(n), n)))
 
-    def verdict(name: str, r: int) -> tuple[str | None, tuple[str, ...], str]:
+    @functools.cache
+    def verdict(name: str) -> tuple[str | None, tuple[str, ...], str]:
         """(chosen protection or None, unmet requirements, reason) for ``name`` (or auto)."""
-        if name not in verdicts:
-            if name == AUTO:
-                candidates = auto_candidates(r)
-                if not candidates:
-                    verdicts[name] = (None, (_auto_failure(model, context),), "")
-                else:
-                    chosen = candidates[0]
-                    verdicts[name] = (chosen, (), f"auto: cheapest of {len(candidates)} meeting the threat model "
-                                                  f"(~{table.score(chosen):.3g} s/round at the reference size); "
-                                      + catalogue.explain(chosen, model, context(chosen)))
-            else:
-                unmet = tuple(catalogue.unmet_requirements(name, model, context(name)))
-                verdicts[name] = (None if unmet else name, unmet,
-                                  "" if unmet else catalogue.explain(name, model, context(name)))
-        return verdicts[name]
+        if name == AUTO:
+            candidates = [n for n in meeting() if _auto_may_pick(catalogue.get(n), model) and check_available(n)]
+            if not candidates:
+                return None, (_auto_failure(model, context),), ""
+            chosen = candidates[0]
+            return chosen, (), (f"auto: cheapest of {len(candidates)} meeting the threat model "
+                                f"(~{table.score(chosen):.3g} s/round at the reference size); "
+                                + catalogue.explain(chosen, model, context(chosen)))
+        unmet = tuple(catalogue.unmet_requirements(name, model, context(name)))
+        return (None, unmet, "") if unmet else (name, (), catalogue.explain(name, model, context(name)))
 
     planned: list[PlannedRound] = []
     failures: list[tuple[int, str, tuple[str, ...], tuple[str, ...]]] = []
-    meeting_once: list[tuple[str, ...]] = []
     for r in range(1, rounds + 1):
-        name = wanted[r]
-        chosen, unmet, reason = verdict(name, r)
+        chosen, unmet, reason = verdict(wanted[r])
         if chosen is None:
-            if not meeting_once:
-                meeting_once.append(tuple(meeting(r)))
-            failures.append((r, name, unmet, meeting_once[0]))
+            failures.append((r, wanted[r], unmet, meeting()))
         else:
             planned.append(PlannedRound(r, chosen, reason))
     if failures:

@@ -126,19 +126,23 @@ class PrivacyLedger:
     def events(self) -> tuple[PrivacyEvent, ...]:
         return tuple(self._events)
 
-    def record(self, round_id: int, events: RoundEvents | Mapping[str, Any]) -> tuple[PrivacyEvent, ...]:
+    def record(self, round_id: int, events: RoundEvents | Mapping[str, Any], repeats: int = 1
+               ) -> tuple[PrivacyEvent, ...]:
         """Add one round's events (the ``dp_events`` a DP protection puts into ``AggregateResult.info``: a
-        :class:`~protocols.dp.events.RoundEvents` or its JSON form, observer -> unit -> event)."""
-        added = tuple(PrivacyEvent.from_dict(round_id, {**dict(e), "observer": o, "level": u})
+        :class:`~protocols.dp.events.RoundEvents` or its JSON form, observer -> unit -> event). ``repeats``: the
+        same round's releases ``repeats`` times over (a plan's alike rounds), each count and extra delta with it."""
+        if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
+            raise ConfigError(f"repeats must be an integer >= 1, got {repeats!r}")
+        def scaled(event: Mapping[str, Any]) -> dict[str, Any]:
+            if repeats == 1:
+                return dict(event)
+            return {**event, "count": event.get("count", 1) * repeats,
+                    "delta_extra": event.get("delta_extra", 0.0) * repeats}
+
+        added = tuple(PrivacyEvent.from_dict(round_id, {**scaled(e), "observer": o, "level": u})
                       for o, u, e in _round_events(events))
         self._events.extend(added)
         return added
-
-    def add(self, event: PrivacyEvent) -> None:
-        """Add one event as it is (e.g. a planned protection's event counted over its rounds)."""
-        if not isinstance(event, PrivacyEvent):
-            raise ConfigError(f"a ledger holds PrivacyEvent records, got {type(event).__name__}")
-        self._events.append(event)
 
     def record_unprotected(self, round_id: int, note: str = "plaintext release") -> tuple[PrivacyEvent, ...]:
         """A round whose released model carried no DP noise: every epsilon is infinite from here on."""

@@ -46,9 +46,11 @@ from .graph import choose_neighbours
 from .masking import MAX_BITS, MIN_BITS
 from .messages import NAME, PHASES
 
-__all__ = ["SecAggProtocol", "RoundPlan"]
+__all__ = ["SecAggProtocol", "RoundPlan", "DEFAULT_CORRUPTION_FRACTION"]
 
 GRAPHS = ("complete", "harary")
+#: the share of corrupted clients SecAgg assumes unless told otherwise
+DEFAULT_CORRUPTION_FRACTION = 0.1
 
 
 @dataclass(frozen=True)
@@ -81,7 +83,7 @@ class SecAggProtocol(AggregationProtocol):
     graph: str = "complete"
     neighbours: int | None = None
     dropout_fraction: float = 0.1
-    corruption_fraction: float = 0.1
+    corruption_fraction: float = DEFAULT_CORRUPTION_FRACTION
     client_noise: Any = None
     active: bool = False
     #: the fewest masked inputs the server unmasks a sum of (None: the threshold alone). The FedAvg loop sets it to

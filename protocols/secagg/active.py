@@ -68,7 +68,7 @@ from typing import Any, ClassVar, Mapping, MutableMapping, Sequence
 
 import numpy as np
 
-from ..base import Outgoing
+from ..base import MIN_HONEST_IN_SUM, Outgoing
 from ..active_once import claim_session
 from ..errors import ConfigError, MessageError, ProtocolAbort
 from ..identity import SIGNATURE_BYTES, ActiveCheckFailed, IdentitySource, Roster, SigningIdentity, signed_bytes
@@ -97,8 +97,6 @@ __all__ = [
 ]
 
 CONSISTENCY = "consistency-check"
-#: every sum a malicious server can open holds at least this many honest inputs (review of issue 14)
-MIN_HONEST_IN_SUM = 2
 ACTIVE_PHASES = ("advertise-keys", "share-keys", "masked-input", CONSISTENCY, "unmask")
 _MAX = 1 << 20
 _IDS = FieldSpec("array", dtype="int64", max_length=_MAX)

@@ -28,8 +28,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, MutableMapping
 
+from protocols.base import min_sum_inputs
 from protocols.errors import ConfigError
+from protocols.he_round import DEFAULT_MIN_CLIENTS
 from protocols.identity import IDENTITY_SLOT, ActiveCheckFailed, Roster, SigningIdentity, read_key_file, read_roster
+from protocols.secagg import DEFAULT_CORRUPTION_FRACTION
 
 __all__ = ["NodeIdentity", "is_active", "node_identity", "node_options", "server_options", "announced_id",
            "hold_identity", "ROSTER_KEY", "SIGNING_KEY", "COLLUDERS_KEY", "CORRUPTION_KEY"]
@@ -94,9 +97,6 @@ def announced_id(node_config: Mapping[str, Any], partition: int) -> int:
 
 #: node-config keys that pin the node's own threat assumptions (the run configuration is the server's to write)
 COLLUDERS_KEY, CORRUPTION_KEY = "colluders", "corruption-fraction"
-#: the protocols' own defaults: a node never runs with weaker assumptions than these unless its operator says so
-DEFAULT_CORRUPTION_FRACTION = 0.1
-DEFAULT_MIN_CLIENTS = 3
 _SECAGG_FAMILY = ("secagg", "secagg+dp")
 _HE_FAMILY = ("paillier", "paillier-per-value", "ckks", "ckks+dp")
 
@@ -149,7 +149,7 @@ def node_options(options: Mapping[str, Any], node_config: Mapping[str, Any], nam
                                                f"only with release=key-holders and the shared key (a plaintext "
                                                f"released to the server lets it difference two key holders' sums)")
         out["min_clients"] = max(int(out.get("min_clients", DEFAULT_MIN_CLIENTS)), DEFAULT_MIN_CLIENTS,
-                                 colluders + 2)
+                                 min_sum_inputs(colluders))
     return out
 
 
