@@ -1,8 +1,8 @@
 """Fixed-point encoding shared by every integer protocol (Paillier packing, SecAgg, distributed DP).
 
 Threat model: encoding hides nothing. It is here so that integer protocols are *correct*: a value x is clipped to
-the declared range [-clip, clip], scaled by 2^frac_bits and rounded stochastically (unbiased: E[q] = x * scale),
-with the rounding bits drawn from a CSPRNG. :class:`FixedPoint` checks at construction that the sum of
+the declared range [-clip, clip], scaled by 2^frac_bits and rounded stochastically (E[q] = x * scale to within 2^-32 of one
+quantum: the rounding draws are 32-bit words of a CSPRNG). :class:`FixedPoint` checks at construction that the sum of
 ``max_clients`` encoded values (plus any declared per-client extra such as DP noise) fits in the signed range of
 the modulus 2^total_bits, and **raises** :class:`~protocols.errors.HeadroomError` when it could overflow; decoding a
 sum of more clients than declared raises too. Known limit: clipping changes values outside the declared range, by
@@ -27,9 +27,10 @@ from .csprng import CSPRNG
 from .errors import ConfigError, HeadroomError, MessageError
 from .parallel import run_all, split, usable_cores
 
-_QUANTIZE_BLOCK = 1 << 15  # elements per block of the quantizer (its buffers stay in L2 cache)
+_QUANTIZE_BLOCK = 1 << 16  # elements per quantizer block: buffers stay in L2 cache, and the numpy calls are long
+# enough that two threads rarely wait on each other for the GIL (at 2^15 two threads ran no faster than one)
 _PARALLEL_MIN_ELEMENTS = 1 << 16  # below this one thread is cheaper (a range costs ~30 us to hand over)
-_TWO_POW_53 = float(1 << 53)
+_TWO_POW_32 = float(1 << 32)
 _TWO_POW_M800 = 2.0 ** -800  # w' at least this: x * w' for float32 x is 0 or a normal double
 
 __all__ = [
@@ -109,7 +110,8 @@ class FixedPoint:
         return math.ceil(self.clip * self.scale) + 1 + self.extra_per_client
 
     def quantize(self, x: np.ndarray, rng: CSPRNG) -> np.ndarray:
-        """Clip, scale and round stochastically (unbiased) to int64. Non-finite input raises MessageError."""
+        """Clip, scale and round stochastically (unbiased to within 2^-32 of a quantum) to int64. Non-finite input
+        raises MessageError."""
         x = np.asarray(x, dtype=np.float64)
         out = np.empty(x.shape, dtype=np.int64)
         self._quantize_into(x.reshape(-1), None, self.clip, rng, out.reshape(-1))
@@ -159,8 +161,10 @@ class FixedPoint:
     def _quantize_into(self, x: np.ndarray, weight: float | None, bound: float, rng: CSPRNG,
                        out: np.ndarray) -> None:
         """Blocked kernel of the quantizers: per cache-sized block, q = floor(y) + [u < y - floor(y)] with
-        y = clip(x, +-bound) * scale and u = (next 64 keystream bits >> 11) / 2^53, i.e. u * 2^53 < frac * 2^53
-        (both exact), so each element consumes 8 keystream bytes in order, as ``rng.uniform`` would. Signed results
+        y = clip(x, +-bound) * scale and u = (next 32 keystream bits) / 2^32, compared as u * 2^32 < frac * 2^32
+        (both exact in float64), so each element consumes 4 keystream bytes in order (``rng.uint32``) and rounds
+        up with probability ceil(frac * 2^32) / 2^32, in [frac, frac + 2^-32): the bias is below 2^-32 of a
+        quantum, 2^-(32 + frac_bits) in value, far under the rounding error itself. Signed results
         are cast into ``out``'s dtype (two's complement wrap for unsigned words). With a ``weight`` w', element i
         encodes clip(x_i * w', +-bound) and ``out`` has one more word, the weight slot w' (clipped at the range),
         drawn after the last element. Inputs of at least ``_PARALLEL_MIN_ELEMENTS`` are cut into one range per core:
@@ -246,32 +250,33 @@ def _quantize_block(x: np.ndarray, steps: tuple[float, float, float], rng: CSPRN
     block = _QUANTIZE_BLOCK
     size = min(block, x.size)
     y = np.empty(size, dtype=np.float64)
-    low = np.empty_like(y)
-    u = np.empty(size + 2, dtype=np.uint64)
+    low = np.empty_like(y)  # floor(y); once copied out, reused for the uniform draws as doubles
+    u = np.empty(size + 16 // 4, dtype=np.uint32)  # one AES block of slack for CSPRNG.fill
     up = np.empty(size, dtype=bool)
     # |q| <= ceil(clip * scale) + 1 < 2^(total_bits - 1) (checked at construction) fits the signed word of out's
     # width, so the integral doubles convert exactly into that view (two's complement: the unsigned word wraps)
     signed = out.view(np.dtype(f"i{out.dtype.itemsize}"))
-    shift, factor64 = np.uint64(11), np.float64(factor)
+    factor64 = np.float64(factor)
     for lo in range(0, x.size, block):
         m = min(block, x.size - lo)
-        yb, lb, ub, upb = y[:m], low[:m], u[:m], up[:m]
+        yb, lb, ub, upb, qb = y[:m], low[:m], u[:m], up[:m], signed[lo:lo + m]
         xb = x[lo:lo + m]
         np.isfinite(xb, out=upb)
         if not upb.all():
             raise MessageError("input holds NaN or infinite entries")
-        np.multiply(xb, factor64, out=yb, dtype=np.float64)  # exact for a power of two (float inputs widen exactly)
+        np.copyto(yb, xb)  # float inputs widen exactly
+        yb *= factor64  # the one rounding of x * factor, as float64 arithmetic rounds it
         np.clip(yb, -bound, bound, out=yb)
         if post != 1.0:
             yb *= post
         np.floor(yb, out=lb)
-        yb -= lb  # the fractional part in [0, 1)
-        yb *= _TWO_POW_53
+        yb -= lb  # the fractional part in [0, 1), exact
+        yb *= _TWO_POW_32  # exact: a power of two
+        np.copyto(qb, lb, casting="unsafe")  # the integral doubles, exactly
         rng.fill(u, m)
-        ub >>= shift
-        np.less(ub, yb, out=upb)
-        lb += upb
-        np.copyto(signed[lo:lo + m], lb, casting="unsafe")
+        np.copyto(lb, ub)  # 32-bit draws as doubles, exactly
+        np.less(lb, yb, out=upb)
+        np.add(qb, upb, out=qb, casting="unsafe")
 
 
 def _divide_range(values: np.ndarray, divisor: float, out: np.ndarray) -> None:

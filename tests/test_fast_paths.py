@@ -75,7 +75,7 @@ def test_apply_masks_refuses_wrong_buffers() -> None:
 def _textbook_quantize(fp: FixedPoint, x: np.ndarray, rng: CSPRNG) -> np.ndarray:
     y = np.clip(x, -fp.clip, fp.clip) * fp.scale
     low = np.floor(y)
-    return (low + (rng.uniform(y.size) < (y - low))).astype(np.int64)
+    return (low + (rng.uint32(y.size) < (y - low) * 2.0**32)).astype(np.int64)
 
 
 @settings(max_examples=60, deadline=None)
