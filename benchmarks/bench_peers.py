@@ -17,9 +17,10 @@ complete, Flower full, privfed sparse, Flower 5 shares) and repeated; each row r
   one in-process round through ``privfed.runtime.local.run_round`` (both state machines, real bytes);
 * Flower 1.41 ``SecAggPlusWorkflow`` + ``secaggplus_mod`` (see ``flower_secagg.py``) with ``num_shares`` = n
   (everyone shares with everyone, threshold as privfed's) and ``num_shares`` = 5 (threshold 3), clipping range 1;
-* the AES-256-CTR keystream floor: the time one core takes to expand exactly the mask keystream the round needs
-  (each client's self mask and one mask per neighbour, the server's removal of every self mask; 4-byte words) from
-  one AES context per key into a reused buffer, measured between the rounds.
+* the AES-256 keystream floor: the time one core takes to expand exactly the mask keystream the round needs (each
+  client's self mask and one mask per neighbour, the server's removal of every self mask; 4-byte words) with
+  OpenSSL's fastest AES counter-mode engine (AES-256-GCM over zeros, the engine privfed's masks use; see
+  ``protocols/secagg/masking.py``), one context per key into a reused buffer, measured between the rounds.
 
 Columns: round wall seconds, process CPU seconds (all threads), upload bytes per client (every client-to-server
 message; Flower's as serialized protobuf) and their ratio to float32, the largest error against the exact float64
@@ -59,8 +60,9 @@ SPARSE_K = 4  # privfed Harary neighbours; Flower's 5 shares = the client and 4 
 
 
 def keystream_floor(streams: int, words: int, repeats: int = 3) -> tuple[float, float]:
-    """(wall, CPU) seconds for one core to expand ``streams`` AES-256-CTR keystreams of ``words`` 4-byte words,
-    each the best of ``repeats``."""
+    """(wall, CPU) seconds for one core to expand ``streams`` AES-256 counter-mode keystreams of ``words`` 4-byte
+    words (one GCM context per key over zeros: the keystream without privfed's per-segment contexts), each the
+    best of ``repeats``."""
     zeros = bytes(4 * words)
     out = bytearray(4 * words + 16)
     best, best_cpu = float("inf"), float("inf")
@@ -68,7 +70,7 @@ def keystream_floor(streams: int, words: int, repeats: int = 3) -> tuple[float, 
         keys = [os.urandom(32) for _ in range(streams)]
         started, cpu_started = time.perf_counter(), time.process_time()
         for key in keys:
-            Cipher(algorithms.AES(key), modes.CTR(bytes(16))).encryptor().update_into(zeros, out)
+            Cipher(algorithms.AES(key), modes.GCM(bytes(12))).encryptor().update_into(zeros, out)
         best = min(best, time.perf_counter() - started)
         best_cpu = min(best_cpu, time.process_time() - cpu_started)
     return best, best_cpu

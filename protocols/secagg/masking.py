@@ -1,21 +1,30 @@
-"""Mask expansion for SecAgg: AES-256-CTR keystreams read straight into the ring Z_{2^bits}.
+"""Mask expansion for SecAgg: AES-256 counter-mode keystreams read straight into the ring Z_{2^bits}.
 
-Threat model: a mask is the AES-256-CTR keystream (zero IV; every key is single-use, derived per round, purpose and
-pair by :mod:`protocols.secagg.keys`) read as little-endian words and reduced modulo 2^bits. Because 2^bits divides
-2^32 (or 2^64) the reduction is a bit mask and the result is exactly uniform on Z_{2^bits} — no modulo bias, every
-value including 2^bits - 1 occurs — under the PRF assumption on AES. The key is the full 256-bit HKDF output (no
-truncated seed, no non-cryptographic generator). Sums wrap with numpy's unsigned arithmetic, which is exactly
-arithmetic modulo 2^32 or 2^64; rings of fewer bits are reduced once at the end with :func:`reduce`.
+Threat model: a mask is an AES-256 keystream in counter mode under a single-use key (derived per round, purpose and
+pair by :mod:`protocols.secagg.keys`), read as little-endian words and reduced modulo 2^bits. The stream is cut
+into segments of ``SEGMENT_BYTES`` (1 MiB); 16-byte block j of segment s is AES-256_k(s as 12 big-endian bytes ||
+j + 2 as 4 big-endian bytes), so no two blocks of one key share a counter (a segment holds 2^16 blocks, far below
+the 2^32 - 2 its 32-bit counter allows). Because 2^bits divides 2^32 (or 2^64) the reduction is a bit mask and the
+result is exactly uniform on Z_{2^bits} — no modulo bias, every value including 2^bits - 1 occurs — under the PRF
+assumption on AES. The key is the full 256-bit HKDF output (no truncated seed, no non-cryptographic generator).
+Sums wrap with numpy's unsigned arithmetic, which is exactly arithmetic modulo 2^32 or 2^64; rings of fewer bits
+are reduced once at the end with :func:`reduce`.
+
+How the keystream is produced: segment s is the ciphertext of zeros under AES-256-GCM with the 96-bit IV s. GCM's
+ciphertext is by definition (NIST SP 800-38D) plaintext XOR the counter-mode keystream from inc32(IV || 1), i.e.
+exactly the blocks above; its tag is never computed or sent, so GCM serves only as OpenSSL's fastest AES
+counter-mode engine (its vectorised VAES path runs about twice as fast as its CTR mode on the machines privfed is
+measured on). ``tests/vectors/secagg_mask_kat.json`` holds words computed from the definition with AES-ECB, and the
+tests check both parties' expansions against them.
 
 Speed (:func:`apply_masks`, the hot path of both parties): all of a party's masks are added in one pass over the
 vector in cache-sized blocks — for each block, every key's keystream is written into a small reused buffer and
-added to the block in place — and the vector is split into one contiguous range per core, each range expanded by
-its own AES-CTR contexts started at that range's block counter (the zero IV plus the range's offset in 16-byte
-blocks, so the keystream is bit for bit the one a single stream from the zero IV produces). ``cryptography``
-releases the GIL inside AES and numpy inside the additions, so the ranges run in parallel threads. The server adds
-each masked upload into its running sum the same way (:func:`add_into`, reading the upload as a read-only view over
-the received bytes). No key, mask or partial sum leaves the calling party's process; the threads only share its
-memory.
+added to the block in place — and the vector is split into one run of whole segments per core, each expanded by
+its own cipher contexts (a segment's keystream does not depend on any other, so the result is bit for bit the
+single-threaded one). ``cryptography`` releases the GIL inside AES and numpy inside the additions, so the ranges run
+in parallel threads. The server adds each masked upload into its running sum the same way (:func:`add_into`,
+reading the upload as a read-only view over the received bytes). No key, mask or partial sum leaves the calling
+party's process; the threads only share its memory.
 """
 
 from __future__ import annotations
@@ -28,12 +37,12 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from ..errors import ConfigError
 from ..parallel import resolve_workers, run_all, split
 
-__all__ = ["MIN_BITS", "MAX_BITS", "ring_dtype", "keystream_words", "scratch", "add_mask", "sub_mask", "apply_masks",
-           "add_into", "reduce"]
+__all__ = ["MIN_BITS", "MAX_BITS", "SEGMENT_BYTES", "ring_dtype", "keystream_words", "scratch", "add_mask", "sub_mask",
+           "apply_masks", "add_into", "reduce"]
 
 MIN_BITS = 8
 MAX_BITS = 64
-_ZERO_IV = bytes(16)
+SEGMENT_BYTES = 1 << 20  # keystream bytes under one IV (part of the mask's definition: never change it)
 BLOCK_BYTES = 1 << 18  # bytes of the vector processed per key before moving on (stays in L2 cache)
 _PARALLEL_MIN_BYTES = 1 << 20  # below this a second thread costs more than it saves
 
@@ -46,16 +55,23 @@ def ring_dtype(bits: int) -> np.dtype:
 
 
 def keystream_words(key: bytes, n: int, bits: int, out: np.ndarray | None = None) -> np.ndarray:
-    """n words of AES-256-CTR keystream under ``key`` (not yet reduced modulo 2^bits), written into ``out`` when
+    """n words of the mask keystream under ``key`` (not yet reduced modulo 2^bits), written into ``out`` when
     given (a reusable scratch buffer of at least n words + one AES block), else into a fresh array."""
     dtype = ring_dtype(bits)
     nbytes = n * dtype.itemsize
     if out is None:
         out = np.empty(n + 16 // dtype.itemsize, dtype=dtype)
-    encryptor = Cipher(algorithms.AES(key), modes.CTR(_ZERO_IV)).encryptor()
-    encryptor.update_into(_zeros(nbytes), out.view(np.uint8))
+    raw = out.view(np.uint8)
+    for lo in range(0, nbytes, SEGMENT_BYTES):
+        hi = min(lo + SEGMENT_BYTES, nbytes)
+        _segment(key, lo // SEGMENT_BYTES)(_zeros(hi - lo), raw[lo:])
     words = out[:n]
     return words if dtype.byteorder in ("<", "=", "|") and np.little_endian else words.byteswap()
+
+
+def _segment(key: bytes, index: int):
+    """``update_into`` of the cipher context whose output on zeros is segment ``index`` of the keystream."""
+    return Cipher(algorithms.AES(key), modes.GCM(index.to_bytes(12, "big"))).encryptor().update_into
 
 
 _ZERO_CACHE: dict[int, memoryview] = {}
@@ -88,31 +104,33 @@ def sub_mask(acc: np.ndarray, key: bytes, bits: int, out: np.ndarray | None = No
 
 def _mask_range(acc: np.ndarray, start: int, stop: int, add_keys: Sequence[bytes], sub_keys: Sequence[bytes],
                 block_words: int) -> None:
-    """acc[start:stop] += sum PRG(add)[start:stop] - sum PRG(sub)[start:stop]; ``start`` is a multiple of 16 bytes."""
+    """acc[start:stop] += sum PRG(add)[start:stop] - sum PRG(sub)[start:stop]; ``start`` starts a segment."""
     itemsize = acc.dtype.itemsize
-    counter = (start * itemsize // 16).to_bytes(16, "big")
-    streams = [(Cipher(algorithms.AES(key), modes.CTR(counter)).encryptor().update_into, np.add) for key in add_keys]
-    streams += [(Cipher(algorithms.AES(key), modes.CTR(counter)).encryptor().update_into, np.subtract)
-                for key in sub_keys]
+    segment_words = SEGMENT_BYTES // itemsize
+    ops = [np.add] * len(add_keys) + [np.subtract] * len(sub_keys)
+    all_keys = list(add_keys) + list(sub_keys)
     buffer = np.empty(block_words + 16 // itemsize, dtype=acc.dtype)
     raw = buffer.view(np.uint8)
     swap = not np.little_endian
     zeros = _zeros(block_words * itemsize)
-    for lo in range(start, stop, block_words):
-        hi = min(lo + block_words, stop)
-        words, part, plain = buffer[:hi - lo], acc[lo:hi], zeros[:(hi - lo) * itemsize]
-        for update_into, op in streams:
-            update_into(plain, raw)
-            if swap:
-                words.byteswap(inplace=True)
-            op(part, words, out=part)
+    for segment_lo in range(start, stop, segment_words):
+        segment_hi = min(segment_lo + segment_words, stop)
+        streams = [_segment(key, segment_lo // segment_words) for key in all_keys]
+        for lo in range(segment_lo, segment_hi, block_words):
+            hi = min(lo + block_words, segment_hi)
+            words, part, plain = buffer[:hi - lo], acc[lo:hi], zeros[:(hi - lo) * itemsize]
+            for update_into, op in zip(streams, ops):
+                update_into(plain, raw)
+                if swap:
+                    words.byteswap(inplace=True)
+                op(part, words, out=part)
 
 
 def apply_masks(acc: np.ndarray, add_keys: Sequence[bytes], sub_keys: Sequence[bytes], bits: int,
                 workers: int | None = None, block_bytes: int = BLOCK_BYTES) -> np.ndarray:
     """acc += sum_k PRG(add_keys[k]) - sum_k PRG(sub_keys[k]) in place (wrapping), reduced modulo 2^bits; returns
     acc. The same words :func:`add_mask` and :func:`sub_mask` add one key at a time, in one cache-blocked pass
-    split over ``workers`` threads (default: the usable cores)."""
+    split over up to ``workers`` threads (default: the usable cores), one run of whole segments each."""
     dtype = ring_dtype(bits)
     if acc.dtype != dtype or acc.ndim != 1 or not acc.flags.c_contiguous or not acc.flags.writeable:
         raise ConfigError(f"apply_masks needs a writeable contiguous 1-d {dtype} vector, got {acc.dtype} {acc.shape}")
@@ -125,7 +143,7 @@ def apply_masks(acc: np.ndarray, add_keys: Sequence[bytes], sub_keys: Sequence[b
         return reduce(acc, bits)
     if n * itemsize * (len(add_keys) + len(sub_keys)) < _PARALLEL_MIN_BYTES:
         workers = 1
-    ranges = split(n, workers, align=16 // itemsize)  # each range starts on an AES block
+    ranges = split(n, workers, align=SEGMENT_BYTES // itemsize)  # each range starts a segment
     run_all(_mask_range, [(acc, lo, hi, add_keys, sub_keys, block_words) for lo, hi in ranges])
     return reduce(acc, bits)
 
