@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
+import pytest
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from scipy import stats
 
-from protocols.csprng import CSPRNG
+from protocols.csprng import CSPRNG, FAST_NONCE
+from protocols.errors import ConfigError
 
 
 def test_keystream_matches_nist_sp800_38a_ctr_vector() -> None:
@@ -42,3 +47,24 @@ def test_below_is_in_range_and_covers() -> None:
     rng = CSPRNG.from_os()
     draws = {rng.below(7) for _ in range(500)}
     assert draws == set(range(7))
+
+
+def test_fast_engine_streams_are_the_counter_mode_keystream() -> None:
+    """A stream whose initial counter ends in 00000002 comes from the GCM engine: the same bytes as CTR mode from
+    that counter, across calls of any length and through fill()."""
+    for nonce in (FAST_NONCE, os.urandom(12) + FAST_NONCE[12:]):
+        key = os.urandom(32)
+        reference = Cipher(algorithms.AES(key), modes.CTR(nonce)).encryptor().update(bytes(5000))
+        rng = CSPRNG.from_key(key, nonce)
+        got = rng.bytes(7) + rng.bytes(1000)
+        words = np.empty(500 + 4, dtype=np.uint32)
+        got += rng.fill(words, 500).tobytes() + rng.bytes(1993)
+        assert got == reference
+
+
+def test_fast_engine_refuses_to_wrap_its_counter() -> None:
+    rng = CSPRNG.from_key(bytes(32), FAST_NONCE)
+    rng._left = 32  # as if 2^32 - 4 blocks had been drawn
+    rng.bytes(32)
+    with pytest.raises(ConfigError, match="exhausted"):
+        rng.bytes(1)
