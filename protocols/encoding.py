@@ -266,7 +266,8 @@ def _quantize_block(x: np.ndarray, steps: tuple[float, float, float], rng: CSPRN
             raise MessageError("input holds NaN or infinite entries")
         np.copyto(yb, xb)  # float inputs widen exactly
         yb *= factor64  # the one rounding of x * factor, as float64 arithmetic rounds it
-        np.clip(yb, -bound, bound, out=yb)
+        np.minimum(yb, bound, out=yb)
+        np.maximum(yb, -bound, out=yb)  # clip without np.clip's Python wrapper
         if post != 1.0:
             yb *= post
         np.floor(yb, out=lb)

@@ -75,8 +75,6 @@ class SecAggProtocol(AggregationProtocol):
     name: ClassVar[str] = NAME
     phases: ClassVar[tuple[str, ...]] = PHASES
     upload_phase: ClassVar[str] = "masked-input"
-    #: each client machine holds its own keys, input and state (numpy and AES release the GIL): parallel-safe
-    independent_clients: ClassVar[bool] = True
 
     max_weight: float = 1.0
     clip: float = 1.0
