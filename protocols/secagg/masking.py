@@ -29,6 +29,7 @@ party's process; the threads only share its memory.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 
 import numpy as np
@@ -109,7 +110,7 @@ def _mask_range(acc: np.ndarray, start: int, stop: int, add_keys: Sequence[bytes
     segment_words = SEGMENT_BYTES // itemsize
     ops = [np.add] * len(add_keys) + [np.subtract] * len(sub_keys)
     all_keys = list(add_keys) + list(sub_keys)
-    buffer = np.empty(block_words + 16 // itemsize, dtype=acc.dtype)
+    buffer = _block_buffer(block_words + 16 // itemsize, acc.dtype)
     raw = buffer.view(np.uint8)
     swap = not np.little_endian
     zeros = _zeros(block_words * itemsize)
@@ -124,6 +125,19 @@ def _mask_range(acc: np.ndarray, start: int, stop: int, add_keys: Sequence[bytes
                 if swap:
                     words.byteswap(inplace=True)
                 op(part, words, out=part)
+
+
+_BUFFERS = threading.local()
+
+
+def _block_buffer(words: int, dtype: np.dtype) -> np.ndarray:
+    """This thread's reused keystream block buffer of ``words`` words (a fresh one would page-fault on every call).
+    It holds keystream of keys already used; each block overwrites it before reading."""
+    raw = getattr(_BUFFERS, "raw", None)
+    nbytes = words * dtype.itemsize
+    if raw is None or raw.size < nbytes:
+        raw = _BUFFERS.raw = np.empty(nbytes, dtype=np.uint8)
+    return raw[:nbytes].view(dtype)
 
 
 def apply_masks(acc: np.ndarray, add_keys: Sequence[bytes], sub_keys: Sequence[bytes], bits: int,
