@@ -5,7 +5,8 @@ Usage (from the repository root, with the project and flwr installed):
     python benchmarks/bench_peers.py                       # 10 x 100k, 20 x 100k, 10 x 1M
     python benchmarks/bench_peers.py --quick               # 10 x 100k only
     python benchmarks/bench_peers.py --toy                 # 4 x 1,000 (the smoke test's size)
-    python benchmarks/bench_peers.py --write benchmarks/results/peers.md --profile benchmarks/results/profile_secagg.md
+    python benchmarks/bench_peers.py --write benchmarks/results/peers.md --profile benchmarks/results/profile_secagg.md \
+        --readme README.md      # also peers.json, and README's table rendered from it (benchmarks/readme_peers.py)
 
 (Not under ``nice`` on a machine shared with busy jobs: a niced run barely gets a core, and the wall clock then
 measures the other jobs.)
@@ -20,7 +21,8 @@ complete, Flower full, privfed sparse, Flower 5 shares) and repeated; each row r
 * the AES-256 keystream floor: the time one core takes to expand exactly the mask keystream the round needs (each
   client's self mask and one mask per neighbour, the server's removal of every self mask; 4-byte words) with
   OpenSSL's fastest AES counter-mode engine (AES-256-GCM over zeros, the engine privfed's masks use; see
-  ``protocols/secagg/masking.py``), one context per key into a reused buffer, measured between the rounds.
+  ``protocols/secagg/masking.py``), one context per key into a reused buffer, measured between the rounds; and
+  for reference the same keystream from OpenSSL's AES-256-CTR mode (the slower engine, the floor as first measured).
 
 Columns: round wall seconds, process CPU seconds (all threads), upload bytes per client (every client-to-server
 message; Flower's as serialized protobuf) and their ratio to float32, the largest error against the exact float64
@@ -34,6 +36,7 @@ from __future__ import annotations
 import argparse
 import cProfile
 import io
+import json
 import os
 import platform
 import pstats
@@ -50,6 +53,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_secagg import MAX_WEIGHT, synthetic  # noqa: E402
 from flower_secagg import run_flower_secaggplus  # noqa: E402
+import readme_peers  # noqa: E402
 
 from privfed.runtime.local import run_round  # noqa: E402
 from protocols import registry  # noqa: E402
@@ -59,7 +63,7 @@ SIZES = [(10, 100_000, 5), (20, 100_000, 3), (10, 1_000_000, 3)]  # (clients, pa
 SPARSE_K = 4  # privfed Harary neighbours; Flower's 5 shares = the client and 4 neighbours
 
 
-def keystream_floor(streams: int, words: int, repeats: int = 3) -> tuple[float, float]:
+def keystream_floor(streams: int, words: int, repeats: int = 3, mode: str = "gcm") -> tuple[float, float]:
     """(wall, CPU) seconds for one core to expand ``streams`` AES-256 counter-mode keystreams of ``words`` 4-byte
     words (one GCM context per key over zeros: the keystream without privfed's per-segment contexts), each the
     best of ``repeats``."""
@@ -70,7 +74,8 @@ def keystream_floor(streams: int, words: int, repeats: int = 3) -> tuple[float, 
         keys = [os.urandom(32) for _ in range(streams)]
         started, cpu_started = time.perf_counter(), time.process_time()
         for key in keys:
-            Cipher(algorithms.AES(key), modes.GCM(bytes(12))).encryptor().update_into(zeros, out)
+            engine = modes.GCM(bytes(12)) if mode == "gcm" else modes.CTR(bytes(16))
+            Cipher(algorithms.AES(key), engine).encryptor().update_into(zeros, out)
         best = min(best, time.perf_counter() - started)
         best_cpu = min(best_cpu, time.process_time() - cpu_started)
     return best, best_cpu
@@ -122,28 +127,33 @@ def measure_size(clients: int, params: int, repeats: int) -> list[dict[str, Any]
     ]
     runs: dict[int, list[dict[str, Any]]] = {i: [] for i in range(len(settings))}
     floors: dict[str, list[tuple[float, float]]] = {"complete": [], "sparse": []}
+    ctr_floors: dict[str, list[tuple[float, float]]] = {"complete": [], "sparse": []}
     words = params + 1  # the weight slot rides along
     for _ in range(repeats):
         for i, (_, _, run) in enumerate(settings):
             runs[i].append(run())
         # per client: self mask + one per neighbour; server: remove every survivor's self mask
-        floors["complete"].append(keystream_floor(clients * clients + clients, words))
-        floors["sparse"].append(keystream_floor(clients * (SPARSE_K + 1) + clients, words))
+        for graph, streams in (("complete", clients * clients + clients), ("sparse", clients * (SPARSE_K + 1) + clients)):
+            floors[graph].append(keystream_floor(streams, words))
+            ctr_floors[graph].append(keystream_floor(streams, words, mode="ctr"))  # OpenSSL's CTR mode, for reference
     rows = []
     for i, (tool, graph, _) in enumerate(settings):
         row = median_row(runs[i])
-        measured = floors["complete" if graph in ("complete", "full") else "sparse"]
+        kind = "complete" if graph in ("complete", "full") else "sparse"
+        measured = floors[kind]
         row.update(tool=tool, graph=graph, clients=clients, params=params, ratio=row["upload"] / (4 * params),
-                   floor=min(f[0] for f in measured), floor_cpu=min(f[1] for f in measured))
+                   floor=min(f[0] for f in measured), floor_cpu=min(f[1] for f in measured),
+                   floor_ctr=min(f[0] for f in ctr_floors[kind]))
         rows.append(row)
     return rows
 
 
 def report(rows: list[dict[str, Any]]) -> str:
     lines = ["| clients x params | tool | setting | round s (median) | CPU s | upload B/client | x float32 | "
-             "max abs error | keystream floor s, 1 core (CPU s) | round / floor (CPU / CPU) | "
+             "max abs error | keystream floor s, 1 core (CPU s) | round / floor (CPU / CPU) | CTR-mode floor s | "
+             "round / CTR floor | "
              "Flower / privfed (CPU / CPU) |",
-             "|" + "---|" * 11]
+             "|" + "---|" * 13]
     for r in rows:
         peer = next((p for p in rows if p["clients"] == r["clients"] and p["params"] == r["params"]
                      and p["tool"] == "Flower" and (p["graph"] == "full") == (r["graph"] == "complete")), None)
@@ -151,9 +161,11 @@ def report(rows: list[dict[str, Any]]) -> str:
             if r["tool"] == "privfed" and peer else "-"
         over_floor = f"{r['seconds'] / r['floor']:.2f} ({r['cpu'] / max(r['floor_cpu'], 1e-9):.2f})" \
             if r["tool"] == "privfed" else "-"
+        over_ctr = f"{r['seconds'] / r['floor_ctr']:.2f}" if r["tool"] == "privfed" else "-"
         lines.append(f"| {r['clients']} x {r['params']:,} | {r['tool']} | {r['setting']} | {r['seconds']:.3f} | "
                      f"{r['cpu']:.3f} | {r['upload']:,.0f} | {r['ratio']:.3f} | {r['error']:.2e} | "
-                     f"{r['floor']:.3f} ({r['floor_cpu']:.3f}) | {over_floor} | {speedup} |")
+                     f"{r['floor']:.3f} ({r['floor_cpu']:.3f}) | {over_floor} | {r['floor_ctr']:.3f} | "
+                     f"{over_ctr} | {speedup} |")
     return "\n".join(lines)
 
 
@@ -194,6 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     size.add_argument("--toy", action="store_true", help="4 x 1,000, one repeat (a smoke run)")
     parser.add_argument("--write", metavar="PATH", help="also write the markdown table here")
     parser.add_argument("--profile", metavar="PATH", help="also write a cProfile of both tools at the largest size")
+    parser.add_argument("--readme", metavar="PATH", help="with --write: render README's table from this run")
     args = parser.parse_args(argv)
     sizes = [(4, 1_000, 1)] if args.toy else SIZES[:1] if args.quick else SIZES
     rows = []
@@ -218,6 +231,10 @@ def main(argv: list[str] | None = None) -> int:
             f"Machine: {machine}; flwr {flwr.__version__}. Shared with other jobs while measured: wall seconds are "
             f"upper bounds, CPU seconds are steadier. Median of the repeats per size (5, 3, 3), settings "
             f"alternating within each repeat.\n\n{table}\n")
+        payload = {"command": command, "machine": machine, "flwr": flwr.__version__, "rows": rows}
+        Path(args.write).with_suffix(".json").write_text(json.dumps(payload, indent=1) + "\n")
+        if args.readme:
+            readme_peers.update_readme(Path(args.readme), payload)
     if args.profile:
         clients, params, _ = sizes[-1]
         Path(args.profile).write_text(f"# Hot-path profiles ({machine})\n\n" + profile_hot_paths(clients, params))

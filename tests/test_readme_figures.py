@@ -27,3 +27,25 @@ def test_readme_compare_table_is_rendered_from_the_committed_run() -> None:
     assert {"plaintext", "dp", "secagg", "secagg+dp", "local-dp", "dp-sgd", "ckks", "paillier"} <= protections
     spent = [r["epsilon"] for r in payload["rows"] if r["protection"] in ("dp", "secagg+dp")]
     assert all(isinstance(e, float) and e <= payload["meta"]["target_epsilon"] for e in spent)
+
+
+def _peers():
+    spec = importlib.util.spec_from_file_location("readme_peers", ROOT / "benchmarks" / "readme_peers.py")
+    module = importlib.util.module_from_spec(spec)
+    assert spec.loader is not None
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_readme_peer_table_is_rendered_from_the_committed_run() -> None:
+    module = _peers()
+    payload = module.load()
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    block = readme[readme.index(module.BEGIN) + len(module.BEGIN):readme.index(module.END)]
+    assert block.strip() == module.render(payload).strip()
+    sizes = {(r["clients"], r["params"]) for r in payload["rows"]}
+    assert {(10, 100_000), (20, 100_000), (10, 1_000_000)} <= sizes
+    # the markdown table of the same run says the same
+    table = (ROOT / "benchmarks" / "results" / "peers.md").read_text(encoding="utf-8")
+    for row in payload["rows"]:
+        assert f"| {row['seconds']:.3f} | {row['cpu']:.3f} |" in table
