@@ -6,7 +6,9 @@ that then takes milliseconds. Those imports are most of a protocol phase's cost 
 long-running ClientApp (``flwr-clientapp`` serves one task and exits; its prestarted "warm" executors serve only
 Kubernetes agent/model/connector tasks). This launcher is Flower's own ``flower-superexec`` whose ClientApp launch is
 a ``fork`` of a process that imported all of that once, at start: the child calls Flower's own ``run_clientapp``
-with the task's token, exactly what ``flwr-clientapp --token ...`` would do, and exits. Each message still runs in a
+with the task's token, exactly what ``flwr-clientapp --token ...`` would do, and exits. A child starts so soon that
+it usually asks for the request's objects before its SuperNode has them: it retries within 0.01-0.05 s instead of
+Flower's 1-10 s backoff (:mod:`privfed.runtime.flower.objects`). Each message still runs in a
 process of its own (the per-message isolation Flower's design relies on: node state only through
 ``context.state``), it only starts warm.
 
@@ -27,6 +29,8 @@ import os
 import signal
 import sys
 from typing import Any
+
+from .objects import quicken_object_pulls
 
 __all__ = ["main", "PRELOAD", "FORK_ENV"]
 
@@ -91,6 +95,9 @@ def _install_fork_launch() -> None:
     from flwr.supercore.superexec.executor.types import LaunchResult
 
     original = subprocess_executor.SubprocessExecutor.launch
+    # a warm ClientApp asks its SuperNode for the request before the node finished pulling it from the SuperLink:
+    # retry those objects within 0.01-0.05 s, not after Flower's 1-10 s backoff (inherited by every fork)
+    quicken_object_pulls("flwr.supercore.inflatable.inflatable_utils")
 
     def launch(self: Any, spec: Any) -> Any:
         if spec.task_type != TaskType.CLIENT_APP:
