@@ -84,3 +84,25 @@ def test_node_caps_idle_poll_and_local_waits(monkeypatch: pytest.MonkeyPatch) ->
     capped.sleep(0.001)  # never lengthened
     assert slept == [0.2, fastnode.LOCAL_WAIT_SECONDS, 0.001]
     assert capped.monotonic is fastnode.time.monotonic  # everything else is the time module's
+
+
+def test_node_polls_sooner_only_just_after_a_reply(monkeypatch: pytest.MonkeyPatch) -> None:
+    now = [100.0]
+    slept: list[float] = []
+    monkeypatch.setattr(fastnode.time, "monotonic", lambda: now[0])
+    monkeypatch.setattr(fastnode.time, "sleep", slept.append)
+    capped = fastnode._CappedTime(0.2)
+    pushed: list[str] = []
+
+    def push_messages(**kwargs):  # Flower's _push_messages: sends the ClientApp's reply
+        pushed.append("reply")
+        raise RuntimeError("send failed")  # a failed send still ends the node's wait: the next phase is due
+
+    with pytest.raises(RuntimeError):
+        fastnode._noting_replies(push_messages, capped)(state=None)
+    assert pushed == ["reply"]
+    capped.sleep(3)                                   # just after the reply: the next request is due
+    now[0] += fastnode.BUSY_WINDOW_SECONDS + 0.1
+    capped.sleep(3)                                   # idle again: the configured poll
+    assert slept == [fastnode.BUSY_POLL_SECONDS, 0.2]
+    assert fastnode._CappedTime(0.02).sleep(3) is None and slept[-1] == 0.02  # a shorter setting is never lengthened

@@ -39,7 +39,10 @@ FORK_ENV = "PRIVFED_FORK_CLIENTAPPS"
 PRELOAD: tuple[str, ...] = (
     "flwr.supernode.runtime.run_clientapp", "numpy", "torch", "privfed.apps.flower.client_app",
     "privfed.apps.flower.training", "privfed.apps.flower.secure_eval", "privfed.fl.models", "privfed.fl.train",
-    "privfed.fl.schema", "protocols.secagg", "protocols.plaintext",
+    "privfed.fl.schema", "protocols.secagg", "protocols.secagg.client", "protocols.plaintext",
+    # what every privfed ClientApp imported anew before (a trace of the modules new in a forked child): the Flower
+    # app module imports both apps, and the ServerApp's module the CKKS key authority and TenSEAL (~50 ms a phase)
+    "privfed.apps.flower.server_app", "privfed.runtime.flower.keys", "protocols.ckks", "tenseal",
 )
 
 
