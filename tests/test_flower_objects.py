@@ -106,3 +106,22 @@ def test_node_polls_sooner_only_just_after_a_reply(monkeypatch: pytest.MonkeyPat
     capped.sleep(3)                                   # idle again: the configured poll
     assert slept == [fastnode.BUSY_POLL_SECONDS, 0.2]
     assert fastnode._CappedTime(0.02).sleep(3) is None and slept[-1] == 0.02  # a shorter setting is never lengthened
+
+
+def test_clientapp_threads_setting() -> None:
+    from privfed.runtime.flower import fastexec
+
+    assert fastexec.threads_for("1") == 1 and fastexec.threads_for("4") == 4
+    for raw in (None, "", "0", "-2", "two", "1.5"):
+        assert fastexec.threads_for(raw) is None  # torch's own default then
+
+
+def test_loopback_splits_cores_between_nodes(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from privfed.runtime.flower.loopback import LoopbackDeployment
+
+    monkeypatch.delenv("PRIVFED_CLIENTAPP_THREADS", raising=False)
+    monkeypatch.setattr("os.cpu_count", lambda: 8)
+    assert LoopbackDeployment(tmp_path, nodes=3).env()["PRIVFED_CLIENTAPP_THREADS"] == "2"
+    assert LoopbackDeployment(tmp_path, nodes=16).env()["PRIVFED_CLIENTAPP_THREADS"] == "1"
+    monkeypatch.setenv("PRIVFED_CLIENTAPP_THREADS", "5")  # a user's own setting wins
+    assert LoopbackDeployment(tmp_path, nodes=3).env()["PRIVFED_CLIENTAPP_THREADS"] == "5"
