@@ -10,7 +10,8 @@ with the task's token, exactly what ``flwr-clientapp --token ...`` would do, and
 it usually asks for the request's objects before its SuperNode has them: it retries within 0.01-0.05 s instead of
 Flower's 1-10 s backoff (:mod:`privfed.runtime.flower.objects`). Each message still runs in a
 process of its own (the per-message isolation Flower's design relies on: node state only through
-``context.state``), it only starts warm.
+``context.state``), it only starts warm. With ``PRIVFED_CLIENTAPP_THREADS=n`` (loopback sets cores // nodes) each
+child trains with n torch threads, so nodes sharing one machine do not oversubscribe its cores.
 
 Fork safety: the parent imports modules and never runs torch operations, so no OpenMP or intra-op thread pool
 exists to be copied; children are reaped automatically (``SIGCHLD`` ignored). Any task type other than a ClientApp
