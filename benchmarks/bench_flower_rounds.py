@@ -8,7 +8,8 @@ material, ``examples/flower/loopback.sh start 3 --data-root DIR``, then
 
 It prints every round's seconds (and how they split: local training, the protocol exchanges, evaluation) and the
 ratio of the SecAgg round to the second plaintext round, both measured in the same run on the same deployment (the
-issue's target: at most 2.5). A benchmark, not a test: it asserts nothing about time.
+issue's target: at most 2.5), and whether ``privfed audit RUN`` accepts the run directory. A benchmark, not a test:
+it asserts nothing about time.
 
     PYTHONPATH=. python benchmarks/bench_flower_rounds.py [--rounds-plan "1-2:plaintext,3:secagg"] [--keep DIR]
 """
@@ -78,13 +79,18 @@ def main() -> int:
         print(done.stdout[-3000:], done.stderr[-3000:], file=sys.stderr)
         return 1
     rounds = [json.loads(line) for line in (work / "RUN" / "rounds.jsonl").read_text().splitlines()]
+    audit = subprocess.run([*privfed, "audit", str(work / "RUN")], env=env, cwd=work, capture_output=True, text=True)
     print(f"privfed run wall seconds: {wall:.1f}  (work directory {work})")
-    print("round protection survivors  round_s  train_s  protocol_s  phases  eval_s  loss")
+    print(f"privfed audit RUN: {'ok' if audit.returncode == 0 else 'FAILED'} (exit {audit.returncode})")
+    # exchanges: the round's protocol phases (training folded into the first) + its evaluation's (1 in the clear)
+    print("round protection survivors  round_s  train_s  protocol_s  phases  eval_s  exchanges  loss")
     for r in rounds:
         exchanges = r.get("exchange_seconds") or []
+        total = len(exchanges) + int(r.get("metrics", {}).get("evaluation_phases", 1))
         print(f"{r['round']:>5} {r['protection']:<10} {r.get('survivors', 0):>9} {r['round_seconds']:>8.1f} "
               f"{r.get('local_training_wall_seconds', 0.0):>8.1f} {r.get('total_seconds', 0.0):>11.1f} "
-              f"{len(exchanges):>7} {r.get('evaluation_seconds', 0.0):>7.1f}  {r.get('metrics', {}).get('loss')}")
+              f"{len(exchanges):>7} {r.get('evaluation_seconds', 0.0):>7.1f} {total:>10}  "
+              f"{r.get('metrics', {}).get('loss')}")
     protections = [r["protection"] for r in rounds]
     plain = [r for r in rounds if r["protection"] == "plaintext"]
     secure = [r for r in rounds if r["protection"] != "plaintext"]

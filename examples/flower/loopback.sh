@@ -91,6 +91,10 @@ start() {
     fi
     if [ -s "$DIR/pids" ]; then echo "already running (pids in $DIR/pids); run: $0 stop" >&2; exit 1; fi
     mkdir -p "$DIR/logs" "$FLWR_HOME"
+    # nodes that train at the same time share this machine's cores (torch threads per forked ClientApp)
+    local cores
+    cores="$(nproc 2>/dev/null || echo 1)"
+    export PRIVFED_CLIENTAPP_THREADS="${PRIVFED_CLIENTAPP_THREADS:-$(( cores / nodes > 0 ? cores / nodes : 1 ))}"
     printf '[superlink]\ndefault = "privfed-loopback"\n\n[superlink.privfed-loopback]\naddress = "%s:%s"\ninsecure = true\n' \
         "$HOST" "$LINK_PORT" > "$FLWR_HOME/config.toml"
     setsid flower-superlink --insecure --host "$HOST" --port "$LINK_PORT" \

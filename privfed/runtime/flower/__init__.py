@@ -9,7 +9,9 @@ Transport only — no training, no data, no applications (those are :mod:`privfe
 * :mod:`.keys` — the CKKS key authority: keys dealt to files before a run (secret to nodes, public to the server);
 * :mod:`.loopback` — start a SuperLink and SuperNodes on 127.0.0.1 (tests, local trials);
 * :mod:`.fastnode`, :mod:`.fastexec` — loopback launchers of Flower's own SuperNode and SuperExec with a short idle
-  poll and warm (forked) ClientApp processes.
+  poll and warm (forked) ClientApp processes;
+* :mod:`.objects` — Flower's object pulls retried within 0.01-0.05 s instead of its 1-10 s backoff (the stalls of a
+  phase whose objects are still in flight when their receiver asks).
 
 Threat model of the transport: ``--insecure`` (loopback trials) means plain HTTP with no TLS and no node
 authentication. In every mode the SuperLink stores and forwards every message, so it sees exactly the privfed
@@ -20,4 +22,4 @@ so that only enrolled nodes join (see README, "Running on Flower").
 Importing the modules needs ``flwr`` (``pip install "privfed[flower]"``).
 """
 
-__all__ = ["driver", "envelope", "state", "keys", "loopback", "fastnode", "fastexec"]
+__all__ = ["driver", "envelope", "state", "keys", "loopback", "fastnode", "fastexec", "objects"]

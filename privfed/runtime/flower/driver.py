@@ -41,7 +41,7 @@ __all__ = ["run_round_on_grid", "collect", "PHASE_MESSAGE_TYPE", "POLL_SECONDS"]
 PHASE_MESSAGE_TYPE = "query"
 #: how often the server asks the SuperLink for replies (one small HTTP call; Flower's own loop waits 3 s). A phase
 #: ends when its last reply is pulled, so this is added to every phase, on average half of it
-POLL_SECONDS = 0.1
+POLL_SECONDS = 0.05
 
 
 def collect(grid: Grid, messages: list[Message], timeout: float, grace: float = 0.0) -> list[Message]:

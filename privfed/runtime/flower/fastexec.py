@@ -6,9 +6,12 @@ that then takes milliseconds. Those imports are most of a protocol phase's cost 
 long-running ClientApp (``flwr-clientapp`` serves one task and exits; its prestarted "warm" executors serve only
 Kubernetes agent/model/connector tasks). This launcher is Flower's own ``flower-superexec`` whose ClientApp launch is
 a ``fork`` of a process that imported all of that once, at start: the child calls Flower's own ``run_clientapp``
-with the task's token, exactly what ``flwr-clientapp --token ...`` would do, and exits. Each message still runs in a
+with the task's token, exactly what ``flwr-clientapp --token ...`` would do, and exits. A child starts so soon that
+it usually asks for the request's objects before its SuperNode has them: it retries within 0.01-0.05 s instead of
+Flower's 1-10 s backoff (:mod:`privfed.runtime.flower.objects`). Each message still runs in a
 process of its own (the per-message isolation Flower's design relies on: node state only through
-``context.state``), it only starts warm.
+``context.state``), it only starts warm. With ``PRIVFED_CLIENTAPP_THREADS=n`` (loopback sets cores // nodes) each
+child trains with n torch threads, so nodes sharing one machine do not oversubscribe its cores.
 
 Fork safety: the parent imports modules and never runs torch operations, so no OpenMP or intra-op thread pool
 exists to be copied; children are reaped automatically (``SIGCHLD`` ignored). Any task type other than a ClientApp
@@ -28,15 +31,34 @@ import signal
 import sys
 from typing import Any
 
-__all__ = ["main", "PRELOAD", "FORK_ENV"]
+from .objects import quicken_object_pulls
+
+__all__ = ["main", "PRELOAD", "FORK_ENV", "THREADS_ENV", "threads_for"]
 
 FORK_ENV = "PRIVFED_FORK_CLIENTAPPS"
+#: torch intra-op threads of each forked ClientApp (unset: torch's default, one per core). Loopback sets it to
+#: cores // nodes: N nodes training at once on one machine with a thread per core each oversubscribe it, and a
+#: training step then waits for whichever thread the scheduler preempted (measured: the same round's training took
+#: 2.9-10 s with two threads per node, three nodes, two cores)
+THREADS_ENV = "PRIVFED_CLIENTAPP_THREADS"
 #: imported once in the parent so that every forked ClientApp starts with them loaded
 PRELOAD: tuple[str, ...] = (
     "flwr.supernode.runtime.run_clientapp", "numpy", "torch", "privfed.apps.flower.client_app",
     "privfed.apps.flower.training", "privfed.apps.flower.secure_eval", "privfed.fl.models", "privfed.fl.train",
-    "privfed.fl.schema", "protocols.secagg", "protocols.plaintext",
+    "privfed.fl.schema", "protocols.secagg", "protocols.secagg.client", "protocols.plaintext",
+    # what every privfed ClientApp imported anew before (a trace of the modules new in a forked child): the Flower
+    # app module imports both apps, and the ServerApp's module the CKKS key authority and TenSEAL (~50 ms a phase)
+    "privfed.apps.flower.server_app", "privfed.runtime.flower.keys", "protocols.ckks", "tenseal",
 )
+
+
+def threads_for(raw: str | None) -> int | None:
+    """The thread count ``PRIVFED_CLIENTAPP_THREADS`` asks for (None: unset or not a positive integer)."""
+    try:
+        value = int(raw) if raw else 0
+    except ValueError:
+        return None
+    return value if value > 0 else None
 
 
 def _preload() -> None:
@@ -67,6 +89,9 @@ def _run_child(spec: Any, parent: int) -> None:
     try:
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         _die_with_parent(parent)
+        threads = threads_for(os.environ.get(THREADS_ENV))
+        if threads is not None and "torch" in sys.modules:
+            sys.modules["torch"].set_num_threads(threads)
         from flwr.supercore.tls import validate_and_resolve_root_certificates
         from flwr.supernode.runtime.run_clientapp import run_clientapp
 
@@ -91,6 +116,9 @@ def _install_fork_launch() -> None:
     from flwr.supercore.superexec.executor.types import LaunchResult
 
     original = subprocess_executor.SubprocessExecutor.launch
+    # a warm ClientApp asks its SuperNode for the request before the node finished pulling it from the SuperLink:
+    # retry those objects within 0.01-0.05 s, not after Flower's 1-10 s backoff (inherited by every fork)
+    quicken_object_pulls("flwr.supercore.inflatable.inflatable_utils")
 
     def launch(self: Any, spec: Any) -> Any:
         if spec.task_type != TaskType.CLIENT_APP:

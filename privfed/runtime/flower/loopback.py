@@ -144,6 +144,8 @@ class LoopbackDeployment:
             FLWR_SUPEREXEC_TASK_POLL_INTERVAL="0.1",  # start ServerApp/ClientApp processes sooner (default 1 s)
             PYTHONUNBUFFERED="1",
         )
+        # nodes that train at the same time share this machine's cores instead of each taking all of them
+        env.setdefault("PRIVFED_CLIENTAPP_THREADS", str(max(1, (os.cpu_count() or 1) // max(1, self.nodes))))
         return env
 
     def _tool(self, name: str) -> str:
