@@ -12,7 +12,7 @@ Usage (from the repository root, with the project and flwr installed):
 measures the other jobs.)
 
 For each size the same synthetic float32 vectors and integer weights go to four settings, run in turn (privfed
-complete, Flower full, privfed sparse, Flower 5 shares) and repeated; each row reports the median of the repeats:
+complete, Flower full, privfed sparse, Flower 5 shares) and repeated; each row reports the median of the repeats (after one untimed warm-up run of each setting):
 
 * privfed ``secagg`` with the complete graph (threshold 2n/3) and with a Harary graph of k = 4 neighbours (threshold 3),
   one in-process round through ``privfed.runtime.local.run_round`` (both state machines, real bytes);
@@ -129,6 +129,8 @@ def measure_size(clients: int, params: int, repeats: int) -> list[dict[str, Any]
     floors: dict[str, list[tuple[float, float]]] = {"complete": [], "sparse": []}
     ctr_floors: dict[str, list[tuple[float, float]]] = {"complete": [], "sparse": []}
     words = params + 1  # the weight slot rides along
+    for _, _, run in settings:  # one untimed warm-up each (pool threads, buffers, imports), for both tools alike
+        run()
     for _ in range(repeats):
         for i, (_, _, run) in enumerate(settings):
             runs[i].append(run())
@@ -229,8 +231,8 @@ def main(argv: list[str] | None = None) -> int:
         Path(args.write).write_text(
             f"# privfed SecAgg vs Flower SecAgg+ (same inputs, one run)\n\nCommand: `{command}`\n\n"
             f"Machine: {machine}; flwr {flwr.__version__}. Shared with other jobs while measured: wall seconds are "
-            f"upper bounds, CPU seconds are steadier. Median of the repeats per size (5, 3, 3), settings "
-            f"alternating within each repeat.\n\n{table}\n")
+            f"upper bounds, CPU seconds are steadier. Median of the repeats per size (5, 3, 3) after one untimed "
+            f"warm-up of each setting, settings alternating within each repeat.\n\n{table}\n")
         payload = {"command": command, "machine": machine, "flwr": flwr.__version__, "rows": rows}
         Path(args.write).with_suffix(".json").write_text(json.dumps(payload, indent=1) + "\n")
         if args.readme:
