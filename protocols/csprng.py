@@ -4,13 +4,13 @@ Threat model: outputs are computationally indistinguishable from uniform to anyo
 (standard AES-CTR PRG assumption). :meth:`CSPRNG.from_os` takes its key from ``os.urandom``; :meth:`CSPRNG.from_key`
 expands a secret that a protocol derived (for example a pairwise mask seed from X25519 + HKDF). The experiment
 seed never reaches this module: keys, masks, Paillier randomness, rounding and DP noise all come from here or from
-``secrets``. Engine: a stream whose 16-byte initial counter ends in 00000002 (every :meth:`CSPRNG.from_os` stream,
-and :data:`FAST_NONCE`) is produced by OpenSSL's AES-256-GCM over zeros, whose ciphertext is by definition that same
+``secrets``. Engine: a stream whose 16-byte initial counter ends in 00000002 (every :meth:`CSPRNG.from_os` stream, and
+:data:`FAST_NONCE`) is produced by OpenSSL's AES-256-GCM over zeros, whose ciphertext is by definition that same
 counter-mode keystream (the tag is never computed), because its vectorised path runs about twice as fast as its CTR
 mode; such a stream stops at 2^32 - 2 blocks (64 GiB), where GCM's 32-bit counter would wrap and CTR's would carry.
-Other initial counters (the NIST test vectors) use CTR mode. Limits: floating-point samplers (``normal``, ``laplace``) are the textbook transforms of uniform
-doubles and inherit the known floating-point caveats of DP noise (Mironov 2012); the integer samplers used for
-distributed DP live in ``protocols.dp`` and are exact.
+Other initial counters (the NIST test vectors) use CTR mode. Limits: floating-point samplers (``normal``, ``laplace``)
+are the textbook transforms of uniform doubles and inherit the known floating-point caveats of DP noise (Mironov 2012);
+the integer samplers used for distributed DP live in ``protocols.dp`` and are exact.
 """
 
 from __future__ import annotations

@@ -1,12 +1,12 @@
 """Fixed-point encoding shared by every integer protocol (Paillier packing, SecAgg, distributed DP).
 
-Threat model: encoding hides nothing. It is here so that integer protocols are *correct*: a value x is clipped to
-the declared range [-clip, clip], scaled by 2^frac_bits and rounded stochastically (E[q] = x * scale to within 2^-32 of one
+Threat model: encoding hides nothing. It is here so that integer protocols are *correct*: a value x is clipped to the
+declared range [-clip, clip], scaled by 2^frac_bits and rounded stochastically (E[q] = x * scale to within 2^-32 of one
 quantum: the rounding draws are 32-bit words of a CSPRNG). :class:`FixedPoint` checks at construction that the sum of
-``max_clients`` encoded values (plus any declared per-client extra such as DP noise) fits in the signed range of
-the modulus 2^total_bits, and **raises** :class:`~protocols.errors.HeadroomError` when it could overflow; decoding a
-sum of more clients than declared raises too. Known limit: clipping changes values outside the declared range, by
-design; the error bound reported covers rounding only, so inputs are expected inside the range.
+``max_clients`` encoded values (plus any declared per-client extra such as DP noise) fits in the signed range of the
+modulus 2^total_bits, and **raises** :class:`~protocols.errors.HeadroomError` when it could overflow; decoding a sum of
+more clients than declared raises too. Known limit: clipping changes values outside the declared range, by design; the
+error bound reported covers rounding only, so inputs are expected inside the range.
 
 Weighted FedAvg: a client sends ``[w' * x, w']`` with ``w' = w / max_weight`` (``max_weight`` is a public bound), so
 the weights are protected together with the update and the decoder divides (:func:`weighted_vector`,
@@ -19,14 +19,13 @@ bit what the step-by-step functions give (property tests).
 from __future__ import annotations
 
 import math
-import threading
 from dataclasses import dataclass
 
 import numpy as np
 
 from .csprng import CSPRNG, FAST_NONCE
 from .errors import ConfigError, HeadroomError, MessageError
-from .parallel import run_all, split, usable_cores
+from .parallel import run_all, split, thread_scratch, usable_cores
 
 _QUANTIZE_BLOCK = 1 << 16  # elements per quantizer block: buffers stay in L2 cache, and the numpy calls are long
 # enough that two threads rarely wait on each other for the GIL (at 2^15 two threads ran no faster than one)
@@ -277,21 +276,16 @@ def _quantize_block(x: np.ndarray, steps: tuple[float, float, float], rng: CSPRN
         np.add(qb, upb, out=qb, casting="unsafe")
 
 
-_SCRATCH = threading.local()
-
-
 def _scratch(size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """This thread's reused quantizer buffers of at least ``size`` elements (y, low, u with one AES block of slack
-    for CSPRNG.fill, up). Fresh buffers of this size cost a page fault per 4 KiB on every call: at 100k parameters
-    that was a third of the quantizer's time. Nothing in them outlives a call (each block overwrites what it
-    reads), and they hold only values of the calling party's own input and its rounding draws."""
-    buffers = getattr(_SCRATCH, "buffers", None)
-    if buffers is None or buffers[0].size < size:
-        size = max(size, 1024)
-        buffers = (np.empty(size, dtype=np.float64), np.empty(size, dtype=np.float64),
-                   np.empty(size + 16 // 4, dtype=np.uint32), np.empty(size, dtype=bool))
-        _SCRATCH.buffers = buffers
-    return buffers
+    """This thread's reused quantizer buffers of ``size`` elements (y, low, u with one AES block of slack for
+    CSPRNG.fill, up), carved from one :func:`~protocols.parallel.thread_scratch` buffer: fresh buffers of this size
+    cost a page fault per 4 KiB on every call (at 100k parameters a sixth of the quantizer's time). They hold only
+    values of the calling party's own input and its rounding draws, overwritten block by block."""
+    doubles, words = 8 * size, 4 * (size + 16 // 4)
+    raw = thread_scratch("quantize", 2 * doubles + words + size)
+    return (raw[:doubles].view(np.float64), raw[doubles:2 * doubles].view(np.float64),
+            raw[2 * doubles:2 * doubles + words].view(np.uint32),
+            raw[2 * doubles + words:2 * doubles + words + size].view(bool))
 
 
 def _divide_range(values: np.ndarray, divisor: float, out: np.ndarray) -> None:

@@ -15,13 +15,16 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import numpy as np
+
 from .errors import ConfigError
 
-__all__ = ["usable_cores", "resolve_workers", "run_all", "split"]
+__all__ = ["usable_cores", "resolve_workers", "run_all", "split", "thread_scratch"]
 
 _MAX_WORKERS = 8
 _POOL: ThreadPoolExecutor | None = None
 _LOCK = threading.Lock()
+_SCRATCH = threading.local()
 
 
 def usable_cores() -> int:
@@ -70,3 +73,14 @@ def run_all(fn: Callable[..., Any], argument_lists: Sequence[tuple]) -> list[Any
     if error is not None:
         raise error
     return results
+
+
+def thread_scratch(slot: str, nbytes: int) -> np.ndarray:
+    """This thread's reused byte buffer named ``slot``, at least ``nbytes`` long (a fresh buffer of a few hundred
+    KiB page-faults on every call of a hot kernel). Nothing in it outlives the caller's use: each caller overwrites
+    what it reads, and one slot serves one kernel, which never nests in itself."""
+    buffers = _SCRATCH.__dict__
+    raw = buffers.get(slot)
+    if raw is None or raw.size < nbytes:
+        raw = buffers[slot] = np.empty(max(nbytes, 1 << 12), dtype=np.uint8)
+    return raw

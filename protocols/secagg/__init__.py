@@ -5,8 +5,8 @@ that may collude with up to t - 1 clients of any honest client's neighbourhood (
 graph). It learns the sum of the weighted, fixed-point inputs of the clients whose masked input it accepted
 (``AggregateResult.survivors``) and the sum of their weights — and nothing else about any honest client's input:
 each masked input is exactly uniform on Z_{2^ring_bits} given everything else (self mask from a 256-bit OS seed b_u,
-pairwise masks from X25519 + HKDF keys, AES-256 counter mode expanded straight into the ring). Clients learn nothing about
-each other's inputs. Secrecy is computational for masks (CDH on Curve25519, AES as a PRF, HKDF) and
+pairwise masks from X25519 + HKDF keys, AES-256 counter mode expanded straight into the ring). Clients learn
+nothing about each other's inputs. Secrecy is computational for masks (CDH on Curve25519, AES as a PRF, HKDF) and
 information-theoretic for the Shamir sharing of b_u and of the masking private key. Public facts the server learns:
 who dropped at which phase, the graph, the threshold. Assumptions and limits: the server relays public keys
 faithfully (no signatures or PKI: a *malicious* server could substitute keys, equivocate about the survivor set, or

@@ -29,14 +29,13 @@ party's process; the threads only share its memory.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Sequence
 
 import numpy as np
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from ..errors import ConfigError
-from ..parallel import resolve_workers, run_all, split
+from ..parallel import resolve_workers, run_all, split, thread_scratch
 
 __all__ = ["MIN_BITS", "MAX_BITS", "SEGMENT_BYTES", "ring_dtype", "keystream_words", "scratch", "add_mask", "sub_mask",
            "apply_masks", "add_into", "reduce"]
@@ -110,7 +109,9 @@ def _mask_range(acc: np.ndarray, start: int, stop: int, add_keys: Sequence[bytes
     segment_words = SEGMENT_BYTES // itemsize
     ops = [np.add] * len(add_keys) + [np.subtract] * len(sub_keys)
     all_keys = list(add_keys) + list(sub_keys)
-    buffer = _block_buffer(block_words + 16 // itemsize, acc.dtype)
+    # this thread's reused block buffer (a fresh one would page-fault on every call); each block overwrites it
+    nbytes = (block_words + 16 // itemsize) * itemsize
+    buffer = thread_scratch("mask-block", nbytes)[:nbytes].view(acc.dtype)
     raw = buffer.view(np.uint8)
     swap = not np.little_endian
     zeros = _zeros(block_words * itemsize)
@@ -125,19 +126,6 @@ def _mask_range(acc: np.ndarray, start: int, stop: int, add_keys: Sequence[bytes
                 if swap:
                     words.byteswap(inplace=True)
                 op(part, words, out=part)
-
-
-_BUFFERS = threading.local()
-
-
-def _block_buffer(words: int, dtype: np.dtype) -> np.ndarray:
-    """This thread's reused keystream block buffer of ``words`` words (a fresh one would page-fault on every call).
-    It holds keystream of keys already used; each block overwrites it before reading."""
-    raw = getattr(_BUFFERS, "raw", None)
-    nbytes = words * dtype.itemsize
-    if raw is None or raw.size < nbytes:
-        raw = _BUFFERS.raw = np.empty(nbytes, dtype=np.uint8)
-    return raw[:nbytes].view(dtype)
 
 
 def apply_masks(acc: np.ndarray, add_keys: Sequence[bytes], sub_keys: Sequence[bytes], bits: int,

@@ -1,14 +1,15 @@
 """``python -m privfed.runtime.flower.fastnode [flower-supernode arguments]``: Flower's own SuperNode, polling sooner.
 
 Flower 1.42's SuperNode asks the SuperLink for a message, and when there is none it sleeps a hard-coded 3 s
-(``flwr.supernode.start_client_internal``; no option or environment variable sets it), then waits for its
-ClientApp's reply in 0.5 s steps. A privfed round is several short phases, each a fresh message to every node after
-all of them answered the previous one, so those sleeps are most of a phase's cost on loopback: on average 1.5 s per
-node and up to 3 s for the slowest, every phase. This launcher runs the unmodified ``flower-supernode`` command in
-this process, with the idle sleep of that one module capped at ``PRIVFED_NODE_POLL_SECONDS`` (default 0.2 s; 0.05 s
-for the 2 s after the node sent a reply, when the next phase is due) and its 0.5 s waits for the ClientApp's reply (a
-look at its own in-process state, no request) at 0.01 s. Nothing else changes: same arguments, same process (so a launcher's pid is the SuperNode's pid and ``stop`` finds it the
-same way), same protocol with the SuperLink; each empty poll is one small HTTP request more often.
+(``flwr.supernode.start_client_internal``; no option or environment variable sets it), then waits for its ClientApp's
+reply in 0.5 s steps. A privfed round is several short phases, each a fresh message to every node after all of them
+answered the previous one, so those sleeps are most of a phase's cost on loopback: on average 1.5 s per node and up to 3
+s for the slowest, every phase. This launcher runs the unmodified ``flower-supernode`` command in this process, with the
+idle sleep of that one module capped at ``PRIVFED_NODE_POLL_SECONDS`` (default 0.2 s; 0.05 s for the 2 s after the node
+sent a reply, when the next phase is due) and its 0.5 s waits for the ClientApp's reply (a look at its own in-process
+state, no request) at 0.01 s. Nothing else changes: same arguments, same process (so a launcher's pid is the SuperNode's
+pid and ``stop`` finds it the same way), same protocol with the SuperLink; each empty poll is one small HTTP request
+more often.
 
 It also starts the SuperNode's SuperExec as :mod:`privfed.runtime.flower.fastexec` (Flower's SuperExec whose
 ClientApp processes are forked warm, imports done, instead of started cold: see there why Flower 1.42's own

@@ -26,6 +26,7 @@ Threat model: none of its own (timing of retries only; nothing read or sent chan
 from __future__ import annotations
 
 import functools
+import importlib
 import math
 import os
 from types import ModuleType
@@ -71,8 +72,6 @@ def quicken_object_pulls(*modules: ModuleType | str) -> list[str]:
     for module in modules:
         if isinstance(module, str):
             try:
-                import importlib
-
                 module = importlib.import_module(module)
             except ImportError:
                 continue
