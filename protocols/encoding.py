@@ -25,6 +25,7 @@ import numpy as np
 
 from .csprng import CSPRNG, FAST_NONCE
 from .errors import ConfigError, HeadroomError, MessageError
+from .jit import quantize_kernel
 from .parallel import run_all, split, thread_scratch, usable_cores
 
 _QUANTIZE_BLOCK = 1 << 16  # elements per quantizer block: buffers stay in L2 cache, and the numpy calls are long
@@ -252,6 +253,14 @@ def _quantize_block(x: np.ndarray, steps: tuple[float, float, float], rng: CSPRN
     # |q| <= ceil(clip * scale) + 1 < 2^(total_bits - 1) (checked at construction) fits the signed word of out's
     # width, so the integral doubles convert exactly into that view (two's complement: the unsigned word wraps)
     signed = out.view(np.dtype(f"i{out.dtype.itemsize}"))
+    kernel = quantize_kernel(x, signed)
+    if kernel is not None:  # the same values in one compiled pass per block (protocols.jit; bit-identical)
+        for lo in range(0, x.size, block):
+            m = min(block, x.size - lo)
+            rng.fill(u, m)
+            if not kernel(x[lo:lo + m], factor, bound, post, u[:m], signed[lo:lo + m]):
+                raise MessageError("input holds NaN or infinite entries")
+        return
     factor64 = np.float64(factor)
     for lo in range(0, x.size, block):
         m = min(block, x.size - lo)
