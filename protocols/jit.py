@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["enabled", "quantize_kernel", "MIN_ELEMENTS"]
+__all__ = ["enabled", "quantize_kernel", "warm_up", "MIN_ELEMENTS"]
 
 MIN_ELEMENTS = 1 << 14  # below this the numpy reference runs (no import, no compilation for small vectors)
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
@@ -34,6 +34,20 @@ def enabled() -> bool:
     if "quantize" not in _STATE:
         _STATE["quantize"] = _compile_quantize() if os.environ.get("PRIVFED_JIT", "1") != "0" else None
     return _STATE["quantize"] is not None
+
+
+def warm_up() -> bool:
+    """Compile (or load from numba's on-disk cache) every kernel for every word type it serves, so that no timed
+    or latency-bound call pays for it; returns :func:`enabled`. Harnesses call it before timing, and privfed's
+    Flower launcher before forking ClientApps (a forked child inherits the compiled code)."""
+    if not enabled():
+        return False
+    kernel = _STATE["quantize"]
+    u = np.zeros(2, dtype=np.uint32)
+    for float_type in _FLOATS:
+        for word in _WORDS:
+            kernel(np.zeros(1, dtype=float_type), 1.0, 1.0, 1.0, u, np.zeros(1, dtype=word))
+    return True
 
 
 def quantize_kernel(x: np.ndarray, out: np.ndarray) -> Callable[..., bool] | None:

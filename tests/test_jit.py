@@ -89,3 +89,11 @@ def test_privfed_jit_0_turns_the_kernels_off(monkeypatch) -> None:
     x = np.zeros(2 * jit.MIN_ELEMENTS)
     assert not jit.enabled()
     assert jit.quantize_kernel(x, np.empty(x.size, np.int64)) is None
+
+
+def test_warm_up_compiles_every_word_type_before_any_timed_call() -> None:
+    assert jit.warm_up()
+    kernel = jit._STATE["quantize"]
+    compiled = {(sig[0].dtype, sig[5].dtype) for sig in kernel.signatures}
+    assert {(np.dtype(f).name, np.dtype(w).name) for f in (np.float32, np.float64) for w in (np.int32, np.int64)} \
+        <= {(str(f), str(w)) for f, w in compiled}

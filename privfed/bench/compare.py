@@ -273,10 +273,14 @@ def run_frontier(config: ExperimentConfig, protections: Sequence[str], epsilons:
 
 def _warm_up(config: ExperimentConfig, dataset: Any) -> None:
     """One untimed local training and evaluation, so the first protection does not pay torch's one-off start-up
-    cost (allocator, kernels, optimiser state: about 0.4 s per client in round 1 otherwise)."""
+    cost (allocator, kernels, optimiser state: about 0.4 s per client in round 1 otherwise), and privfed's compiled
+    kernels loaded."""
     from privfed.fl.models import build_model
     from privfed.fl.train import evaluate, select_trainer
 
+    from protocols.jit import warm_up
+
+    warm_up()  # the compiled quantizer: compiled once per machine, loaded once per process, never in a timed round
     model = build_model(dataset.model_spec(config.model), config.seed)
     select_trainer("standard")(model, dataset.clients[0].train, config.train,
                                {"seed": 0, "round": 0, "client_id": 0})

@@ -67,6 +67,10 @@ def _preload() -> None:
             importlib.import_module(name)
         except Exception:  # noqa: BLE001 - an optional module the ClientApp then imports (and reports) itself
             continue
+    try:  # the compiled quantizer too (numba's import and cache load, ~0.2 s a process otherwise)
+        importlib.import_module("protocols.jit").warm_up()
+    except Exception:  # noqa: BLE001 - without it the ClientApp compiles or loads on first use (same values)
+        pass
 
 
 def _die_with_parent(parent: int | None = None) -> None:
