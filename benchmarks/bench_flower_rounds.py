@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -27,12 +26,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from privfed.runtime.flower.loopback import free_ports  # noqa: E402
 
 
 def _prepare(work: Path) -> None:
@@ -56,9 +52,9 @@ def main() -> int:
     _prepare(work)
     bindir = Path(sys.executable).parent
     privfed = [str(bindir / "privfed")] if (bindir / "privfed").exists() else [sys.executable, "-m", "privfed.cli"]
-    port = _free_port()
+    port = free_ports(4)  # the SuperLink's, then one per node (loopback.sh: base + i)
     env = {**os.environ, "PATH": f"{bindir}{os.pathsep}{os.environ['PATH']}", "PRIVFED_FLOWER_DIR": str(work / "flower"),
-           "PRIVFED_SUPERLINK_PORT": str(port), "PRIVFED_NODE_PORT_BASE": str(_free_port()),
+           "PRIVFED_SUPERLINK_PORT": str(port), "PRIVFED_NODE_PORT_BASE": str(port + 1),
            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     script = ROOT / "examples" / "flower" / "loopback.sh"
     subprocess.run([*privfed, "schema", "--source", "text", "--path", str(work / "public.txt"), "--out",

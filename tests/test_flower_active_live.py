@@ -53,10 +53,10 @@ def test_active_secagg_on_a_loopback_deployment(tmp_path: Path) -> None:
                                  str(tmp_path / "schema.json"), "--hidden", "8", "--embedding", "4",
                                  "--max-unknown", "0.2"])
     assert schema.exit_code == 0, schema.output
-    port = _free_port()
+    port = _free_port(1 + NODES)  # the SuperLink's, then one per node (loopback.sh: base + i)
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
            "PRIVFED_FLOWER_DIR": str(tmp_path / "flower"), "PRIVFED_SUPERLINK_PORT": str(port),
-           "PRIVFED_NODE_PORT_BASE": str(_free_port()), "PYTHONPATH": os.pathsep.join(sys.path)}
+           "PRIVFED_NODE_PORT_BASE": str(port + 1), "PYTHONPATH": os.pathsep.join(sys.path)}
     script = ROOT / "examples" / "flower" / "loopback.sh"
     started = subprocess.run(["bash", str(script), "start", str(NODES), "--data-root", str(tmp_path / "data"),
                               "--key-dir", str(keys)], env=env, cwd=tmp_path, capture_output=True, text=True,

@@ -125,3 +125,19 @@ def test_loopback_splits_cores_between_nodes(tmp_path, monkeypatch: pytest.Monke
     assert LoopbackDeployment(tmp_path, nodes=16).env()["PRIVFED_CLIENTAPP_THREADS"] == "1"
     monkeypatch.setenv("PRIVFED_CLIENTAPP_THREADS", "5")  # a user's own setting wins
     assert LoopbackDeployment(tmp_path, nodes=3).env()["PRIVFED_CLIENTAPP_THREADS"] == "5"
+
+
+def test_loopback_ports_lie_below_the_ephemeral_range_and_are_free() -> None:
+    """A port from bind(0) lies in the ephemeral range, where a SuperNode's outgoing connection could take it
+    before the server meant for it binds it ("address already in use"): loopback ports come from below it."""
+    import socket
+
+    from privfed.runtime.flower.loopback import _ephemeral_range, free_ports
+
+    low, _ = _ephemeral_range()
+    for count in (1, 4):
+        base = free_ports(count)
+        assert 1024 <= base and base + count <= low
+        for port in range(base, base + count):
+            with socket.socket() as sock:
+                sock.bind(("127.0.0.1", port))  # every port of the block is free

@@ -62,12 +62,11 @@ def test_generated_app_declares_every_run_config_key(tmp_path: Path) -> None:
     assert set(example["tool"]["flwr"]["app"]["config"]) == set(_KEYS)
 
 
-def _free_port() -> int:
-    import socket
+def _free_port(count: int = 1) -> int:
+    """The first of ``count`` free consecutive ports, below the ephemeral range (loopback.sh gives node i base + i)."""
+    from privfed.runtime.flower.loopback import free_ports
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    return free_ports(count)
 
 
 def _running(pids: list[int]) -> list[int]:
@@ -92,9 +91,10 @@ def test_privfed_run_on_a_loopback_deployment(tmp_path: Path) -> None:
     for i, source in enumerate(texts):
         (tmp_path / "data" / f"node-{i}").mkdir(parents=True)
         (tmp_path / "data" / f"node-{i}" / "notes.txt").write_text(source.read_text(encoding="utf-8")[:4000])
+    port = _free_port(1 + len(texts))  # the SuperLink's, then one per node (loopback.sh: base + i)
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "PRIVFED_FLOWER_DIR": str(tmp_path / "flower"), "PRIVFED_SUPERLINK_PORT": str(_free_port()),
-           "PRIVFED_NODE_PORT_BASE": str(_free_port()), "PYTHONPATH": os.pathsep.join(sys.path)}
+           "PRIVFED_FLOWER_DIR": str(tmp_path / "flower"), "PRIVFED_SUPERLINK_PORT": str(port),
+           "PRIVFED_NODE_PORT_BASE": str(port + 1), "PYTHONPATH": os.pathsep.join(sys.path)}
     script = ROOT / "examples" / "flower" / "loopback.sh"
     runner = CliRunner()
     made = runner.invoke(cli, ["schema", "--source", "text", "--path", str(tmp_path / "public.txt"), "--out",

@@ -22,16 +22,46 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-__all__ = ["LoopbackDeployment", "free_port", "CONNECTION"]
+__all__ = ["LoopbackDeployment", "free_port", "free_ports", "CONNECTION"]
 
 CONNECTION = "privfed-loopback"
 HOST = "127.0.0.1"
 
 
 def free_port() -> int:
+    """A loopback port free right now, below the kernel's ephemeral range (see :func:`free_ports`)."""
+    return free_ports(1)
+
+
+def free_ports(count: int) -> int:
+    """The first of ``count`` consecutive loopback ports that are free right now, chosen below the kernel's
+    ephemeral range. A port the kernel hands out for ``bind(0)`` lies inside that range, where any outgoing
+    connection (a SuperNode dialling the SuperLink) may take it before the server meant for it binds it: a node
+    then fails with "address already in use". Ports below the range are never given to outgoing connections."""
+    low, _ = _ephemeral_range()
+    candidates = list(range(max(1024, low - 12_000), low - count))
+    for _ in range(200):
+        base = candidates[int.from_bytes(os.urandom(4), "big") % len(candidates)]
+        if all(_bindable(base + i) for i in range(count)):
+            return base
+    raise RuntimeError(f"no {count} consecutive free loopback ports below {low}")
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default; other systems use ranges above it too
+
+
+def _bindable(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
+        try:
+            sock.bind((HOST, port))
+        except OSError:
+            return False
+    return True
 
 
 def _wait_listening(port: int, process: subprocess.Popen, timeout: float, what: str) -> None:
