@@ -253,19 +253,17 @@ def _quantize_block(x: np.ndarray, steps: tuple[float, float, float], rng: CSPRN
     # |q| <= ceil(clip * scale) + 1 < 2^(total_bits - 1) (checked at construction) fits the signed word of out's
     # width, so the integral doubles convert exactly into that view (two's complement: the unsigned word wraps)
     signed = out.view(np.dtype(f"i{out.dtype.itemsize}"))
-    kernel = quantize_kernel(x, signed)
-    if kernel is not None:  # the same values in one compiled pass per block (protocols.jit; bit-identical)
-        for lo in range(0, x.size, block):
-            m = min(block, x.size - lo)
-            rng.fill(u, m)
-            if not kernel(x[lo:lo + m], factor, bound, post, u[:m], signed[lo:lo + m]):
-                raise MessageError("input holds NaN or infinite entries")
-        return
+    kernel = quantize_kernel(x, signed)  # the same values in one compiled pass per block (protocols.jit)
     factor64 = np.float64(factor)
     for lo in range(0, x.size, block):
         m = min(block, x.size - lo)
         yb, lb, ub, upb, qb = y[:m], low[:m], u[:m], up[:m], signed[lo:lo + m]
         xb = x[lo:lo + m]
+        if kernel is not None:
+            rng.fill(u, m)
+            if not kernel(xb, factor, bound, post, ub, qb):
+                raise MessageError("input holds NaN or infinite entries")
+            continue
         np.isfinite(xb, out=upb)
         if not upb.all():
             raise MessageError("input holds NaN or infinite entries")

@@ -28,9 +28,9 @@ from click.testing import CliRunner  # noqa: E402
 
 from privfed.bench.aggregation import synthetic_updates  # noqa: E402
 from privfed.cli import main as cli  # noqa: E402
-from privfed.runtime.flower.loopback import _descendants, toml_value  # noqa: E402
+from privfed.runtime.flower.loopback import _descendants, free_ports, toml_value  # noqa: E402
 from protocols.identity import key_file_name, make_identities, write_key_file  # noqa: E402
-from test_flower_submit import ROOT, _free_port, _running  # noqa: E402
+from test_flower_submit import ROOT, _running  # noqa: E402
 
 NODES, IMPOSTOR, PARAMS, SEED = 4, 3, 32, 3
 
@@ -53,7 +53,7 @@ def test_active_secagg_on_a_loopback_deployment(tmp_path: Path) -> None:
                                  str(tmp_path / "schema.json"), "--hidden", "8", "--embedding", "4",
                                  "--max-unknown", "0.2"])
     assert schema.exit_code == 0, schema.output
-    port = _free_port(1 + NODES)  # the SuperLink's, then one per node (loopback.sh: base + i)
+    port = free_ports(1 + NODES)  # the SuperLink's, then one per node (loopback.sh: base + i)
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
            "PRIVFED_FLOWER_DIR": str(tmp_path / "flower"), "PRIVFED_SUPERLINK_PORT": str(port),
            "PRIVFED_NODE_PORT_BASE": str(port + 1), "PYTHONPATH": os.pathsep.join(sys.path)}

@@ -20,7 +20,7 @@ from protocols.errors import ConfigError  # noqa: E402
 from privfed.apps.flower.config import _KEYS, parse_run_config  # noqa: E402
 from privfed.apps.flower.submit import FlowerRuntime, load_with_runtime, split_runtime, write_app  # noqa: E402
 from privfed.cli import main as cli  # noqa: E402
-from privfed.runtime.flower.loopback import _descendants  # noqa: E402
+from privfed.runtime.flower.loopback import _descendants, free_ports  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -62,13 +62,6 @@ def test_generated_app_declares_every_run_config_key(tmp_path: Path) -> None:
     assert set(example["tool"]["flwr"]["app"]["config"]) == set(_KEYS)
 
 
-def _free_port(count: int = 1) -> int:
-    """The first of ``count`` free consecutive ports, below the ephemeral range (loopback.sh gives node i base + i)."""
-    from privfed.runtime.flower.loopback import free_ports
-
-    return free_ports(count)
-
-
 def _running(pids: list[int]) -> list[int]:
     alive = []
     for pid in pids:
@@ -91,7 +84,7 @@ def test_privfed_run_on_a_loopback_deployment(tmp_path: Path) -> None:
     for i, source in enumerate(texts):
         (tmp_path / "data" / f"node-{i}").mkdir(parents=True)
         (tmp_path / "data" / f"node-{i}" / "notes.txt").write_text(source.read_text(encoding="utf-8")[:4000])
-    port = _free_port(1 + len(texts))  # the SuperLink's, then one per node (loopback.sh: base + i)
+    port = free_ports(1 + len(texts))  # the SuperLink's, then one per node (loopback.sh: base + i)
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
            "PRIVFED_FLOWER_DIR": str(tmp_path / "flower"), "PRIVFED_SUPERLINK_PORT": str(port),
            "PRIVFED_NODE_PORT_BASE": str(port + 1), "PYTHONPATH": os.pathsep.join(sys.path)}

@@ -39,9 +39,9 @@ def free_ports(count: int) -> int:
     connection (a SuperNode dialling the SuperLink) may take it before the server meant for it binds it: a node
     then fails with "address already in use". Ports below the range are never given to outgoing connections."""
     low, _ = _ephemeral_range()
-    candidates = list(range(max(1024, low - 12_000), low - count))
+    first = max(1024, low - 12_000)
     for _ in range(200):
-        base = candidates[int.from_bytes(os.urandom(4), "big") % len(candidates)]
+        base = first + int.from_bytes(os.urandom(4), "big") % (low - count - first)
         if all(_bindable(base + i) for i in range(count)):
             return base
     raise RuntimeError(f"no {count} consecutive free loopback ports below {low}")
