@@ -81,7 +81,10 @@ class TaskSchema:
         _need(isinstance(self.seq_len, int) and 2 <= self.seq_len <= 100000, "seq_len", "must be an integer >= 2")
         _need(0 <= self.val_fraction < 1, "val_fraction", "must be in [0, 1)")
         _need(isinstance(self.max_weight, int) and self.max_weight >= 1, "max_weight", "must be an integer >= 1")
+        _need(all(isinstance(c, str) and c for c in self.columns), "columns", "must hold non-empty column names")
         if self.source == "text":
+            _need(not (self.columns or self.mean or self.std or self.key_column or self.time_column), "columns",
+                  "columns, mean, std, key_column and time_column belong to csv schemas, not text ones")
             _need(self.tokens in ("char", "word"), "tokens", f"must be 'char' or 'word', got {self.tokens!r}")
             _need(len(self.vocab) >= 2 and self.vocab[0] == UNK, "vocab", f"must start with {UNK!r} and hold >= 2 tokens")
             _need(all(isinstance(t, str) and t for t in self.vocab), "vocab", "must hold non-empty strings")
