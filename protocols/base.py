@@ -11,7 +11,9 @@ out, and delivers the weighted mean to the party entitled to it (``AggregateResu
   next :class:`Outgoing` or the :class:`AggregateResult`, or raises :class:`~protocols.errors.ProtocolAbort`.
   A client that did not reply in a phase dropped at that phase.
 * :class:`ClientStateMachine` — ``handle(payload)`` returns the reply bytes (or ``None`` for no reply), raising a
-  :class:`~protocols.errors.PrivfedError` to refuse (the runtime records it as that client's dropout).
+  :class:`~protocols.errors.PrivfedError` to refuse (the runtime records it as that client's dropout). A reply is
+  ``bytes`` or the read-only ``memoryview`` of a :class:`~protocols.wire.ArraySlot` (a large upload written in
+  place); runtimes count, digest and deliver both alike and copy a view only where a transport needs ``bytes``.
 
 Protocols own the cryptography; runtimes (``privfed.runtime``) own transport, clocks, byte counters and dropouts.
 Per-client persistent state (keys that outlive a round, like a Flower node's context) lives in the ``state`` dict
@@ -123,7 +125,7 @@ class ClientStateMachine(ABC):
     """Client side of one round."""
 
     @abstractmethod
-    def handle(self, payload: bytes) -> bytes | None:
+    def handle(self, payload: bytes) -> bytes | memoryview | None:
         """Answer one request. Raise a PrivfedError to refuse (the client then counts as dropped)."""
 
 

@@ -128,13 +128,16 @@ class FixedPoint:
         return self._reduce(out)
 
     def quantize_weighted_ring(self, x: np.ndarray, weight: float, max_weight: float, rng: CSPRNG,
-                               dtype: np.dtype | type = np.uint64, input_clip: float | None = None) -> np.ndarray:
+                               dtype: np.dtype | type = np.uint64, input_clip: float | None = None,
+                               out: np.ndarray | None = None) -> np.ndarray:
         """The ring encoding of the weighted vector ``[w' clip(x), w']`` in one pass, without its float64 copy.
 
         Bit for bit ``quantize_ring(weighted_vector(np.clip(x, -b, b), weight, max_weight), rng, dtype)`` with
         ``b = x.dtype.type(input_clip)`` (the input clipped in its own precision; no clip when ``input_clip`` is
         None): the same ring elements from the same random draws. The weight and the vector are validated as
-        :func:`weighted_vector` validates them; a non-finite entry raises MessageError."""
+        :func:`weighted_vector` validates them; a non-finite entry raises MessageError. With ``out`` (a writable
+        contiguous 1-d array of x.size + 1 words of ``dtype``, such as a message's :class:`~protocols.wire.ArraySlot`)
+        the encoding is written there and ``out`` returned."""
         dtype = self._ring_word(dtype)
         w = normalized_weight(weight, max_weight)
         x = _flat_float(x)
@@ -144,7 +147,12 @@ class FixedPoint:
                 raise ConfigError(f"input_clip must be a positive finite number, got {input_clip}")
             # clip(x, +-b) * w' == clip(x * w', +-(b * w')) exactly: rounding x * w' is monotone in x for w' > 0
             bound = min(float(x.dtype.type(input_clip)) * w, self.clip)
-        out = np.empty(x.size + 1, dtype=dtype)
+        if out is None:
+            out = np.empty(x.size + 1, dtype=dtype)
+        elif (out.dtype != dtype or out.shape != (x.size + 1,) or not out.flags.c_contiguous
+              or not out.flags.writeable):
+            raise ConfigError(f"out must be a writable contiguous ({x.size + 1},) {dtype} array, got "
+                              f"{out.dtype} {out.shape}")
         self._quantize_into(x, w, bound, rng, out)
         return self._reduce(out)
 

@@ -17,6 +17,10 @@ has to reshape, re-check a dtype or guard against a broadcast: a (1, n) array wh
 fresh writable copies, except for fields declared ``copy=False`` (large uploads a consumer only reads, such as a
 masked vector): those come back as read-only views over the validated message bytes, after the same checks.
 
+A message is ``bytes``, or a read-only ``memoryview`` that a sender built in place with :class:`ArraySlot` (the
+same bytes, without copying a large array into them); receivers read both alike (a ``bytearray`` is copied first,
+since its owner could still change it).
+
 Layout (all integers little-endian)::
 
     b"PFDW" | u8 wire version | str8 protocol | str8 kind | u64 round | i64 sender | u16 n_fields | fields
@@ -43,6 +47,7 @@ __all__ = [
     "MessageSpec",
     "Message",
     "encode",
+    "ArraySlot",
     "decode",
     "peek_header",
     "inspect",
@@ -167,12 +172,71 @@ def _str8(value: str) -> bytes:
 
 def encode(message: Message) -> bytes:
     """Serialise a message. Refuses values it could not decode again (so a sender cannot emit garbage by mistake)."""
-    parts = [MAGIC, struct.pack("<B", WIRE_VERSION), _str8(message.protocol), _str8(message.kind),
-             struct.pack("<Qq", message.round_id, message.sender), struct.pack("<H", len(message.fields))]
+    return b"".join(_encode_parts(message, len(message.fields)))
+
+
+def _encode_parts(message: Message, n_fields: int) -> list[bytes | memoryview]:
+    parts: list[bytes | memoryview] = [
+        MAGIC, struct.pack("<B", WIRE_VERSION), _str8(message.protocol), _str8(message.kind),
+        struct.pack("<Qq", message.round_id, message.sender), struct.pack("<H", n_fields)]
     for name, value in message.fields.items():
         parts.append(_str8(name))
         parts.extend(_encode_value(name, value))
-    return b"".join(parts)
+    return parts
+
+
+_SLOT_ALIGN = 64  # the slot's first word starts a cache line (any SIMD load is aligned)
+
+
+class ArraySlot:
+    """A message whose last field, a 1-d array, the sender writes in place instead of handing it to :func:`encode`.
+
+    ``ArraySlot(message, name, dtype, length)`` lays out ``message`` followed by the field ``name`` holding
+    ``length`` words of ``dtype``; :attr:`words` is a writable native array over those words (aligned to a cache
+    line). The sender fills it and calls :meth:`seal`, which returns the message: the very bytes :func:`encode`
+    would produce from the same fields, as a read-only memoryview over the slot's own buffer (``bytes`` on a
+    big-endian host, where the words are byte-swapped into it). This saves the copy of a large array into the
+    message — at model size, the masked upload's largest cost after its masks. After :meth:`seal` the sender must
+    not write :attr:`words` again (they *are* the message; the slot refuses a second seal).
+    """
+
+    _IN_PLACE = np.little_endian  # native words are the wire's little-endian words
+
+    def __init__(self, message: Message, name: str, dtype: str, length: int) -> None:
+        if dtype not in _DTYPE_CODE:
+            raise MessageError(f"field {name!r}: unsupported array dtype {dtype}")
+        if name in message.fields:
+            raise MessageError(f"field {name!r} is both a value and the slot")
+        if isinstance(length, bool) or not isinstance(length, int) or length < 1:
+            raise MessageError(f"field {name!r}: slot length must be a positive int, got {length!r}")
+        native = np.dtype(dtype)
+        head = b"".join(_encode_parts(message, len(message.fields) + 1) + [
+            _str8(name), _TAGS["array"], struct.pack("<BBQ", _DTYPE_CODE[dtype], 1, length)])
+        self._size = len(head) + length * native.itemsize
+        self._buffer = bytearray(self._size + _SLOT_ALIGN)
+        address = np.frombuffer(self._buffer, dtype=np.uint8).ctypes.data
+        self._start = (-(address + len(head))) % _SLOT_ALIGN
+        self._buffer[self._start:self._start + len(head)] = head
+        self._in_place = self._IN_PLACE or native.itemsize == 1
+        offset = self._start + len(head)
+        self.words = (np.frombuffer(self._buffer, dtype=native, count=length, offset=offset) if self._in_place
+                      else np.empty(length, dtype=native))
+        self._offset, self._sealed = offset, False
+
+    def seal(self) -> bytes | memoryview:
+        """The finished message (see the class docstring); the slot is spent."""
+        if self._sealed:
+            raise MessageError("this message slot was already sealed")
+        self._sealed = True
+        if not self._in_place:  # big-endian host: the wire's little-endian words, written once
+            view = np.frombuffer(self._buffer, dtype=self.words.dtype.newbyteorder("<"), count=self.words.size,
+                                 offset=self._offset)
+            view[...] = self.words
+            message = bytes(self._buffer[self._start:self._start + self._size])
+        else:
+            message = memoryview(self._buffer)[self._start:self._start + self._size].toreadonly()
+        self.words = None  # type: ignore[assignment] - the sender's handle on the message's bytes ends here
+        return message
 
 
 def _encode_value(name: str, value: Any) -> list[bytes]:
@@ -218,7 +282,8 @@ class _Reader:
 
     def take(self, n: int) -> bytes:
         start = self.skip(n)
-        return self.data[start:self.pos]
+        chunk = self.data[start:self.pos]
+        return chunk if type(chunk) is bytes else bytes(chunk)  # a memoryview message's fields come out as bytes
 
     def skip(self, n: int) -> int:
         """Advance over n bytes that must be present; returns where they start."""
@@ -243,11 +308,26 @@ class _Reader:
             raise MessageError("name is not utf-8") from None
 
 
-def peek_header(data: bytes) -> tuple[str, str, int, int]:
+def _received(data: Any) -> bytes | memoryview:
+    """A message as the reader takes it: bytes as they are, a bytearray copied (its owner could still change it),
+    a memoryview (a sender's :meth:`ArraySlot.seal`) read in place as read-only bytes; anything else is refused."""
+    if isinstance(data, bytes):
+        return data
+    if isinstance(data, bytearray):
+        return bytes(data)
+    if isinstance(data, memoryview):
+        if not data.c_contiguous:
+            raise MessageError("message must be contiguous bytes")
+        return (data if data.format == "B" else data.cast("B")).toreadonly()
+    raise MessageError("message must be bytes")
+
+
+_MAX_HEADER = len(MAGIC) + 1 + 2 * (1 + _MAX_NAME) + 16  # magic, version, protocol, kind, round, sender
+
+
+def peek_header(data: bytes | memoryview) -> tuple[str, str, int, int]:
     """(protocol, kind, round_id, sender) of a message, validating only the header."""
-    if not isinstance(data, (bytes, bytearray)):
-        raise MessageError("message must be bytes")
-    return _read_header(_Reader(bytes(data)))
+    return _read_header(_Reader(bytes(_received(data)[:_MAX_HEADER])))
 
 
 def _read_header(reader: _Reader) -> tuple[str, str, int, int]:
@@ -262,7 +342,7 @@ def _read_header(reader: _Reader) -> tuple[str, str, int, int]:
     return protocol, kind, round_id, sender
 
 
-def decode(data: bytes, specs: Mapping[str, MessageSpec] | MessageSpec, *, protocol: str, round_id: int,
+def decode(data: bytes | memoryview, specs: Mapping[str, MessageSpec] | MessageSpec, *, protocol: str, round_id: int,
            sender: int | None = None) -> Message:
     """Decode and validate ``data`` against the expected kind(s); raise MessageError on anything unexpected.
 
@@ -270,12 +350,11 @@ def decode(data: bytes, specs: Mapping[str, MessageSpec] | MessageSpec, *, proto
     """
     if isinstance(specs, MessageSpec):
         specs = {specs.kind: specs}
-    if not isinstance(data, (bytes, bytearray)):
-        raise MessageError("message must be bytes")
+    data = _received(data)
     limit = max(spec.max_bytes for spec in specs.values())
     if len(data) > limit:
         raise MessageError(f"message of {len(data)} bytes exceeds the limit of {limit}")
-    reader = _Reader(bytes(data))
+    reader = _Reader(data)
     try:
         return _decode(reader, specs, protocol, round_id, sender)
     except MessageError:
@@ -399,15 +478,13 @@ def _decode_array(reader: _Reader, name: str, spec: FieldSpec, *, any_shape: boo
 _ANY_SPECS = {tag: FieldSpec(tag, dtype="float32" if tag == "array" else None, finite=False) for tag in _TAGS}
 
 
-def inspect(data: bytes) -> Message:
+def inspect(data: bytes | memoryview) -> Message:
     """Parse any well-formed privfed message without a schema (for audits and attack models: what a party *sees*).
 
     Structure is still checked (magic, version, lengths, trailing bytes) and any failure raises MessageError; field
     values are returned as found (arrays keep their wire dtype, non-finite values are allowed).
     """
-    if not isinstance(data, (bytes, bytearray)):
-        raise MessageError("message must be bytes")
-    reader = _Reader(bytes(data))
+    reader = _Reader(_received(data))
     try:
         protocol, kind, round_id, sender = _read_header(reader)
         (n_fields,) = reader.unpack("<H")

@@ -518,3 +518,32 @@ def test_describe_is_public_and_says_no_active_checks():
     info = SecAggProtocol(graph="harary").describe()
     assert info["protocol"] == "secagg" and info["active_adversary_checks"] is False
     assert "server" in info["hides"]
+
+
+@pytest.mark.parametrize("bits", [32, 40])
+def test_masked_upload_is_written_in_place_and_is_the_encoded_message(bits):
+    """The masked vector is quantised and masked straight into the reply (a read-only view, no copy into the
+    message), and that reply is exactly the message ``encode`` would have made of the same words."""
+    protocol = make(ring_bits=bits)
+    ups = updates(4, 300, seed=bits)
+    replies: dict[int, object] = {}
+
+    def keep(machine):
+        handle = machine.handle
+
+        def recording(payload):
+            reply = handle(payload)
+            if machine._stage == "unmask":  # the reply just made was the masked upload
+                replies[machine.client_id] = reply
+            return reply
+        machine.handle = recording
+        return machine
+    report, encodings = run(protocol, ups, overrides={c: keep for c in ups})
+    check_exact(report, encodings, ups, protocol)
+    spec = masked_spec(300, bits)
+    for cid, reply in replies.items():
+        assert isinstance(reply, memoryview) and reply.readonly
+        y = decode(reply, spec, protocol="secagg", round_id=1, sender=cid)["y"]
+        assert bytes(reply) == encode(Message("secagg", spec.kind, 1, cid, {"y": np.array(y)}))
+        assert not np.array_equal(y, encodings[cid])  # masked: not the encoding itself
+    assert sorted(replies) == sorted(ups)

@@ -61,7 +61,7 @@ def test_masks_of_honest_pairs_cancel_exactly():
     encodings = {}
     for c, m in drv.clients.items():
         original = m._encode
-        m._encode = lambda plan, o=original, c=c: _keep(encodings, c, o(plan))
+        m._encode = lambda plan, out, o=original, c=c: _keep(encodings, c, o(plan, out))
     while not hasattr(drv.outgoing, "mean"):
         drv.step()
     total = np.zeros(dim + 1, dtype=np.uint32)
@@ -82,7 +82,7 @@ def test_server_with_t_minus_1_colluders_cannot_unmask_an_honest_input_but_t_can
     enc = {}
     for c, m in drv.clients.items():
         original = m._encode
-        m._encode = lambda plan, o=original, c=c: _keep(enc, c, o(plan))
+        m._encode = lambda plan, out, o=original, c=c: _keep(enc, c, o(plan, out))
     drv.step()
     held = {c: dict(drv.clients[c]._held) for c in (*colluders, 3)}  # every share the colluders hold
     result = drv.step()

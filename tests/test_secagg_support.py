@@ -29,8 +29,8 @@ def capture_encodings(store: dict[int, np.ndarray]):
     def wrap(machine):
         original = machine._encode
 
-        def recording(plan):
-            ring = original(plan)
+        def recording(plan, out):
+            ring = original(plan, out)
             store[machine.client_id] = ring.copy()
             return ring
         machine._encode = recording

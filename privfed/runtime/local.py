@@ -61,7 +61,7 @@ class RoundReport:
     total_seconds: float = 0.0
     phases: list[str] = field(default_factory=list)
     transcript: list[TranscriptEntry] = field(default_factory=list)
-    server_view: list[tuple[str, int, bytes]] = field(default_factory=list)
+    server_view: list[tuple[str, int, bytes | memoryview]] = field(default_factory=list)
     #: with ``learned_by == "key-holders"``: (mean, total weight) as a key holder decrypted it (simulation only)
     key_holder_result: tuple[np.ndarray, float] | None = None
 
@@ -187,7 +187,7 @@ class ServerSide:
     def reject(self, cid: int, phase: str, reason: str) -> None:
         self.gone[cid] = self.report.rejected[cid] = {"phase": phase, "reason": reason}
 
-    def accept(self, phase: str, cid: int, payload: bytes) -> None:
+    def accept(self, phase: str, cid: int, payload: bytes | memoryview) -> None:
         """Count, record and hand one reply to the server; a reply it refuses makes the client a rejected one."""
         self.report.upload_bytes[cid][phase] += len(payload)
         if self.transcript:
@@ -273,7 +273,7 @@ def run_round(protocol: AggregationProtocol, round_id: int, updates: Mapping[int
             finally:
                 report.client_seconds[cid] += time.perf_counter() - clock
             if tamper is not None and reply is not None:
-                reply = tamper(phase, cid, reply)
+                reply = tamper(phase, cid, bytes(reply))  # tamper sees the wire bytes (a slot's view copied)
             if reply is not None:
                 side.accept(phase, cid, reply)
         if not side.advance():

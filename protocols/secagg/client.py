@@ -27,7 +27,7 @@ from .. import shamir
 from ..base import ClientStateMachine, ClientUpdate
 from ..csprng import CSPRNG
 from ..errors import HeadroomError, MessageError, ProtocolAbort
-from ..wire import Message, decode, encode
+from ..wire import ArraySlot, Message, decode, encode
 from . import keys, masking
 from .messages import (ADVERTISE_REQUEST, KEYS, MASK_REQUEST, NAME, REVEAL, SERVER_ID, SHARE_CIPHERTEXT_BYTES,
                        SHARE_REQUEST, SHARES, UNMASK_REQUEST, masked_spec)
@@ -61,7 +61,7 @@ class SecAggClient(ClientStateMachine):
     def _reply(self, kind: str, fields: dict[str, Any]) -> bytes:
         return encode(Message(NAME, kind, self.round_id, self.client_id, fields))
 
-    def handle(self, payload: bytes) -> bytes | None:
+    def handle(self, payload: bytes) -> bytes | memoryview | None:
         stage = self._stage
         self._stage = "failed"  # any exception below leaves the machine unusable (no second attempt)
         handler = {"advertise": self._advertise, "share": self._share, "mask": self._mask,
@@ -132,7 +132,7 @@ class SecAggClient(ClientStateMachine):
 
     # -- phase 3 --------------------------------------------------------------------------------------------------
 
-    def _mask(self, payload: bytes) -> tuple[bytes, str]:
+    def _mask(self, payload: bytes) -> tuple[bytes | memoryview, str]:
         plan = self._plan
         msg = decode(payload, MASK_REQUEST, protocol=NAME, round_id=self.round_id, sender=SERVER_ID)
         senders = _ids(msg["senders"], "sender list")
@@ -157,7 +157,11 @@ class SecAggClient(ClientStateMachine):
             self._held[peer] = (b_share, s_share)
         self._masked_with = frozenset(senders)
         bits = self.protocol.ring_bits
-        acc = self._encode(plan)
+        spec = masked_spec(self.update.vector.size, bits)
+        # the masked vector is written straight into the reply's bytes: quantised, then masked in place
+        reply = ArraySlot(Message(NAME, spec.kind, self.round_id, self.client_id, {}), "y", spec.fields["y"].dtype,
+                          self.update.vector.size + 1)
+        acc = self._encode(plan, out=reply.words)
         add_keys = [keys.self_mask_key(self._seed, self._salt, self.round_id, self.client_id)]
         sub_keys: list[bytes] = []
         for peer in senders:
@@ -166,11 +170,11 @@ class SecAggClient(ClientStateMachine):
             (add_keys if self.client_id < peer else sub_keys).append(key)
         masking.apply_masks(acc, add_keys, sub_keys, bits)
         self._s_key = self._c_key = None  # not needed any more; drop the references early
-        spec = masked_spec(self.update.vector.size, bits)
-        return self._reply(spec.kind, {"y": acc}), "unmask"
+        return reply.seal(), "unmask"
 
-    def _encode(self, plan: "RoundPlan") -> np.ndarray:
-        """[w' clip(x), w'] quantised (+ integer DP noise on the w'x coordinates) as ring elements."""
+    def _encode(self, plan: "RoundPlan", out: np.ndarray) -> np.ndarray:
+        """[w' clip(x), w'] quantised (+ integer DP noise on the w'x coordinates) as ring elements, written into
+        ``out`` (the reply's slot) and returned."""
         fp = plan.fixed_point
         rng = CSPRNG.from_os()
         dtype = masking.ring_dtype(self.protocol.ring_bits)
@@ -178,7 +182,7 @@ class SecAggClient(ClientStateMachine):
         # into the ring's word type (two's complement) in one blocked pass
         ring = fp.quantize_weighted_ring(self.update.vector, float(self.update.weight),
                                          float(self.protocol.max_weight), rng, dtype,
-                                         input_clip=float(self.protocol.clip))
+                                         input_clip=float(self.protocol.clip), out=out)
         noise_source = self.protocol.client_noise
         if noise_source is not None:
             dim = self.update.vector.size

@@ -84,6 +84,14 @@ class PhaseState:
     replies: dict[int, bytes] = field(default_factory=dict)
 
 
+def reply_bytes(reply: object) -> bytes:
+    """The contract's reply types: bytes, or the read-only memoryview of an ArraySlot (never a writable buffer);
+    returned as bytes for tests that mutate replies."""
+    assert isinstance(reply, (bytes, memoryview)), f"a reply must be bytes or a memoryview, got {type(reply).__name__}"
+    assert not isinstance(reply, memoryview) or (reply.readonly and reply.format == "B" and reply.c_contiguous)
+    return bytes(reply)
+
+
 def drive_to_phase(protocol: AggregationProtocol, updates: dict[int, ClientUpdate], index: int,
                    *, with_replies: bool = True) -> PhaseState | None:
     """Run a round honestly up to phase ``index``. Returns None if the round ends before that phase."""
@@ -97,6 +105,7 @@ def drive_to_phase(protocol: AggregationProtocol, updates: dict[int, ClientUpdat
         for cid, payload in outgoing.messages.items():
             reply = clients[cid].handle(payload)
             if reply is not None:
+                reply_bytes(reply)
                 server.receive(cid, reply)
         step = server.advance()
         if isinstance(step, AggregateResult):
@@ -107,6 +116,6 @@ def drive_to_phase(protocol: AggregationProtocol, updates: dict[int, ClientUpdat
         for cid, payload in outgoing.messages.items():
             reply = clients[cid].handle(payload)
             if reply is not None:
-                state.replies[cid] = reply
+                state.replies[cid] = reply_bytes(reply)
         # the clients' state moved on; rebuild them for client-side fuzzing on demand
     return state
