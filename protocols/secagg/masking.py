@@ -22,8 +22,10 @@ vector in cache-sized blocks — for each block, every key's keystream is writte
 added to the block in place — and the vector is split into one run of whole segments per core, each expanded by
 its own cipher contexts (a segment's keystream does not depend on any other, so the result is bit for bit the
 single-threaded one). ``cryptography`` releases the GIL inside AES and numpy inside the additions, so the ranges run
-in parallel threads. The server adds each masked upload into its running sum the same way (:func:`add_into`,
-reading the upload as a read-only view over the received bytes). No key, mask or partial sum leaves the calling
+in parallel threads; every such call gives up and re-takes the GIL, and these hand-overs between the two threads
+are what the block size trades against the cache (at 10 x 1M, 64 KiB blocks made two threads slower than one;
+512 KiB, block and keystream together still within L2, gave the fastest round). The server adds each masked upload
+into its running sum (:func:`add_into`, reading the upload as a read-only view over the received bytes). No key, mask or partial sum leaves the calling
 party's process; the threads only share its memory.
 """
 
@@ -43,7 +45,7 @@ __all__ = ["MIN_BITS", "MAX_BITS", "SEGMENT_BYTES", "ring_dtype", "keystream_wor
 MIN_BITS = 8
 MAX_BITS = 64
 SEGMENT_BYTES = 1 << 20  # keystream bytes under one IV (part of the mask's definition: never change it)
-BLOCK_BYTES = 1 << 18  # bytes of the vector processed per key before moving on (stays in L2 cache)
+BLOCK_BYTES = 1 << 19  # bytes of the vector processed per key before moving on (block and keystream stay in L2)
 _PARALLEL_MIN_BYTES = 1 << 20  # below this a second thread costs more than it saves
 
 
@@ -150,9 +152,10 @@ def apply_masks(acc: np.ndarray, add_keys: Sequence[bytes], sub_keys: Sequence[b
     return reduce(acc, bits)
 
 
-def add_into(acc: np.ndarray, y: np.ndarray, workers: int | None = None) -> np.ndarray:
-    """acc += y in place (wrapping), over one contiguous range per core when the vectors are large (the server's
-    running sum of masked inputs); returns acc."""
+def add_into(acc: np.ndarray, y: np.ndarray, workers: int | None = 1) -> np.ndarray:
+    """acc += y in place (wrapping): the server's running sum of masked inputs; returns acc. One pass in the calling
+    thread by default: the sum is bound by memory, and waking a second thread for each upload cost more than it
+    saved (measured at 10 x 1M); ``workers=None`` (the usable cores) or a count splits large vectors into ranges."""
     if y.shape != acc.shape or y.dtype != acc.dtype:
         raise ConfigError(f"add_into needs two vectors of one shape and word type, got {acc.dtype} {acc.shape} and "
                           f"{y.dtype} {y.shape}")
