@@ -1,4 +1,5 @@
-"""The compiled quantizer loop (protocols.jit) gives bit for bit the numpy reference's ring elements.
+"""The compiled kernels (protocols.jit) give bit for bit the numpy reference's words: the quantizer's ring elements
+and the mask fold's sums.
 
 The reference is the blocked numpy kernel of :mod:`protocols.encoding` (itself checked against the textbook formula
 in test_fast_paths.py); here both run on the same keystream and must agree on every word, for float32 and float64
@@ -21,6 +22,7 @@ from protocols import jit
 from protocols.csprng import CSPRNG
 from protocols.encoding import FixedPoint
 from protocols.errors import MessageError
+from protocols.secagg import masking
 
 pytest.importorskip("numba")  # the project's "all" extra installs it; without it the reference runs everywhere
 
@@ -89,6 +91,7 @@ def test_privfed_jit_0_turns_the_kernels_off(monkeypatch) -> None:
     x = np.zeros(2 * jit.MIN_ELEMENTS)
     assert not jit.enabled()
     assert jit.quantize_kernel(x, np.empty(x.size, np.int64)) is None
+    assert jit.fold_kernel(np.zeros(x.size, np.uint32)) is None
 
 
 def test_warm_up_compiles_every_word_type_before_any_timed_call() -> None:
@@ -97,3 +100,33 @@ def test_warm_up_compiles_every_word_type_before_any_timed_call() -> None:
     compiled = {(sig[0].dtype, sig[5].dtype) for sig in kernel.signatures}
     assert {(np.dtype(f).name, np.dtype(w).name) for f in (np.float32, np.float64) for w in (np.int32, np.int64)} \
         <= {(str(f), str(w)) for f, w in compiled}
+    assert {"uint32", "uint64"} <= {str(sig[0].dtype) for sig in jit._STATE["fold"].signatures}
+
+
+@settings(max_examples=25, deadline=None)
+@given(n=st.integers(jit.MIN_ELEMENTS, 3 * jit.MIN_ELEMENTS), bits=st.sampled_from([20, 32, 33, 48, 64]),
+       adds=st.integers(0, 4), subs=st.integers(0, 4), workers=st.integers(1, 2),
+       block=st.sampled_from([1 << 16, 1 << 17, 1 << 19]))
+def test_compiled_mask_fold_equals_the_numpy_additions(n, bits, adds, subs, workers, block) -> None:
+    """Two keystreams per compiled pass give exactly the words of one numpy addition or subtraction per stream,
+    for odd and even key counts, both word types, rings narrower than the word, several blocks and ranges."""
+    keys = [os.urandom(32) for _ in range(adds + subs)]
+    start = np.frombuffer(os.urandom(n * masking.ring_dtype(bits).itemsize), dtype=masking.ring_dtype(bits))
+    folded = masking.apply_masks(start.copy(), keys[:adds], keys[adds:], bits, workers=workers, block_bytes=block)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(masking, "fold_kernel", lambda block: None)
+        reference = masking.apply_masks(start.copy(), keys[:adds], keys[adds:], bits, workers=workers,
+                                        block_bytes=block)
+    assert np.array_equal(folded, reference)
+
+
+def test_the_mask_fold_is_used_at_model_size() -> None:
+    calls = []
+    kernel = jit.fold_kernel(np.zeros(jit.MIN_ELEMENTS, dtype=np.uint32))
+    assert kernel is not None
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(masking, "fold_kernel", lambda block: (calls.append(block.size), kernel)[1])
+        masking.apply_masks(np.zeros(1 << 18, dtype=np.uint32), [os.urandom(32)] * 3, [], 32)
+    assert calls  # asked for (and given) the compiled fold
+    assert jit.fold_kernel(np.zeros(jit.MIN_ELEMENTS - 1, dtype=np.uint32)) is None  # small blocks: numpy
+    assert jit.fold_kernel(np.zeros(jit.MIN_ELEMENTS, dtype=np.int32)) is None  # ring words are unsigned

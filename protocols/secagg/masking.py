@@ -24,7 +24,10 @@ its own cipher contexts (a segment's keystream does not depend on any other, so 
 single-threaded one). ``cryptography`` releases the GIL inside AES and numpy inside the additions, so the ranges run
 in parallel threads; every such call gives up and re-takes the GIL, and these hand-overs between the two threads
 are what the block size trades against the cache (at 10 x 1M, 64 KiB blocks made two threads slower than one;
-512 KiB, block and keystream together still within L2, gave the fastest round). The server adds each masked upload
+512 KiB, block and keystream together still within L2, gave the fastest round). With numba installed
+(:func:`protocols.jit.fold_kernel`) the keys go two at a time: both keystreams are written into two reused buffers
+and folded into the block in one compiled pass, bit for bit the words of the two numpy additions (a third fewer
+calls, so fewer hand-overs, and one pass over the block instead of two). The server adds each masked upload
 into its running sum (:func:`add_into`, reading the upload as a read-only view over the received bytes). No key, mask or partial sum leaves the calling
 party's process; the threads only share its memory.
 """
@@ -37,6 +40,7 @@ import numpy as np
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from ..errors import ConfigError
+from ..jit import fold_kernel
 from ..parallel import resolve_workers, run_all, split, thread_scratch
 
 __all__ = ["MIN_BITS", "MAX_BITS", "SEGMENT_BYTES", "ring_dtype", "keystream_words", "scratch", "add_mask", "sub_mask",
@@ -117,12 +121,25 @@ def _mask_range(acc: np.ndarray, start: int, stop: int, add_keys: Sequence[bytes
     raw = buffer.view(np.uint8)
     swap = not np.little_endian
     zeros = _zeros(block_words * itemsize)
+    fold = None if swap else fold_kernel(acc[start:start + block_words])
+    if fold is not None:  # numba: two keys' keystreams per pass over the block, in a second reused buffer
+        buffer2 = thread_scratch("mask-block-2", nbytes)[:nbytes].view(acc.dtype)
+        signs = [acc.dtype.type(1)] * len(add_keys) + [acc.dtype.type(-1 % (1 << 8 * itemsize))] * len(sub_keys)
+        signs.append(acc.dtype.type(0))  # an odd last stream is folded with a zero sign for the missing one
     for segment_lo in range(start, stop, segment_words):
         segment_hi = min(segment_lo + segment_words, stop)
         streams = [_segment(key, segment_lo // segment_words) for key in all_keys]
         for lo in range(segment_lo, segment_hi, block_words):
             hi = min(lo + block_words, segment_hi)
             words, part, plain = buffer[:hi - lo], acc[lo:hi], zeros[:(hi - lo) * itemsize]
+            if fold is not None:
+                words2 = buffer2[:hi - lo]
+                for j in range(0, len(streams), 2):
+                    streams[j](plain, raw)
+                    if j + 1 < len(streams):
+                        streams[j + 1](plain, buffer2.view(np.uint8))
+                    fold(part, words, words2 if j + 1 < len(streams) else words, signs[j], signs[j + 1])
+                continue
             for update_into, op in zip(streams, ops):
                 update_into(plain, raw)
                 if swap:
