@@ -28,8 +28,8 @@ are what the block size trades against the cache (at 10 x 1M, 64 KiB blocks made
 (:func:`protocols.jit.fold_kernel`) the keys go two at a time: both keystreams are written into two reused buffers
 and folded into the block in one compiled pass, bit for bit the words of the two numpy additions (a third fewer
 calls, so fewer hand-overs, and one pass over the block instead of two). The server adds each masked upload
-into its running sum (:func:`add_into`, reading the upload as a read-only view over the received bytes). No key, mask or partial sum leaves the calling
-party's process; the threads only share its memory.
+into its running sum (:func:`add_into`, reading the upload as a read-only view over the received bytes). No key,
+mask or partial sum leaves the calling party's process; the threads only share its memory.
 """
 
 from __future__ import annotations
