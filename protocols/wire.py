@@ -318,7 +318,7 @@ def _received(data: Any) -> bytes | memoryview:
     if isinstance(data, memoryview):
         if not data.c_contiguous:
             raise MessageError("message must be contiguous bytes")
-        return (data if data.format == "B" else data.cast("B")).toreadonly()
+        return (data if data.format == "B" and data.ndim == 1 else data.cast("B")).toreadonly()
     raise MessageError("message must be bytes")
 
 

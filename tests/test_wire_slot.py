@@ -71,6 +71,18 @@ def test_a_writable_view_is_read_only_to_the_receiver_and_a_bytearray_is_copied(
     assert list(from_array) == [7, 8, 9]  # a bytearray was copied when received
 
 
+def test_a_view_of_any_shape_or_format_is_read_as_its_bytes() -> None:
+    spec = MessageSpec("m", {"y": FieldSpec("array", dtype="uint32", length=4)})
+    payload = encode(Message("p", "m", 3, 1, {"y": np.arange(4, dtype=np.uint32)}))
+    padded = payload + bytes(4 + -len(payload) % 4)  # whole words: the same bytes viewed as 2-d or as ints
+    for view in (memoryview(padded).cast("B", (2, len(padded) // 2)), memoryview(padded).cast("I")):
+        with pytest.raises(MessageError, match="trailing"):  # all of the view's bytes are read, padding included
+            decode(view, spec, protocol="p", round_id=3)
+        assert peek_header(view) == ("p", "m", 3, 1)
+    exact = memoryview(payload).cast("B", (1, len(payload)))
+    assert list(decode(exact, spec, protocol="p", round_id=3)["y"]) == [0, 1, 2, 3]
+
+
 @pytest.mark.parametrize("bad", [memoryview(bytes(64))[::2], 3, "PFDW", None, [b"PFDW"]])
 def test_anything_but_contiguous_bytes_is_refused(bad) -> None:
     spec = MessageSpec("m", {"y": FieldSpec("int")})
