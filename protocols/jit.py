@@ -55,7 +55,7 @@ def warm_up() -> bool:
             kernel(np.zeros(1, dtype=float_type), 1.0, 1.0, 1.0, u, np.zeros(1, dtype=word))
     for word in _RING_WORDS:
         block = np.zeros(1, dtype=word)
-        _STATE["fold"](block, block[:], block[:], word.type(1), word.type(0))
+        _STATE["fold"](block, block, block, word.type(1), word.type(0))
     return True
 
 

@@ -124,6 +124,7 @@ def _mask_range(acc: np.ndarray, start: int, stop: int, add_keys: Sequence[bytes
     fold = None if swap else fold_kernel(acc[start:start + block_words])
     if fold is not None:  # numba: two keys' keystreams per pass over the block, in a second reused buffer
         buffer2 = thread_scratch("mask-block-2", nbytes)[:nbytes].view(acc.dtype)
+        raw2 = buffer2.view(np.uint8)
         signs = [acc.dtype.type(1)] * len(add_keys) + [acc.dtype.type(-1 % (1 << 8 * itemsize))] * len(sub_keys)
         signs.append(acc.dtype.type(0))  # an odd last stream is folded with a zero sign for the missing one
     for segment_lo in range(start, stop, segment_words):
@@ -137,7 +138,7 @@ def _mask_range(acc: np.ndarray, start: int, stop: int, add_keys: Sequence[bytes
                 for j in range(0, len(streams), 2):
                     streams[j](plain, raw)
                     if j + 1 < len(streams):
-                        streams[j + 1](plain, buffer2.view(np.uint8))
+                        streams[j + 1](plain, raw2)
                     fold(part, words, words2 if j + 1 < len(streams) else words, signs[j], signs[j + 1])
                 continue
             for update_into, op in zip(streams, ops):
