@@ -197,7 +197,8 @@ class ArraySlot:
     would produce from the same fields, as a read-only memoryview over the slot's own buffer (``bytes`` on a
     big-endian host, where the words are byte-swapped into it). This saves the copy of a large array into the
     message — at model size, the masked upload's largest cost after its masks. After :meth:`seal` the sender must
-    not write :attr:`words` again (they *are* the message; the slot refuses a second seal).
+    not write :attr:`words` again (they *are* the message; the slot refuses a second seal). The words start
+    undefined, not zeroed: the sender writes every one of them before sealing.
     """
 
     _IN_PLACE = np.little_endian  # native words are the wire's little-endian words
@@ -213,10 +214,11 @@ class ArraySlot:
         head = b"".join(_encode_parts(message, len(message.fields) + 1) + [
             _str8(name), _TAGS["array"], struct.pack("<BBQ", _DTYPE_CODE[dtype], 1, length)])
         self._size = len(head) + length * native.itemsize
-        self._buffer = bytearray(self._size + _SLOT_ALIGN)
-        address = np.frombuffer(self._buffer, dtype=np.uint8).ctypes.data
-        self._start = (-(address + len(head))) % _SLOT_ALIGN
-        self._buffer[self._start:self._start + len(head)] = head
+        # not zeroed (zeroing a model-sized buffer cost as much as quantising into it): every word is the sender's
+        # to write, and the header is written here; bytes outside [start, start + size) never leave the slot
+        self._buffer = np.empty(self._size + _SLOT_ALIGN, dtype=np.uint8)
+        self._start = (-(self._buffer.ctypes.data + len(head))) % _SLOT_ALIGN
+        self._buffer[self._start:self._start + len(head)] = np.frombuffer(head, dtype=np.uint8)
         self._in_place = self._IN_PLACE or native.itemsize == 1
         offset = self._start + len(head)
         self.words = (np.frombuffer(self._buffer, dtype=native, count=length, offset=offset) if self._in_place
@@ -232,7 +234,7 @@ class ArraySlot:
             view = np.frombuffer(self._buffer, dtype=self.words.dtype.newbyteorder("<"), count=self.words.size,
                                  offset=self._offset)
             view[...] = self.words
-            message = bytes(self._buffer[self._start:self._start + self._size])
+            message = self._buffer[self._start:self._start + self._size].tobytes()
         else:
             message = memoryview(self._buffer)[self._start:self._start + self._size].toreadonly()
         self.words = None  # type: ignore[assignment] - the sender's handle on the message's bytes ends here
