@@ -59,7 +59,11 @@ DEFAULT_MAX_BYTES = 1 << 30  # 1 GiB: far above any legitimate message for 10M p
 
 _DTYPES: tuple[str, ...] = ("float32", "float64", "uint8", "uint16", "uint32", "uint64", "int32", "int64")
 _DTYPE_CODE = {name: i for i, name in enumerate(_DTYPES)}
+_CODE_OF_NATIVE = {np.dtype(name): i for i, name in enumerate(_DTYPES)}  # dtype.name is slow to compute
+_WIRE_DTYPE = {name: np.dtype(name).newbyteorder("<") for name in _DTYPES}  # little-endian, as sent
+_NATIVE_DTYPE = {name: np.dtype(name) for name in _DTYPES}
 _TAGS = {"bytes": b"b", "int": b"i", "float": b"f", "str": b"s", "array": b"a", "list": b"l"}
+_TAG_CODE = {kind: tag[0] for kind, tag in _TAGS.items()}  # the tag as the byte value a reader indexes
 _MAX_NDIM = 4
 _MAX_NAME = 255
 
@@ -255,11 +259,13 @@ def _encode_value(name: str, value: Any) -> list[bytes]:
         raw = value.encode("utf-8")
         return [_TAGS["str"], struct.pack("<I", len(raw)), raw]
     if isinstance(value, np.ndarray):
-        dtype = value.dtype.name
-        if dtype not in _DTYPE_CODE or not 1 <= value.ndim <= _MAX_NDIM:
-            raise MessageError(f"field {name!r}: unsupported array dtype {dtype} or ndim {value.ndim}")
-        arr = np.ascontiguousarray(value, dtype=value.dtype.newbyteorder("<"))
-        header = struct.pack("<BB", _DTYPE_CODE[dtype], arr.ndim) + struct.pack(f"<{arr.ndim}Q", *arr.shape)
+        code = _CODE_OF_NATIVE.get(value.dtype)
+        if code is None:  # another byte order of a supported type, or an unsupported one
+            code = _DTYPE_CODE.get(value.dtype.name)
+        if code is None or not 1 <= value.ndim <= _MAX_NDIM:
+            raise MessageError(f"field {name!r}: unsupported array dtype {value.dtype.name} or ndim {value.ndim}")
+        arr = np.ascontiguousarray(value, dtype=_WIRE_DTYPE[_DTYPES[code]])
+        header = struct.pack("<BB", code, arr.ndim) + struct.pack(f"<{arr.ndim}Q", *arr.shape)
         # the array's own buffer: encode's single join copies it once into the message
         return [_TAGS["array"], header, memoryview(arr).cast("B") if arr.size else b""]
     if isinstance(value, (list, tuple)):
@@ -272,6 +278,7 @@ def _encode_value(name: str, value: Any) -> list[bytes]:
     raise MessageError(f"field {name!r}: cannot encode {type(value).__name__}")
 
 
+_U64 = struct.Struct("<Q")
 _STRUCTS: dict[str, struct.Struct] = {}  # compiled layouts of the reader (a handful of fixed formats)
 
 
@@ -283,8 +290,11 @@ class _Reader:
         self.pos = 0
 
     def take(self, n: int) -> bytes:
-        start = self.skip(n)
-        chunk = self.data[start:self.pos]
+        start, end = self.pos, self.pos + n
+        if n < 0 or end > len(self.data):
+            raise MessageError("message truncated")
+        self.pos = end
+        chunk = self.data[start:end]
         return chunk if type(chunk) is bytes else bytes(chunk)  # a memoryview message's fields come out as bytes
 
     def skip(self, n: int) -> int:
@@ -299,13 +309,22 @@ class _Reader:
         layout = _STRUCTS.get(fmt)
         if layout is None:
             layout = _STRUCTS.setdefault(fmt, struct.Struct(fmt))
-        start = self.skip(layout.size)
+        start, end = self.pos, self.pos + layout.size
+        if end > len(self.data):
+            raise MessageError("message truncated")
+        self.pos = end
         return layout.unpack_from(self.data, start)
 
     def str8(self) -> str:
-        (n,) = self.unpack("<B")
+        data, start = self.data, self.pos
+        if start >= len(data):
+            raise MessageError("message truncated")
+        end = start + 1 + data[start]  # a one-byte length, then the name
+        if end > len(data):
+            raise MessageError("message truncated")
+        self.pos = end
         try:
-            return self.take(n).decode("utf-8")
+            return str(data[start + 1:end], "utf-8")
         except UnicodeDecodeError:
             raise MessageError("name is not utf-8") from None
 
@@ -408,9 +427,12 @@ def _check_range(name: str, spec: FieldSpec, value: float) -> None:
 
 
 def _decode_value(reader: _Reader, name: str, spec: FieldSpec) -> Any:
-    tag = reader.take(1)
-    if tag != _TAGS[spec.type]:
-        raise MessageError(f"field {name!r}: wrong type tag {tag!r}, expected {spec.type}")
+    data, at = reader.data, reader.pos
+    if at >= len(data):
+        raise MessageError("message truncated")
+    if data[at] != _TAG_CODE[spec.type]:
+        raise MessageError(f"field {name!r}: wrong type tag {bytes(data[at:at + 1])!r}, expected {spec.type}")
+    reader.pos = at + 1
     if spec.type == "bytes":
         (n,) = reader.unpack("<Q")
         _check_length(name, spec, n)
@@ -436,12 +458,27 @@ def _decode_value(reader: _Reader, name: str, spec: FieldSpec) -> Any:
         (count,) = reader.unpack("<I")
         _check_length(name, spec, count)
         items = []
+        exact, most = spec.item_length, spec.item_max_length
+        if exact is not None:  # fixed-size items (keys, shares, ciphertexts): each length word compared as bytes
+            data, at, word, stride = reader.data, reader.pos, _U64.pack(exact), 8 + exact
+            for index in range(count):
+                if at + 8 > len(data):
+                    raise MessageError("message truncated")
+                if data[at:at + 8] != word:
+                    raise MessageError(f"field {name!r}: item {index} has {_U64.unpack_from(data, at)[0]} bytes, "
+                                       f"expected {exact}")
+                if at + stride > len(data):
+                    raise MessageError("message truncated")
+                items.append(bytes(data[at + 8:at + stride]))
+                at += stride
+            reader.pos = at
+            return items
         for index in range(count):
             (n,) = reader.unpack("<Q")
-            if spec.item_length is not None and n != spec.item_length:
-                raise MessageError(f"field {name!r}: item {index} has {n} bytes, expected {spec.item_length}")
-            if spec.item_max_length is not None and n > spec.item_max_length:
-                raise MessageError(f"field {name!r}: item {index} has {n} bytes, more than {spec.item_max_length}")
+            if exact is not None and n != exact:
+                raise MessageError(f"field {name!r}: item {index} has {n} bytes, expected {exact}")
+            if most is not None and n > most:
+                raise MessageError(f"field {name!r}: item {index} has {n} bytes, more than {most}")
             items.append(reader.take(n))
         return items
     return _decode_array(reader, name, spec)
@@ -465,11 +502,11 @@ def _decode_array(reader: _Reader, name: str, spec: FieldSpec, *, any_shape: boo
             raise MessageError(f"field {name!r}: shape {got}, expected {spec.expected_shape()}")
     count = math.prod(shape)
     _check_length(name, spec, count)
-    wire_dtype = np.dtype(spec.dtype).newbyteorder("<")
+    wire_dtype = _WIRE_DTYPE[spec.dtype]
     start = reader.skip(count * wire_dtype.itemsize)
     arr = np.frombuffer(reader.data, dtype=wire_dtype, count=count, offset=start) if count else \
         np.frombuffer(b"", dtype=wire_dtype)
-    if spec.copy or wire_dtype != np.dtype(spec.dtype):  # a view only where the wire layout is the native one
+    if spec.copy or wire_dtype != _NATIVE_DTYPE[spec.dtype]:  # a view only where the wire layout is the native one
         arr = arr.astype(spec.dtype, copy=True)
     arr = arr.reshape(shape)
     if spec.finite and arr.dtype.kind == "f" and not np.isfinite(arr).all():

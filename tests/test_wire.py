@@ -202,3 +202,25 @@ def test_inspect_keeps_any_shape() -> None:
 def test_message_specs_are_validated_at_construction(kind, fields, max_bytes) -> None:
     with pytest.raises(ValueError):
         MessageSpec(kind, fields, max_bytes)
+
+
+@settings(max_examples=300, deadline=None)
+@given(items=st.lists(st.binary(max_size=6), max_size=5), exact=st.integers(0, 5), cut=st.integers(0, 80),
+       as_view=st.booleans())
+def test_fixed_length_lists_decode_exactly_or_raise(items, exact, cut, as_view) -> None:
+    """The fixed-item-length fast path: every item of the declared length comes back byte for byte; a wrong
+    length names the first offending item; a message cut anywhere raises — never a short or shifted item."""
+    spec = MessageSpec("m", {"keys": FieldSpec("list", max_length=5, item_length=exact),
+                             "tail": FieldSpec("int")})
+    raw = encode(Message("p", "m", 1, 2, {"keys": items, "tail": 7}))
+    data = raw if cut == 0 else raw[:-cut]
+    data = memoryview(data) if as_view else data
+    wrong = next((i for i, item in enumerate(items) if len(item) != exact), None)
+    if cut == 0 and wrong is None:
+        got = decode(data, spec, protocol="p", round_id=1)
+        assert got["keys"] == items and all(type(k) is bytes for k in got["keys"]) and got["tail"] == 7
+        return
+    with pytest.raises(MessageError) as caught:
+        decode(data, spec, protocol="p", round_id=1)
+    if wrong is not None and cut == 0:
+        assert f"item {wrong} has {len(items[wrong])} bytes, expected {exact}" in str(caught.value)
