@@ -50,10 +50,29 @@ def test_weighted_encoder_equals_clip_weight_quantize(values: list[float], float
     try:
         got = fp.quantize_weighted_ring(x, weight, 100.0, CSPRNG.from_key(key), dtype, input_clip=input_clip)
         expected = _reference(fp, x, weight, 100.0, key, dtype, input_clip)
+        into = np.full(x.size + 1, 0xA5A5A5A5A5A5A5A5 & np.iinfo(dtype).max, dtype=dtype)  # stale words
+        fp.quantize_weighted_ring(x, weight, 100.0, CSPRNG.from_key(key), dtype, input_clip=input_clip, out=into)
     finally:
         encoding._QUANTIZE_BLOCK, encoding._PARALLEL_MIN_ELEMENTS, encoding.usable_cores = saved
     assert got.dtype == dtype and got.shape == (x.size + 1,)
     assert np.array_equal(got, expected)
+    assert np.array_equal(into, expected)  # every word written: nothing of what the buffer held survives
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_weighted_encoder_overwrites_every_word_of_a_model_sized_buffer(monkeypatch, workers: int) -> None:
+    """The SecAgg upload buffer is not zeroed (protocols.wire.ArraySlot): the encoder, compiled or not, split over
+    threads or not, must write every word, so a buffer full of earlier bytes ends up exactly as a zeroed one."""
+    monkeypatch.setattr(encoding, "usable_cores", lambda: workers)
+    fp = FixedPoint.for_bits(32, max_clients=10, clip=1.0)
+    x = np.random.default_rng(5).uniform(-2, 2, 300_001).astype(np.float32)  # above the threading threshold
+    key = os.urandom(32)
+    outs = []
+    for fill in (0, 0xA5A5A5A5, 0xFFFFFFFF):
+        out = np.full(x.size + 1, fill, dtype=np.uint32)
+        fp.quantize_weighted_ring(x, 3.0, 10.0, CSPRNG.from_key(key), np.uint32, input_clip=1.0, out=out)
+        outs.append(out)
+    assert all(np.array_equal(outs[0], other) for other in outs[1:])
 
 
 def test_weighted_encoder_validates_like_weighted_vector() -> None:
