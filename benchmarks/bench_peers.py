@@ -12,11 +12,15 @@ Usage (from the repository root, with the project and flwr installed):
 measures the other jobs.)
 
 For each size the same synthetic float32 vectors and integer weights go to four settings, run in turn (privfed
-complete, Flower full, privfed sparse, Flower 5 shares) and repeated; each row reports the median of the repeats (after one untimed warm-up run of each setting):
+complete, Flower full, privfed sparse, Flower 5 shares) and repeated; each row reports the median of the repeats
+(after one untimed warm-up run of each setting). Each timed round follows an untimed round of the same setting, as a
+federated run's rounds follow each other, so that neither tool is timed on the caches the other tool's round just
+filled (``--cold`` times each round straight after the previous setting's, the method of the first figures:
+privfed's rounds are then about 2 ms slower, Flower's unchanged):
 
 * privfed ``secagg`` with the complete graph (threshold 2n/3) and with a Harary graph of k = 4 neighbours (threshold 3),
   one in-process round through ``privfed.runtime.local.run_round`` (both state machines, real bytes);
-* Flower 1.41 ``SecAggPlusWorkflow`` + ``secaggplus_mod`` (see ``flower_secagg.py``) with ``num_shares`` = n
+* Flower's ``SecAggPlusWorkflow`` + ``secaggplus_mod`` (see ``flower_secagg.py``) with ``num_shares`` = n
   (everyone shares with everyone, threshold as privfed's) and ``num_shares`` = 5 (threshold 3), clipping range 1.
   Its fit instruction carries a one-value global model that the benchmark's clients ignore: privfed's timed round
   is the secure aggregation of updates already computed, so Flower's is the same work without a model broadcast
@@ -123,7 +127,7 @@ def median_row(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return row
 
 
-def measure_size(clients: int, params: int, repeats: int) -> list[dict[str, Any]]:
+def measure_size(clients: int, params: int, repeats: int, warm: bool = True) -> list[dict[str, Any]]:
     ups = synthetic(clients, params)
     exact = exact_mean(ups)
     complete_t = max(2, -(-2 * clients // 3))
@@ -141,6 +145,8 @@ def measure_size(clients: int, params: int, repeats: int) -> list[dict[str, Any]
         run()
     for _ in range(repeats):
         for i, (_, _, run) in enumerate(settings):
+            if warm:  # an untimed round of the same setting first, as a federated run's rounds follow each other
+                run()
             runs[i].append(run())
         # per client: self mask + one per neighbour; server: remove every survivor's self mask
         for graph, streams in (("complete", clients * clients + clients), ("sparse", clients * (SPARSE_K + 1) + clients)):
@@ -214,6 +220,8 @@ def main(argv: list[str] | None = None) -> int:
     size = parser.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_true", help="10 x 100k only")
     size.add_argument("--toy", action="store_true", help="4 x 1,000, one repeat (a smoke run)")
+    parser.add_argument("--cold", action="store_true",
+                        help="time each round straight after the previous setting's (no untimed round before it)")
     parser.add_argument("--write", metavar="PATH", help="also write the markdown table here")
     parser.add_argument("--profile", metavar="PATH", help="also write a cProfile of both tools at the largest size")
     parser.add_argument("--readme", metavar="PATH", help="with --write: render README's table from this run")
@@ -221,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     sizes = [(4, 1_000, 1)] if args.toy else SIZES[:1] if args.quick else SIZES
     rows = []
     for clients, params, repeats in sizes:
-        got = measure_size(clients, params, repeats)
+        got = measure_size(clients, params, repeats, warm=not args.cold)
         rows += got
         for r in got:
             print(f"{clients} x {params:,}: {r['tool']:7s} {r['setting']:28s} {r['seconds']:.3f} s "
@@ -241,7 +249,9 @@ def main(argv: list[str] | None = None) -> int:
             f"Machine: {machine}; flwr {flwr.__version__}. Shared with other jobs while measured: wall seconds are "
             f"upper bounds, CPU seconds are steadier. Median of the repeats per size "
             f"({', '.join(str(r) for _, _, r in sizes)}) after one untimed "
-            f"warm-up of each setting, settings alternating within each repeat.\n\n{table}\n")
+            f"warm-up of each setting, settings alternating within each repeat"
+            + (", each round timed straight after the previous setting's" if args.cold else
+               ", each timed round after an untimed round of the same setting") + f".\n\n{table}\n")
         payload = {"command": command, "machine": machine, "flwr": flwr.__version__, "rows": rows}
         Path(args.write).with_suffix(".json").write_text(json.dumps(payload, indent=1) + "\n")
         if args.readme:
