@@ -459,7 +459,8 @@ def _decode_value(reader: _Reader, name: str, spec: FieldSpec) -> Any:
         _check_length(name, spec, count)
         items = []
         exact, most = spec.item_length, spec.item_max_length
-        if exact is not None:  # fixed-size items (keys, shares, ciphertexts): each length word compared as bytes
+        if exact is not None and (most is None or exact <= most):  # fixed-size items (keys, shares, ciphertexts):
+            # each length word compared as bytes
             data, at, word, stride = reader.data, reader.pos, _U64.pack(exact), 8 + exact
             for index in range(count):
                 if at + 8 > len(data):

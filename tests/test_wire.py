@@ -205,17 +205,18 @@ def test_message_specs_are_validated_at_construction(kind, fields, max_bytes) ->
 
 
 @settings(max_examples=300, deadline=None)
-@given(items=st.lists(st.binary(max_size=6), max_size=5), exact=st.integers(0, 5), cut=st.integers(0, 80),
-       as_view=st.booleans())
-def test_fixed_length_lists_decode_exactly_or_raise(items, exact, cut, as_view) -> None:
+@given(items=st.lists(st.binary(max_size=6), max_size=5), exact=st.integers(0, 5),
+       most=st.one_of(st.none(), st.integers(0, 6)), cut=st.integers(0, 80), as_view=st.booleans())
+def test_fixed_length_lists_decode_exactly_or_raise(items, exact, most, cut, as_view) -> None:
     """The fixed-item-length fast path: every item of the declared length comes back byte for byte; a wrong
     length names the first offending item; a message cut anywhere raises — never a short or shifted item."""
-    spec = MessageSpec("m", {"keys": FieldSpec("list", max_length=5, item_length=exact),
+    spec = MessageSpec("m", {"keys": FieldSpec("list", max_length=5, item_length=exact, item_max_length=most),
                              "tail": FieldSpec("int")})
     raw = encode(Message("p", "m", 1, 2, {"keys": items, "tail": 7}))
     data = raw if cut == 0 else raw[:-cut]
     data = memoryview(data) if as_view else data
-    wrong = next((i for i, item in enumerate(items) if len(item) != exact), None)
+    wrong = next((i for i, item in enumerate(items)
+                  if len(item) != exact or (most is not None and len(item) > most)), None)
     if cut == 0 and wrong is None:
         got = decode(data, spec, protocol="p", round_id=1)
         assert got["keys"] == items and all(type(k) is bytes for k in got["keys"]) and got["tail"] == 7
@@ -223,4 +224,6 @@ def test_fixed_length_lists_decode_exactly_or_raise(items, exact, cut, as_view) 
     with pytest.raises(MessageError) as caught:
         decode(data, spec, protocol="p", round_id=1)
     if wrong is not None and cut == 0:
-        assert f"item {wrong} has {len(items[wrong])} bytes, expected {exact}" in str(caught.value)
+        n = len(items[wrong])
+        reason = f"expected {exact}" if n != exact else f"more than {most}"
+        assert f"item {wrong} has {n} bytes, {reason}" in str(caught.value)
