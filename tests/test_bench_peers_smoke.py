@@ -26,3 +26,11 @@ def test_peer_benchmark_runs_both_tools_on_the_same_inputs() -> None:
     assert privfed["upload"] < flower["upload"]  # counted the same way: every client-to-server message
     table = bench_peers.report(rows)
     assert table.count("\n") == len(rows) + 1 and "Flower" in table
+
+
+def test_cold_timing_times_the_same_settings() -> None:
+    """``--cold`` (no untimed round before each timed one) measures the same four settings, just as correctly."""
+    rows = bench_peers.measure_size(4, 1_000, 1, warm=False)
+    assert [(r["tool"], r["graph"]) for r in rows] == [("privfed", "complete"), ("Flower", "full"),
+                                                       ("privfed", "sparse"), ("Flower", "5 shares")]
+    assert all(r["error"] < 1e-4 and r["seconds"] > 0 for r in rows)
