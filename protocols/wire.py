@@ -59,9 +59,9 @@ DEFAULT_MAX_BYTES = 1 << 30  # 1 GiB: far above any legitimate message for 10M p
 
 _DTYPES: tuple[str, ...] = ("float32", "float64", "uint8", "uint16", "uint32", "uint64", "int32", "int64")
 _DTYPE_CODE = {name: i for i, name in enumerate(_DTYPES)}
-_CODE_OF_NATIVE = {np.dtype(name): i for i, name in enumerate(_DTYPES)}  # dtype.name is slow to compute
-_WIRE_DTYPE = {name: np.dtype(name).newbyteorder("<") for name in _DTYPES}  # little-endian, as sent
 _NATIVE_DTYPE = {name: np.dtype(name) for name in _DTYPES}
+_WIRE_DTYPE = {name: dtype.newbyteorder("<") for name, dtype in _NATIVE_DTYPE.items()}  # little-endian, as sent
+_CODE_OF_NATIVE = {dtype: _DTYPE_CODE[name] for name, dtype in _NATIVE_DTYPE.items()}  # dtype.name is slow
 _TAGS = {"bytes": b"b", "int": b"i", "float": b"f", "str": b"s", "array": b"a", "list": b"l"}
 _TAG_CODE = {kind: tag[0] for kind, tag in _TAGS.items()}  # the tag as the byte value a reader indexes
 _MAX_NDIM = 4
@@ -290,11 +290,8 @@ class _Reader:
         self.pos = 0
 
     def take(self, n: int) -> bytes:
-        start, end = self.pos, self.pos + n
-        if n < 0 or end > len(self.data):
-            raise MessageError("message truncated")
-        self.pos = end
-        chunk = self.data[start:end]
+        start = self.skip(n)
+        chunk = self.data[start:self.pos]
         return chunk if type(chunk) is bytes else bytes(chunk)  # a memoryview message's fields come out as bytes
 
     def skip(self, n: int) -> int:
@@ -309,22 +306,13 @@ class _Reader:
         layout = _STRUCTS.get(fmt)
         if layout is None:
             layout = _STRUCTS.setdefault(fmt, struct.Struct(fmt))
-        start, end = self.pos, self.pos + layout.size
-        if end > len(self.data):
-            raise MessageError("message truncated")
-        self.pos = end
-        return layout.unpack_from(self.data, start)
+        return layout.unpack_from(self.data, self.skip(layout.size))
 
     def str8(self) -> str:
-        data, start = self.data, self.pos
-        if start >= len(data):
-            raise MessageError("message truncated")
-        end = start + 1 + data[start]  # a one-byte length, then the name
-        if end > len(data):
-            raise MessageError("message truncated")
-        self.pos = end
+        n = self.data[self.skip(1)]  # a one-byte length, then the name
+        start = self.skip(n)
         try:
-            return str(data[start + 1:end], "utf-8")
+            return str(self.data[start:self.pos], "utf-8")
         except UnicodeDecodeError:
             raise MessageError("name is not utf-8") from None
 
@@ -427,12 +415,9 @@ def _check_range(name: str, spec: FieldSpec, value: float) -> None:
 
 
 def _decode_value(reader: _Reader, name: str, spec: FieldSpec) -> Any:
-    data, at = reader.data, reader.pos
-    if at >= len(data):
-        raise MessageError("message truncated")
-    if data[at] != _TAG_CODE[spec.type]:
-        raise MessageError(f"field {name!r}: wrong type tag {bytes(data[at:at + 1])!r}, expected {spec.type}")
-    reader.pos = at + 1
+    at = reader.skip(1)
+    if reader.data[at] != _TAG_CODE[spec.type]:
+        raise MessageError(f"field {name!r}: wrong type tag {bytes(reader.data[at:at + 1])!r}, expected {spec.type}")
     if spec.type == "bytes":
         (n,) = reader.unpack("<Q")
         _check_length(name, spec, n)
@@ -459,23 +444,10 @@ def _decode_value(reader: _Reader, name: str, spec: FieldSpec) -> Any:
         _check_length(name, spec, count)
         items = []
         exact, most = spec.item_length, spec.item_max_length
-        if exact is not None and (most is None or exact <= most):  # fixed-size items (keys, shares, ciphertexts):
-            # each length word compared as bytes
-            data, at, word, stride = reader.data, reader.pos, _U64.pack(exact), 8 + exact
-            for index in range(count):
-                if at + 8 > len(data):
-                    raise MessageError("message truncated")
-                if data[at:at + 8] != word:
-                    raise MessageError(f"field {name!r}: item {index} has {_U64.unpack_from(data, at)[0]} bytes, "
-                                       f"expected {exact}")
-                if at + stride > len(data):
-                    raise MessageError("message truncated")
-                items.append(bytes(data[at + 8:at + stride]))
-                at += stride
-            reader.pos = at
-            return items
+        word = b"" if exact is None else _U64.pack(exact)  # a declared item length, as its length word reads
         for index in range(count):
-            (n,) = reader.unpack("<Q")
+            at = reader.skip(8)
+            n = exact if reader.data[at:at + 8] == word else _U64.unpack_from(reader.data, at)[0]
             if exact is not None and n != exact:
                 raise MessageError(f"field {name!r}: item {index} has {n} bytes, expected {exact}")
             if most is not None and n > most:
